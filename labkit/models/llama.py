@@ -56,7 +56,12 @@ class LlamaConfig:
         if cfg.get("hidden_act", "silu") != "silu":
             raise UnsupportedModel(f"hidden_act {cfg['hidden_act']!r} is not supported (only silu)")
         heads = cfg["num_attention_heads"]
-        known = {f for f in cls.__dataclass_fields__ if f != "extra"}
+        # transformers >= 5 writes `rope_parameters` (theta and scaling together); older
+        # checkpoints have `rope_theta` and `rope_scaling`. Read both.
+        rope = cfg.get("rope_parameters") or {}
+        theta = rope.get("rope_theta", cfg.get("rope_theta", 10000.0))
+        scaling = cfg.get("rope_scaling") or (rope if rope.get("rope_type", "default") != "default" else None)
+        known = {f for f in cls.__dataclass_fields__ if f != "extra"} | {"rope_parameters"}
         return cls(
             vocab_size=cfg["vocab_size"],
             hidden_size=cfg["hidden_size"],
@@ -66,8 +71,8 @@ class LlamaConfig:
             num_key_value_heads=cfg.get("num_key_value_heads") or heads,
             head_dim=cfg.get("head_dim") or cfg["hidden_size"] // heads,
             rms_norm_eps=cfg.get("rms_norm_eps", 1e-5),
-            rope_theta=cfg.get("rope_theta", 10000.0),
-            rope_scaling=cfg.get("rope_scaling"),
+            rope_theta=theta,
+            rope_scaling=scaling,
             max_position_embeddings=cfg.get("max_position_embeddings", 4096),
             tie_word_embeddings=cfg.get("tie_word_embeddings", False),
             attention_bias=cfg.get("attention_bias", model_type == "qwen2"),
