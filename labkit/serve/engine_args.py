@@ -1,0 +1,44 @@
+"""The engine options every front end takes (API server, chat page, serving benchmark).
+
+One definition, so `labkit serve api_server`, `labkit chat` and `labkit bench serve` spell
+them alike (LMDeploy's names where it has them) and build the engine the same way.
+"""
+from __future__ import annotations
+
+import argparse
+
+from labkit.errors import UserError
+
+
+def add_engine_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("engine")
+    g.add_argument("--backend", choices=["torch", "numba"], default="torch",
+                   help="torch: plain PyTorch (any device); numba: the CUDA kernels")
+    g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if present, else cpu)")
+    g.add_argument("--quant-policy", type=int, choices=[0, 4, 8], default=0,
+                   help="KV-cache quantization: 0 none, 8 int8, 4 int4")
+    g.add_argument("--max-batch-size", type=int, default=32, help="most sequences decoded together")
+    g.add_argument("--cache-max-entry-count", type=float, default=0.5,
+                   help="fraction of free memory given to the KV cache")
+    g.add_argument("--max-model-len", type=int, default=None, help="longest prompt + answer (default: the model's)")
+
+
+def engine_kwargs(args: argparse.Namespace) -> dict:
+    """The LLM(...) keyword arguments chosen on the command line."""
+    if args.max_batch_size < 1:
+        raise UserError(f"--max-batch-size must be >= 1, got {args.max_batch_size}")
+    if not 0 < args.cache_max_entry_count <= 1:
+        raise UserError(f"--cache-max-entry-count must be in (0, 1], got {args.cache_max_entry_count}")
+    return {"backend": args.backend, "device": args.device, "quant_policy": args.quant_policy,
+            "max_batch_size": args.max_batch_size, "cache_max_entry_count": args.cache_max_entry_count,
+            "max_model_len": args.max_model_len}
+
+
+def build_engine(model: str, **kwargs):
+    """`LLM(model, **kwargs)`, with a wrong model path or option reported as one line."""
+    from labkit.engine import LLM
+
+    try:
+        return LLM(model=model, **kwargs)
+    except (FileNotFoundError, ValueError, OSError) as e:
+        raise UserError(f"cannot load {model!r}: {e}") from e
