@@ -1,0 +1,97 @@
+"""How a labkit kernel is launched: on torch's stream, on torch's memory, capturable.
+
+Three rules make Numba kernels good citizens inside a PyTorch program:
+
+1. Launch on the stream torch is using (`cuda.external_stream` around
+   `torch.cuda.current_stream()`), so kernels order correctly with torch ops and can be
+   recorded by `torch.cuda.graph(...)` capture, which watches that stream.
+2. Pass torch tensors as views (`__cuda_array_interface__`), never copies, and without the
+   stream synchronization Numba does by default on imported arrays: a synchronization is
+   illegal while a graph is being captured.
+3. Allocate nothing during a launch that must be capturable: outputs and workspaces are
+   created by the caller or cached ahead (`workspace`).
+
+A Numba launch costs tens of microseconds of host time; a CUDA graph replays a whole
+sequence of launches for a few microseconds, which is why rule 1 matters on a GPU.
+
+Under the CUDA simulator (`NUMBA_ENABLE_CUDASIM=1`) tensors live on the CPU and are handed
+to the kernel as numpy views of the same memory, so the same launch code runs in CI.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+if not hasattr(np, "row_stack"):  # numba-cuda 0.30 still calls np.row_stack, removed in numpy 2.5
+    np.row_stack = np.vstack
+
+from numba import config, cuda  # noqa: E402
+
+SIMULATOR = bool(config.ENABLE_CUDASIM)
+
+
+def kernels_available() -> bool:
+    """True when Numba kernels can run here: a CUDA GPU, or the simulator."""
+    return SIMULATOR or (torch.cuda.is_available() and cuda.is_available())
+
+
+def device() -> torch.device:
+    """Where kernel inputs must live: the GPU, or the CPU under the simulator."""
+    return torch.device("cpu") if SIMULATOR else torch.device("cuda")
+
+
+def as_array(t: torch.Tensor) -> Any:
+    """A zero-copy Numba view of a tensor (a numpy view under the simulator)."""
+    if SIMULATOR:
+        return t.detach().numpy()
+    return cuda.as_cuda_array(t.detach(), sync=False)
+
+
+_streams: dict[int, Any] = {}
+
+
+def stream() -> Any:
+    """The Numba stream wrapping torch's current CUDA stream (0 under the simulator)."""
+    if SIMULATOR:
+        return 0
+    handle = torch.cuda.current_stream().cuda_stream
+    if handle not in _streams:
+        _streams[handle] = cuda.external_stream(handle)
+    return _streams[handle]
+
+
+def launch(kernel: Any, grid: tuple[int, ...], block: tuple[int, ...], *args: Any) -> None:
+    """Launch `kernel[grid, block]` on torch's current stream; tensors become views."""
+    converted = [as_array(a) if isinstance(a, torch.Tensor) else a for a in args]
+    kernel[grid, block, stream()](*converted)
+
+
+_workspaces: dict[tuple, torch.Tensor] = {}
+
+
+def workspace(name: str, shape: tuple[int, ...], dtype: torch.dtype, dev: torch.device) -> torch.Tensor:
+    """A zero-initialized buffer kept across calls, keyed by name, shape, dtype and device.
+
+    Split-K kernels keep their partial sums and arrival counters here. Allocating them
+    once keeps launches capturable; the counters reset themselves at the end of every
+    launch, so the buffer is reused by one stream at a time (as the engine does).
+    """
+    key = (name, shape, dtype, str(dev))
+    if key not in _workspaces:
+        _workspaces[key] = torch.zeros(shape, dtype=dtype, device=dev)
+    return _workspaces[key]
+
+
+def require(cond: bool, message: str) -> None:
+    """Raise ValueError(message) unless cond: launchers check shapes before the GPU does."""
+    if not cond:
+        raise ValueError(message)
+
+
+def sm_count() -> int:
+    """Streaming multiprocessors of the current GPU (a nominal 132 under the simulator)."""
+    if SIMULATOR or not torch.cuda.is_available():
+        return 132
+    return torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count

@@ -1,0 +1,106 @@
+"""How every kernel file checks and times itself.
+
+Checking: relative error ||got - want|| / ||want|| against a float64 reference computed
+from the same quantized values, with a tolerance derived from the arithmetic rather than
+tuned until the test passes (`dot_tolerance`); outputs are poisoned with NaN before the
+launch so an element the kernel forgot to write cannot pass.
+
+Timing: a kernel that moves 10 MB takes a few microseconds on an H100, less than one
+Numba launch costs on the host, so launches are captured in a CUDA graph and the graph is
+replayed (`time_us`); inputs rotate over several copies so that weights are read from
+device memory rather than from the 50 MB L2 cache; the result is the median over repeats,
+timed with CUDA events. Bandwidth is compared with a device-to-device copy measured in the
+same process (`copy_bandwidth`), counting bytes read plus bytes written.
+"""
+from __future__ import annotations
+
+import statistics
+from typing import Callable
+
+import torch
+
+U16 = 2.0**-11  # unit roundoff of float16 (round to nearest, 11 significant bits)
+U32 = 2.0**-24  # unit roundoff of float32
+
+
+def rel_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    """||got - want|| / ||want|| in float64; NaN anywhere in `got` gives inf."""
+    g, w = got.double(), want.double()
+    if torch.isnan(g).any():
+        return float("inf")
+    return (torch.linalg.vector_norm(g - w) / torch.linalg.vector_norm(w).clamp_min(1e-300)).item()
+
+
+def dot_tolerance(terms: int, want: torch.Tensor, abs_want: torch.Tensor) -> float:
+    """Bound on the relative error of fp32-accumulated dot products rounded to fp16.
+
+    Summing `terms` products in float32 errs by at most gamma = n*u32 / (1 - n*u32) times
+    the sum of |products| (`abs_want`, the same computation on absolute values); rounding
+    the result to float16 adds at most u16 relative. Norm-wise:
+        ||err|| / ||want|| <= u16 + gamma * ||abs_want|| / ||want||   (+ a u16 margin for
+    the fp16 rounding of inputs that the kernel and the reference round differently).
+    """
+    gamma = terms * U32 / (1 - terms * U32)
+    cond = (torch.linalg.vector_norm(abs_want.double()) /
+            torch.linalg.vector_norm(want.double()).clamp_min(1e-300)).item()
+    return 2 * U16 + gamma * cond
+
+
+def poisoned(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """An output buffer full of NaN: any element the kernel does not write stays NaN."""
+    return torch.full(shape, float("nan"), dtype=dtype, device=device)
+
+
+def assert_close(name: str, got: torch.Tensor, want: torch.Tensor, tol: float) -> float:
+    """Check that every element was written and the relative error is within `tol`."""
+    if torch.isnan(got.float()).any():
+        missing = int(torch.isnan(got.float()).sum())
+        raise AssertionError(f"{name}: {missing} of {got.numel()} output elements left unwritten (NaN)")
+    err = rel_error(got, want)
+    if not err <= tol:
+        raise AssertionError(f"{name}: relative error {err:.3g} exceeds tolerance {tol:.3g}")
+    return err
+
+
+def time_us(step: Callable[[int], None], sets: int, calls: int = 20, repeats: int = 15) -> float:
+    """Median microseconds per call of `step(i)` (i cycles over `sets` input copies).
+
+    `calls` steps are captured in one CUDA graph; each of `repeats` replays is timed
+    with CUDA events; the result is the median replay time divided by `calls`.
+    """
+    for i in range(sets):  # warm up: compile, load modules, create handles before capture
+        step(i)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        with torch.cuda.graph(graph, stream=side):
+            for c in range(calls):
+                step(c % sets)
+    torch.cuda.current_stream().wait_stream(side)
+    graph.replay()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        graph.replay()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) * 1000 / calls)
+    del graph
+    return statistics.median(times)
+
+
+def copy_bandwidth(nbytes: int = 1 << 30) -> float:
+    """Device-to-device copy bandwidth in GB/s (bytes read + bytes written per second)."""
+    src = torch.empty(nbytes // 2, dtype=torch.float16, device="cuda").normal_()
+    dst = torch.empty_like(src)
+    us = time_us(lambda i: dst.copy_(src), sets=1, calls=5, repeats=11)
+    return 2 * nbytes / (us * 1e-6) / 1e9
+
+
+def sets_for(nbytes_per_set: int, l2_bytes: int = 50 << 20) -> int:
+    """How many input copies to rotate over so that one pass does not fit in L2."""
+    return max(2, min(16, -(-4 * l2_bytes // max(nbytes_per_set, 1))))

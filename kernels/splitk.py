@@ -1,0 +1,38 @@
+"""Split-K in one launch: the last block to finish a column tile adds up the others.
+
+A decode GEMV has too few output columns to keep 132 SMs busy, so the K dimension is
+split over `splits` blocks per column tile. Each block writes its fp32 partial sums to a
+workspace, then takes a ticket from a per-tile counter; the block that draws the last
+ticket adds the partials in split order (deterministic, unlike atomics into the output)
+and writes fp16. It also resets the counter, so the workspace is ready for the next
+launch without a memset, and the whole thing stays one capturable launch.
+"""
+from __future__ import annotations
+
+from numba import cuda, float32, int32
+
+from labkit.kernels import ptx
+
+
+@cuda.jit(device=True, inline="always")
+def last_to_arrive(counters, tile, splits):
+    """True in every thread of the block that finishes tile `tile` last (call from all threads)."""
+    flag = cuda.shared.array(1, int32)
+    cuda.threadfence()  # make this block's partial sums visible to the block that adds them
+    cuda.syncthreads()
+    if cuda.threadIdx.x == 0 and cuda.threadIdx.y == 0:
+        ticket = cuda.atomic.add(counters, tile, 1)
+        flag[0] = 1 if ticket == splits - 1 else 0
+        if ticket == splits - 1:
+            counters[tile] = 0
+    cuda.syncthreads()
+    return flag[0] == 1
+
+
+@cuda.jit(device=True, inline="always")
+def sum_partials(partial, splits, stride, index):
+    """partial[0, index] + ... + partial[splits - 1, index] for a flat [splits, stride] buffer."""
+    total = float32(0.0)
+    for s in range(splits):
+        total += ptx.load_cg(partial, s * stride + index)
+    return total
