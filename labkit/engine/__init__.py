@@ -1,1 +1,12 @@
+"""The inference engine: paged KV cache, prefix caching, continuous batching, CUDA graphs.
 
+Read it in this order: `sequence` (a request's state), `block_manager` (blocks, reference
+counts, the prefix hash chain), `scheduler` (who runs in the next step), `kv_cache` and
+`model_runner` (one step through the model over the paged cache), `engine` (the step loop),
+`llm` (the front object: generate, chat, stream).
+"""
+from labkit.engine.engine import StreamDelta
+from labkit.engine.llm import LLM, ChatSession, RequestOutput
+from labkit.models.sampling import SamplingParams
+
+__all__ = ["LLM", "ChatSession", "RequestOutput", "SamplingParams", "StreamDelta"]

@@ -1,0 +1,273 @@
+"""`LLM`: the engine's front object, offline (`generate`, `chat`) and online (`stream`).
+
+Offline calls run engine steps in the calling thread until their requests finish. Streaming
+clients are served by one background thread that runs steps while there is work, so many
+concurrent `stream()` calls from an asyncio server share one continuous batch. Both kinds of
+caller take the same lock around a step, so they can be mixed freely: any step advances
+every request.
+"""
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import AsyncIterator
+
+import torch
+
+from labkit.engine.engine import Engine, Request, StreamDelta
+from labkit.engine.kv_cache import PagedKVCache, bytes_per_block
+from labkit.engine.sequence import Sequence
+from labkit.models.llama import Llama
+from labkit.models.sampling import SamplingParams
+from labkit.models.tokenizer import Tokenizer
+
+CPU_CACHE_CAP_BYTES = 2 << 30  # a CPU's RAM is shared with everything else: cap the KV cache at 2 GiB
+
+
+@dataclass
+class RequestOutput:
+    request_id: str
+    prompt_token_ids: list[int]
+    token_ids: list[int]
+    text: str
+    finish_reason: str            # "stop" | "length" | "abort"
+    cached_tokens: int            # prompt tokens served by the prefix cache
+    arrival_time: float = 0.0
+    first_token_time: float | None = None
+    finish_time: float | None = None
+    token_times: list[float] = field(default_factory=list)
+
+    @property
+    def ttft(self) -> float | None:
+        return None if self.first_token_time is None else self.first_token_time - self.arrival_time
+
+
+@dataclass
+class ChatSession:
+    """A conversation: `LLM.chat` appends the user's message and the answer to `messages`."""
+    system: str | None = None
+    messages: list[dict] = field(default_factory=list)
+    outputs: list[RequestOutput] = field(default_factory=list)   # one per turn
+
+    def render(self) -> list[dict]:
+        return ([{"role": "system", "content": self.system}] if self.system else []) + self.messages
+
+
+class LLM:
+    def __init__(self, model: str | Llama = "embedded", *, backend: str = "torch", device: str | None = None,
+                 quant_policy: int = 0, max_batch_size: int = 32, cache_max_entry_count: float = 0.5,
+                 num_blocks: int | None = None, block_size: int = 16, enable_prefix_caching: bool = True,
+                 max_model_len: int | None = None, scheduler: str = "continuous",
+                 tokenizer: Tokenizer | None = None, dtype: torch.dtype | None = None,
+                 max_num_batched_tokens: int | None = None, use_cuda_graph: bool | None = None,
+                 record_timeline: bool = False):
+        """`model` is a MODEL spec ('embedded', a folder, a hub id) or a built `Llama` (then pass
+        `tokenizer`). The KV cache gets `num_blocks` blocks, or `cache_max_entry_count` of the
+        free memory (capped at what `max_batch_size` requests of `max_model_len` tokens use)."""
+        if max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        if not 0 < cache_max_entry_count <= 1:
+            raise ValueError(f"cache_max_entry_count must be in (0, 1], got {cache_max_entry_count}")
+        if isinstance(model, Llama):
+            if tokenizer is None:
+                raise ValueError("pass tokenizer= along with a model object")
+            self.model = model
+        else:
+            from labkit.loading import load_model
+
+            device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+            self.model, tokenizer = load_model(model, device=device, dtype=dtype)
+        self.model.eval()
+        self.tokenizer = tokenizer
+        cfg, dev = self.model.config, self.model.lm_head.weight.device
+        kv_dtype = self.model.model.embed_tokens.weight.dtype
+        limit = max_model_len or cfg.max_position_embeddings
+        if num_blocks is None:
+            num_blocks = _blocks_for_memory(bytes_per_block(cfg, block_size, kv_dtype, quant_policy), dev,
+                                            cache_max_entry_count, max_batch_size * -(-limit // block_size))
+        if max_model_len is not None and max_model_len > num_blocks * block_size:
+            raise ValueError(f"max_model_len {max_model_len} does not fit in the KV cache "
+                             f"({num_blocks} blocks x {block_size} tokens = {num_blocks * block_size})")
+        self.max_model_len = min(limit, num_blocks * block_size)
+        kv = PagedKVCache(cfg, num_blocks, block_size, kv_dtype, dev, quant_policy)
+        if max_num_batched_tokens is None:
+            max_num_batched_tokens = 2048 if dev.type == "cuda" else 512
+        self.engine = Engine(self.model, tokenizer, kv, backend=backend, max_batch_size=max_batch_size,
+                             max_num_batched_tokens=max_num_batched_tokens,
+                             enable_prefix_caching=enable_prefix_caching, max_model_len=self.max_model_len,
+                             scheduler=scheduler, use_cuda_graph=use_cuda_graph, record_timeline=record_timeline)
+        self._lock = threading.Lock()       # one step at a time
+        self._wakeup = threading.Event()
+        self._worker: threading.Thread | None = None
+        self._closed = False
+
+    # ------------------------------------------------------------------ requests
+    def validate_prompt(self, prompt_ids: list[int], params: SamplingParams | None = None) -> None:
+        """Raise ValueError unless the prompt leaves room for at least one output token."""
+        if not prompt_ids:
+            raise ValueError("the prompt is empty")
+        if len(prompt_ids) >= self.max_model_len:
+            raise ValueError(f"the prompt has {len(prompt_ids)} tokens, but this engine takes at most "
+                             f"{self.max_model_len - 1} (max_model_len {self.max_model_len} counts prompt + output)")
+
+    def _sequence(self, prompt: str | list[int], params: SamplingParams | None, request_id: str | None) -> Sequence:
+        ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else [int(t) for t in prompt]
+        params = params or SamplingParams()
+        self.validate_prompt(ids, params)
+        return Sequence(ids, params, request_id or "",
+                        max_tokens=min(params.max_tokens, self.max_model_len - len(ids)))
+
+    def generate(self, prompts: list[str] | list[list[int]] | str, params: SamplingParams | list[SamplingParams] | None = None,
+                 use_tqdm: bool = False) -> list[RequestOutput]:
+        """Run a batch of prompts to completion; outputs in the order of the prompts."""
+        if isinstance(prompts, str) or (prompts and isinstance(prompts[0], int)):
+            prompts = [prompts]
+        params_list = params if isinstance(params, list) else [params] * len(prompts)
+        if len(params_list) != len(prompts):
+            raise ValueError(f"{len(prompts)} prompts but {len(params_list)} sampling params")
+        seqs = [self._sequence(p, sp, None) for p, sp in zip(prompts, params_list)]
+        requests = [self.engine.add(seq) for seq in seqs]
+        self._wakeup.set()
+        bar = _bar(len(seqs), use_tqdm)
+        while not all(s.is_finished for s in seqs):
+            with self._lock:
+                if not all(s.is_finished for s in seqs):
+                    self._step()
+            if bar is not None:
+                bar.update(sum(s.is_finished for s in seqs) - bar.n)
+        if bar is not None:
+            bar.close()
+        return [_output(r) for r in requests]
+
+    def chat(self, session: ChatSession, message: str, params: SamplingParams | None = None) -> str:
+        """One turn: the whole conversation is the prompt; the prefix cache holds the history,
+        so only the new message (and the previous answer's tail) is computed."""
+        session.messages.append({"role": "user", "content": message})
+        out = self.generate([self.tokenizer.encode_chat(session.render())], params)[0]
+        session.messages.append({"role": "assistant", "content": out.text})
+        session.outputs.append(out)
+        return out.text
+
+    async def stream(self, prompt: str | list[int], params: SamplingParams | None = None,
+                     request_id: str | None = None) -> AsyncIterator[StreamDelta]:
+        """Yield a `StreamDelta` per new token. Stopping early (break, aclose, cancellation)
+        aborts the request and frees its blocks."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+        seq = self._sequence(prompt, params, request_id)
+
+        def on_delta(delta):   # runs on the engine's thread
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, delta)
+            except RuntimeError:   # the consumer's loop is closed: nobody listens any more
+                self.engine.abort(seq.request_id)
+
+        self.engine.add(seq, on_delta)
+        self._ensure_worker()
+        finished = False
+        try:
+            while True:
+                delta = await queue.get()
+                if isinstance(delta, BaseException):
+                    finished = True
+                    raise delta
+                finished = delta.finished
+                yield delta
+                if finished:
+                    return
+        finally:
+            if not finished:
+                self.abort(seq.request_id)
+
+    def abort(self, request_id: str) -> None:
+        """Stop a request; its blocks are freed at once if the engine is idle, else before the next step."""
+        self.engine.abort(request_id)
+        self._wakeup.set()
+        if self._lock.acquire(blocking=False):
+            try:
+                self.engine.drain()
+            finally:
+                self._lock.release()
+
+    # ------------------------------------------------------------------ the step loop
+    def _step(self) -> None:
+        try:
+            self.engine.step()
+        except Exception as e:   # fail the requests in flight, keep the engine usable
+            self.engine.fail_all(e)
+            raise
+
+    def _ensure_worker(self) -> None:
+        self._wakeup.set()
+        if self._worker is None or not self._worker.is_alive():
+            self._worker = threading.Thread(target=self._loop, name="labkit-engine", daemon=True)
+            self._worker.start()
+
+    def _loop(self) -> None:
+        while not self._closed:
+            if not self.engine.has_work():
+                self._wakeup.wait(timeout=1.0)
+                self._wakeup.clear()
+                continue
+            with self._lock:
+                try:
+                    self._step()
+                except Exception:   # already handed to the requests' clients
+                    pass
+            time.sleep(0)   # let a waiting generate() or abort() take the lock between steps
+
+    def close(self) -> None:
+        self._closed = True
+        self._wakeup.set()
+        if self._worker is not None:
+            self._worker.join(timeout=5)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # ------------------------------------------------------------------ counters
+    def stats(self) -> dict:
+        return self.engine.stats() | {"max_model_len": self.max_model_len}
+
+    @property
+    def timeline(self):
+        return list(self.engine.timeline or [])
+
+
+def _output(req: Request) -> RequestOutput:
+    s = req.seq
+    return RequestOutput(s.request_id, s.prompt_token_ids, s.output_token_ids, req.text, s.finish_reason,
+                         s.cached_tokens, s.arrival_time, s.first_token_time, req.finish_time, req.token_times)
+
+
+def _blocks_for_memory(per_block: int, device: torch.device, fraction: float, useful: int) -> int:
+    """LMDeploy's --cache-max-entry-count: a fraction of the free memory, in blocks."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+    else:
+        free = min(_available_ram(), CPU_CACHE_CAP_BYTES / fraction)
+    return max(1, min(int(free * fraction // per_block), useful))
+
+
+def _available_ram() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 8 << 30
+
+
+def _bar(total: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="requests", leave=False)
