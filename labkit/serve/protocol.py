@@ -108,12 +108,27 @@ def parse(model: type[_Strict], body: object) -> _Strict:
     try:
         return model.model_validate(body)
     except ValidationError as e:
-        err = e.errors()[0]
-        loc = [str(x) for x in err["loc"]]
-        param = ".".join(loc) or None
+        errors = e.errors()
+        err = errors[0]
+        # A union (say `prompt: str | list[int]`) reports one error per member, each with the
+        # member's name appended to the location: the parameter is what they have in common.
+        same_field = [x["loc"] for x in errors if x["loc"][:1] == err["loc"][:1]]
+        loc = _common_prefix(same_field)
+        param = ".".join(str(x) for x in loc) or None
         if err["type"] == "missing":
             raise APIError(400, f"missing required parameter: '{param}'", param=param, code="missing_required_parameter") from None
-        raise APIError(400, f"invalid value for '{param}': {err['msg']}", param=param, code="invalid_type") from None
+        detail = err["msg"] if len(same_field) == 1 else "not one of the accepted types"
+        raise APIError(400, f"invalid value for '{param}': {detail}", param=param, code="invalid_type") from None
+
+
+def _common_prefix(locs: list[tuple]) -> tuple:
+    prefix = locs[0]
+    for loc in locs[1:]:
+        n = 0
+        while n < min(len(prefix), len(loc)) and prefix[n] == loc[n]:
+            n += 1
+        prefix = prefix[:n]
+    return prefix
 
 
 def sampling_params(req: _Sampling, max_model_len: int) -> SamplingParams:
