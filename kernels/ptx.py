@@ -7,13 +7,16 @@ flight per thread. Numba has no vector loads, so `load_u32x4` emits the PTX inst
 KV blocks that no thread writes while the kernel runs). `as_float` reinterprets bits
 (the int4 -> float trick needs it), `halves` turns a word holding two fp16 values into
 two float32, `rint` rounds half to even like `torch.round`, and `load_cg` reads past L1
-(for values another block wrote during this launch).
+(for values another block wrote during this launch), and `shfl_xor` exchanges a value
+with another lane of the warp (the simulator has no warp shuffles of its own).
 
 Under the CUDA simulator (`NUMBA_ENABLE_CUDASIM=1`) kernels are ordinary Python, so each
 primitive also has a numpy twin with the same meaning; kernels call the names defined
 here and run unchanged on both.
 """
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 
@@ -54,6 +57,30 @@ if SIMULATOR:
     def load_cg(a, i):
         """a.flat[i], read from L2 (bypassing L1)."""
         return a.reshape(-1)[i]
+
+    def shfl_xor(value, offset):
+        """The `value` of lane (lane ^ offset) of this warp; every lane of the warp must call it.
+
+        Simulated threads of a warp meet at a barrier, publish their values, and meet again
+        before anyone may overwrite them.
+        """
+        me = threading.current_thread()
+        block = me._manager
+        warp, lane = divmod(me.thread_id, 32)
+        with _warp_lock:
+            if not hasattr(block, "labkit_warps"):
+                block.labkit_warps = {}
+            if warp not in block.labkit_warps:
+                size = min(32, int(np.prod(block._block_dim)) - 32 * warp)
+                block.labkit_warps[warp] = (threading.Barrier(size, timeout=120), {})
+        barrier, slots = block.labkit_warps[warp]
+        slots[lane] = value
+        barrier.wait()
+        got = slots[lane ^ offset]
+        barrier.wait()
+        return got
+
+    _warp_lock = threading.Lock()
 
 else:
     from llvmlite import ir
@@ -127,3 +154,7 @@ else:
     @cuda.jit(device=True, inline="always")
     def load_cg(a, i):
         return cuda.ldcg(a, i)
+
+    @cuda.jit(device=True, inline="always")
+    def shfl_xor(value, offset):
+        return cuda.shfl_xor_sync(0xFFFFFFFF, value, offset)

@@ -1,0 +1,67 @@
+"""Int4 -> fp16 dequantization on the GPU: the third option of the dispatcher.
+
+For many rows of X (prefill) a linear layer is compute-bound and cuBLAS's fp16 matmul on
+tensor cores is the fastest way to multiply; the int4 weights then only need to become a
+dense fp16 matrix first. Writing W.T [K, N] (the layout qweight already has, so each
+thread reads one packed word and writes its 8 neighbours) costs one pass over 4x the int4
+bytes, small next to an M x N x K matmul once M is in the hundreds.
+"""
+from __future__ import annotations
+
+import torch
+from numba import cuda, float32, uint32
+
+from labkit.kernels import launch as L
+from labkit.kernels import measure, ptx
+from labkit.kernels.packing import dequantize_int4, random_int4_layer
+from labkit.kernels.w4a16_gemv import MAGIC, MAGIC_F, NIBBLE
+
+THREADS = (32, 8)  # 32 words of a row x 8 rows per block
+
+
+def reference(qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor, group_size: int) -> torch.Tensor:
+    """W.T [K, N] in fp16, computed by torch (packing.dequantize_int4)."""
+    return dequantize_int4(qweight, qzeros, scales, group_size).t()
+
+
+@cuda.jit
+def dequant(qweight, qzeros, scales, group_size, wt):
+    # scales: fp16 [K/g, N] as int32 pairs; wt: fp16 [K * N], row k = W.T[k]
+    k_rows, words = qweight.shape
+    n = words * 8
+    word, k = cuda.grid(2)
+    if word < words and k < k_rows:
+        g = k // group_size
+        w = ptx.load_u32(qweight, k * words + word)
+        z = ptx.load_u32(qzeros, g * words + word)
+        for j in range(4):  # columns 2j (low half-word) and 2j + 1 (high half-word)
+            s_even, s_odd = ptx.halves(ptx.load_u32(scales, g * (n // 2) + 4 * word + j))
+            for half in range(2):
+                shift = uint32(4 * j + 16 * half)
+                q = ptx.as_float(((w >> shift) & NIBBLE) | MAGIC) - MAGIC_F
+                zero = ptx.as_float(((z >> shift) & NIBBLE) | MAGIC) - MAGIC_F
+                s = s_even if half == 0 else s_odd
+                wt[k * n + 8 * word + 2 * j + half] = (q - zero) * float32(s)
+
+
+def dequantize_t(qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor, group_size: int,
+                 out: torch.Tensor | None = None) -> torch.Tensor:
+    """W.T [K, N] fp16 from AWQ-packed int4 tensors, by the kernel."""
+    k, words = qweight.shape
+    n = words * 8
+    L.require(k % group_size == 0 and scales.shape == (k // group_size, n),
+              f"dequantize_t: shapes disagree (qweight {tuple(qweight.shape)}, scales {tuple(scales.shape)})")
+    if out is None:
+        out = torch.empty(k, n, dtype=torch.float16, device=qweight.device)
+    grid = (-(-words // THREADS[0]), -(-k // THREADS[1]))
+    L.launch(dequant, grid, THREADS, qweight, qzeros, scales.view(torch.int32), group_size, out.view(-1))
+    return out
+
+
+def check(n: int = 40, k: int = 96, group_size: int = 32, seed: int | None = None) -> float:
+    """Dequantize fresh random weights; the result must equal torch's exactly."""
+    gen = torch.Generator().manual_seed(seed) if seed is not None else None
+    layer = random_int4_layer(n, k, group_size, L.device(), gen)
+    out = measure.poisoned((k, n), torch.float16, L.device())
+    dequantize_t(*layer, group_size, out=out)
+    return measure.assert_close(f"dequant N={n} K={k}", out, reference(*layer, group_size), 0.0)

@@ -1,0 +1,191 @@
+"""W4A16 GEMM for a few rows: Y = X @ W.T with X of M = 2..8 rows, W AWQ-packed int4.
+
+With M rows each weight, once dequantized, feeds M fused multiply-adds, so the kernel turns
+from memory-bound (GEMV) to bound by fp32 FMA throughput as M grows: at M = 8 the FMAs
+alone take about as long as streaming fp16 weights would. What keeps it ahead of fp16
+`torch.matmul` is therefore arithmetic, not bytes:
+
+- Dequantize once per weight, not once per row of X: each thread owns one packed word
+  (8 columns) and applies it to all M rows, keeping M x 8 fp32 accumulators in registers.
+- Dequantize cheaply: as in the GEMV, a nibble masked in place and OR-ed into the mantissa
+  of 2**23 is a float; subtracting a per-column constant 2**23 + 16**j z gives 16**j (q - z)
+  exactly, in one logic op and one add. The scale (and the 16**-j) is applied once per 32
+  rows to the accumulated sums, so per weight and row of X there is one FMA.
+- Same split-K scheme as the GEMV (splitk.py): K is split over `ty` threads in a block and
+  `splits` blocks, which add up through shared memory and a workspace.
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+from numba import cuda, float32, uint32
+
+from labkit.kernels import launch as L
+from labkit.kernels import measure, ptx, splitk
+from labkit.kernels.packing import dequantize_int4, random_int4_layer
+from labkit.kernels.w4a16_gemv import CHUNK, MAGIC, NIBBLE
+
+UNROLL = 8  # rows of weights loaded before the first is used
+MAX_ROWS = 8  # 8 x 8 accumulators (twice: per task and total) is what the registers hold
+
+
+def reference(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor,
+              group_size: int) -> torch.Tensor:
+    """X @ W.T in float64 with W dequantized from the packed tensors."""
+    return x.double() @ dequantize_int4(qweight, qzeros, scales, group_size).double().t()
+
+
+@functools.lru_cache(maxsize=None)
+def make_kernel(rows: int, tx: int, ty: int):
+    """The GEMM kernel for `rows` rows of X and blocks of tx words x ty slices of K."""
+    width = rows * 8  # accumulators per thread
+    red_size = ty * tx * (width + 1)  # one padded row per thread
+
+    @cuda.jit
+    def gemm(x, qweight, qzeros, scales, group_size, splits, partial, counters, out):
+        # x: fp16 [rows, K] as int32 pairs; scales: fp16 [K/g, N] as int32 pairs; out: fp16 [rows, N]
+        k_rows, words = qweight.shape
+        n = words * 8
+        half_k = k_rows // 2
+        tix, tiy = cuda.threadIdx.x, cuda.threadIdx.y
+        word = cuda.blockIdx.x * tx + tix  # this thread owns columns 8*word .. 8*word + 7
+        y = cuda.local.array(width, float32)
+        acc = cuda.local.array(width, float32)
+        offset = cuda.local.array(8, float32)
+        scale = cuda.local.array(8, float32)
+        wq = cuda.local.array(UNROLL, uint32)
+        xq = cuda.local.array(rows, uint32)
+        xv = cuda.local.array(rows, float32)
+        for c in range(width):
+            y[c] = 0
+        if word < words:
+            for chunk in range(cuda.blockIdx.y * ty + tiy, k_rows // CHUNK, splits * ty):
+                k0 = chunk * CHUNK
+                g = k0 // group_size
+                zw = ptx.load_u32(qzeros, g * words + word)
+                step = float32(1)
+                for j in range(4):  # columns 2j (low half) and 2j + 1 (high half)
+                    mask = NIBBLE << uint32(4 * j)
+                    offset[2 * j] = ptx.as_float((zw & mask) | MAGIC)  # 2**23 + 16**j z
+                    offset[2 * j + 1] = ptx.as_float(((zw >> uint32(16)) & mask) | MAGIC)
+                    s_even, s_odd = ptx.halves(ptx.load_u32(scales, g * (n // 2) + 4 * word + j))
+                    scale[2 * j], scale[2 * j + 1] = s_even * step, s_odd * step
+                    step *= float32(1 / 16)
+                for c in range(width):
+                    acc[c] = 0
+                for r in range(0, CHUNK, UNROLL):
+                    for u in range(UNROLL):
+                        wq[u] = ptx.load_u32(qweight, (k0 + r + u) * words + word)
+                    for u in range(UNROLL):
+                        if u % 2 == 0:  # one word of X holds this row and the next
+                            for m in range(rows):
+                                xq[m] = ptx.load_u32(x, m * half_k + (k0 + r + u) // 2)
+                        for m in range(rows):
+                            x_even, x_odd = ptx.halves(xq[m])
+                            xv[m] = x_even if u % 2 == 0 else x_odd
+                        lo = wq[u]
+                        hi = lo >> uint32(16)
+                        for j in range(4):
+                            mask = NIBBLE << uint32(4 * j)
+                            d_even = ptx.as_float((lo & mask) | MAGIC) - offset[2 * j]
+                            d_odd = ptx.as_float((hi & mask) | MAGIC) - offset[2 * j + 1]
+                            for m in range(rows):
+                                acc[8 * m + 2 * j] += d_even * xv[m]
+                                acc[8 * m + 2 * j + 1] += d_odd * xv[m]
+                for m in range(rows):
+                    for c in range(8):
+                        y[8 * m + c] += acc[8 * m + c] * scale[c]
+
+        # add up the ty slices of this block through shared memory (rows padded to an odd stride)
+        red = cuda.shared.array(red_size, float32)
+        tid = tiy * tx + tix
+        for c in range(width):
+            red[tid * (width + 1) + c] = y[c]
+        cuda.syncthreads()
+        col0 = cuda.blockIdx.x * tx * 8
+        for i in range(tid, rows * tx * 8, tx * ty):
+            m, p = i // (tx * 8), i % (tx * 8)
+            off = (p // 8) * (width + 1) + 8 * m + p % 8
+            total = float32(0)
+            for j in range(ty):
+                total += red[j * tx * (width + 1) + off]
+            if col0 + p < n:
+                if splits == 1:
+                    out[m * n + col0 + p] = total
+                else:
+                    partial[(cuda.blockIdx.y * rows + m) * n + col0 + p] = total
+        if splits > 1 and splitk.last_to_arrive(counters, cuda.blockIdx.x, splits):
+            for i in range(tid, rows * tx * 8, tx * ty):
+                m, p = i // (tx * 8), i % (tx * 8)
+                if col0 + p < n:
+                    out[m * n + col0 + p] = splitk.sum_partials(partial, splits, rows * n, m * n + col0 + p)
+
+    return gemm
+
+
+def plan(m: int, n: int, k: int) -> tuple[int, int, int]:
+    """(tx, ty, splits): 32 words (256 columns) x 4 slices per block, K split to fill the GPU."""
+    tx, ty = min(32, n // 8), 4
+    tiles, tasks = -(-n // (8 * tx)), k // CHUNK
+    wanted = max(1, round(2 * L.sm_count() / tiles))
+    return tx, ty, max(1, min(wanted, tasks // ty))
+
+
+def w4a16_gemm(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor,
+               group_size: int, out: torch.Tensor | None = None,
+               tile: tuple[int, int, int] | None = None) -> torch.Tensor:
+    """X @ W.T for fp16 X [M, K] (M <= 8) and AWQ-packed int4 W: fp16 [M, N].
+
+    Needs group_size % 32 == 0 and K % group_size == 0; `tile` = (tx, ty, splits)
+    overrides `plan`.
+    """
+    k, words = qweight.shape
+    n = words * 8
+    L.require(x.dim() == 2 and x.shape[1] == k and x.dtype == torch.float16 and x.is_contiguous(),
+              f"w4a16_gemm wants a contiguous fp16 X [M, {k}], got {x.dtype} {tuple(x.shape)}")
+    m = x.shape[0]
+    L.require(1 <= m <= MAX_ROWS, f"w4a16_gemm takes 1..{MAX_ROWS} rows, got {m}")
+    L.require(group_size % CHUNK == 0 and k % group_size == 0,
+              f"w4a16_gemm needs group_size % 32 == 0 and K % group_size == 0, got g={group_size}, K={k}")
+    L.require(qzeros.shape == (k // group_size, words) and scales.shape == (k // group_size, n),
+              "w4a16_gemm: qzeros/scales shapes do not match qweight")
+    tx, ty, splits = tile or plan(m, n, k)
+    tiles = -(-n // (8 * tx))
+    if out is None:
+        out = torch.empty(m, n, dtype=torch.float16, device=x.device)
+    partial = L.workspace("w4a16_gemm.partial", (max(splits, 2) * m * n,), torch.float32, x.device)
+    counters = L.workspace("w4a16_gemm.counters", (tiles,), torch.int32, x.device)
+    L.launch(make_kernel(m, tx, ty), (tiles, splits), (tx, ty), x.view(torch.int32), qweight, qzeros,
+             scales.view(torch.int32), group_size, splits, partial, counters, out.view(-1))
+    return out
+
+
+def check(m: int = 3, n: int = 40, k: int = 96, group_size: int = 32,
+          tile: tuple[int, int, int] | None = (4, 2, 2), seed: int | None = None) -> float:
+    """Run the kernel on fresh random inputs; return the relative error (raises if too large)."""
+    gen = torch.Generator().manual_seed(seed) if seed is not None else None
+    dev = L.device()
+    qweight, qzeros, scales = random_int4_layer(n, k, group_size, dev, gen)
+    x = torch.randn(m, k, generator=gen).half().to(dev)
+    w = dequantize_int4(qweight, qzeros, scales, group_size).double()
+    want, abs_want = x.double() @ w.t(), x.double().abs() @ w.abs().t()
+    out = measure.poisoned((m, n), torch.float16, dev)
+    w4a16_gemm(x, qweight, qzeros, scales, group_size, out=out, tile=tile)
+    return measure.assert_close(f"w4a16_gemm M={m} N={n} K={k} g={group_size}", out, want,
+                                measure.dot_tolerance(k, want, abs_want))
+
+
+def bench(m: int, n: int, k: int, group_size: int = 128, tile: tuple[int, int, int] | None = None) -> dict:
+    """Time the kernel and fp16 torch.matmul for M rows on one layer shape (GPU only)."""
+    layer_bytes = k * n // 2 + (k // group_size) * n * 5 // 2
+    sets = measure.sets_for(layer_bytes)
+    layers = [random_int4_layer(n, k, group_size, "cuda") for _ in range(sets)]
+    x = torch.randn(m, k, device="cuda").half()
+    out = torch.empty(m, n, device="cuda", dtype=torch.float16)
+    us = measure.time_us(lambda i: w4a16_gemm(x, *layers[i], group_size, out=out, tile=tile), sets)
+    dense = [torch.randn(k, n, device="cuda").half() for _ in range(measure.sets_for(2 * k * n))]
+    torch_us = measure.time_us(lambda i: torch.matmul(x, dense[i], out=out), len(dense))
+    return {"kernel": "w4a16_gemm", "shape": f"M={m} N={n} K={k} g={group_size}", "us": us,
+            "bytes": layer_bytes + 2 * m * (k + n), "flops": 2 * m * n * k, "torch_us": torch_us,
+            "tile": list(tile or plan(m, n, k))}
