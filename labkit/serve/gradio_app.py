@@ -164,6 +164,7 @@ def build_demo(model: str = "embedded", llm=None, engine_kwargs: dict | None = N
         stop.click(None, None, None, cancels=events)
         clear.click(lambda: ("", [], [], answer_panel(None)), None, [msg, chatbot, history, stats_md],
                     cancels=events)
+        chatbot.clear(lambda: ([], answer_panel(None)), None, [history, stats_md], cancels=events)  # its trash icon
         variant.change(switch, [variant], [engine_md])
         gr.Timer(STATS_EVERY_S).tick(refresh, None, [engine_md], show_progress="hidden", queue=False)
     demo.engines = engines   # for tests and notebooks: the engine behind the page

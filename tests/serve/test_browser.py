@@ -1,0 +1,118 @@
+"""The chat page in a real browser (Debian's chromium driven by Playwright): a message goes
+in, the answer streams out of the engine, the live panel fills in, Stop aborts, Clear clears.
+
+Skipped only when /usr/bin/chromium is missing (`.ci/run` installs it). The screenshot of
+the answered page is written where the test prints (LABKIT_SCREENSHOT chooses the path).
+"""
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
+                                reason=f"{CHROMIUM} is absent (apt-get install -y chromium; .ci/run does it)")
+
+
+@pytest.fixture(scope="module")
+def page_url(llm):
+    from labkit.serve.gradio_app import build_demo, launch
+
+    demo = build_demo("embedded", llm=llm, engine_kwargs={"max_batch_size": 16})
+    url = launch(demo, server_port=None, block=False, quiet=True)
+    assert url.startswith("http://127.0.0.1:")
+    yield url
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def page(page_url):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 820})
+        page.set_default_timeout(60_000)
+        page.goto(page_url)
+        page.wait_for_selector("#message textarea")
+        yield page
+        browser.close()
+
+
+def set_number(page, elem_id: str, value) -> None:
+    box = page.locator(f"#{elem_id} input[type=number]")
+    box.fill(str(value))
+    box.press("Enter")
+
+
+def send(page, text: str) -> None:
+    page.locator("#message textarea").fill(text)
+    page.locator("#message textarea").press("Enter")
+
+
+def bot_texts(page) -> list[str]:
+    return page.locator('#chatbot [data-testid="bot"]').all_inner_texts()
+
+
+def wait_answer(page, llm, turn: int, timeout: float = 90) -> list[int]:
+    """Wait for answer number `turn` to finish; returns the lengths seen while it grew."""
+    seen, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        texts = bot_texts(page)
+        n = len(texts[turn]) if len(texts) > turn else 0
+        if not seen or seen[-1] != n:
+            seen.append(n)
+        stats = page.locator("#stats").inner_text()
+        if n and llm.stats()["running"] == 0 and "…" not in stats and "tokens generated" in stats:
+            return seen
+        time.sleep(0.03)
+    raise AssertionError(f"no complete answer within {timeout} s; lengths seen {seen}")
+
+
+def test_chat_streams_and_screenshot(page, llm, wait_idle):
+    set_number(page, "max_tokens", 32)
+    set_number(page, "temperature", 0)
+    send(page, "What is the capital of France? Answer in one sentence.")
+    lengths = wait_answer(page, llm, 0)
+    assert len([n for n in lengths if n > 0]) >= 2, f"the answer did not stream in: {lengths}"
+    answer = bot_texts(page)[0]
+    assert "Paris" in answer
+    stats = page.locator("#stats").inner_text()
+    assert re.search(r"time to first token\s+\d+\.\d+ s", stats), stats
+    assert re.search(r"tokens/s\s+\d", stats), stats
+    assert "KV blocks used" in page.locator("#engine").inner_text()
+
+    send(page, "And of Germany?")        # the second turn re-sends the first: the prefix cache has it
+    wait_answer(page, llm, 1)
+    hit = re.search(r"prefix-cache hit\s+(\d+) of (\d+)", page.locator("#stats").inner_text())
+    assert hit and int(hit.group(1)) >= 16, page.locator("#stats").inner_text()
+
+    path = Path(os.environ.get("LABKIT_SCREENSHOT") or Path(tempfile.gettempdir()) / "labkit_chat_demo.png")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(path), full_page=True)
+    print(f"\nscreenshot: {path}")
+    assert path.stat().st_size > 10_000
+    assert wait_idle()["blocks_used"] == 0
+
+
+def test_stop_and_clear(page, llm, wait_idle):
+    set_number(page, "max_tokens", 320)
+    set_number(page, "temperature", 0.7)
+    start = llm.stats()["steps"]
+    send(page, "Write a long story about a lighthouse keeper.")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (len(bot_texts(page)) >= 3 and bot_texts(page)[-1]):
+        time.sleep(0.05)
+    page.locator("#stop").click()
+    s = wait_idle(timeout=20)
+    assert s["running"] == 0 and s["blocks_used"] == 0
+    assert llm.stats()["steps"] - start < 160, "Stop did not abort the sequence"
+    page.locator("#clear").click()
+    page.wait_for_function("() => document.querySelectorAll('#chatbot [data-testid=\"bot\"]').length === 0")
