@@ -43,9 +43,13 @@ def rms_norm_matches_reference(impl):
         w = torch.randn(d)
         want = _reference_norm(x, w, 1e-5)
         got = _tensor(impl.rms_norm(x, w, 1e-5), x.shape, "rms_norm")
-        if _err(got, want) > 1e-4:
+        tol = 1e-5 * (1 + float(want.abs().max()))
+        if _err(got, want) > tol:
             hint = ""
-            if _err(got, _reference_norm(x, torch.ones(d), 1e-5)) < 1e-4:
+            rms = x.pow(2).mean(-1, keepdim=True).sqrt()
+            if _err(got, x / (rms + 1e-5) * w) < tol:
+                hint = " eps goes inside the square root: sqrt(mean(x^2) + eps)."
+            elif _err(got, _reference_norm(x, torch.ones(d), 1e-5)) < 1e-4:
                 hint = " Multiply by `weight` at the end."
             elif _err(got, torch.nn.functional.layer_norm(x, (d,)) * w) < 1e-4:
                 hint = " That is LayerNorm: RMSNorm does not subtract the mean."
