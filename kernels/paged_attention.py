@@ -1,0 +1,441 @@
+"""Paged attention for decode: one new query per sequence against its K/V blocks.
+
+The cache is cut into blocks of `block_size` tokens; a sequence's blocks sit anywhere in
+the pool and `block_tables[b]` lists them in order (docs/internals.md). Decode attention
+reads every cached K and V once and does ~4 flops per byte, so, like the GEMV, it is
+good when it streams the cache at close to copy bandwidth. How this kernel gets there:
+
+- One thread block per (sequence, KV head, partition). With grouped-query attention the
+  block handles every query head that shares the KV head, so K/V are read once.
+- Lanes split the head dimension: each lane holds E = 8 elements of a token's K row (one
+  16-byte load of fp16), LPT = head_dim / 8 lanes cover a token, and a warp reads
+  32 / LPT whole tokens (512 contiguous bytes for head_dim 128) per load instruction.
+- Each warp takes whole KV blocks, issues every K and V load of a tile before using any,
+  and keeps its own running max and sum (online softmax), so warps never wait for each
+  other until the end, where they merge through shared memory.
+- Split-K (flash-decoding): a long context is cut into partitions handled by different
+  blocks; each writes its unnormalized output, max and sum, and `combine` merges them.
+  This is what fills the GPU at batch 1 with 32k tokens, where one block per KV head
+  would leave most SMs idle.
+
+Scores are computed as exp2(q.k * scale * log2 e - max): the scale folds into q once.
+The same kernel reads int8/int4 caches (kv_quant.py): `bits` picks how a lane unpacks its
+8 elements, and the per-token scale/zero are applied to whole dot products, not elements.
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from numba import cuda, float32, uint32
+
+from labkit.kernels import launch as L
+from labkit.kernels import measure, ptx
+from labkit.kernels.w4a16_gemv import MAGIC, MAGIC_F
+
+E = 8  # head_dim elements per lane
+NEG = np.float32(-1e30)  # "minus infinity" that stays finite under fast math
+LOG2E = 1.4426950408889634
+MAX_TILE_STEPS = 4  # load steps (TPW tokens each) in flight per warp
+BYTE = np.uint32(0xFF)
+NIBBLE = np.uint32(0xF)
+
+
+# ----------------------------------------------------------------------------- reference
+
+def gather_kv(cache: torch.Tensor, block_table: torch.Tensor, length: int) -> torch.Tensor:
+    """The first `length` tokens of one sequence from a paged cache: [length, H_kv, D]."""
+    block_size = cache.shape[2]
+    blocks = block_table[: -(-length // block_size)].long()
+    return cache[blocks].transpose(1, 2).reshape(-1, cache.shape[1], cache.shape[3])[:length]
+
+
+def reference(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_tables: torch.Tensor,
+              context_lens: torch.Tensor, scale: float | None = None,
+              dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Decode attention in torch, one sequence at a time: q [B, H, D] -> [B, H, D] in `dtype`.
+
+    Works on CPU tensors (the engine's torch backend can call it) and is the reference
+    the kernels are checked against (with dtype=float64).
+    """
+    scale = scale if scale is not None else q.shape[-1] ** -0.5
+    out = []
+    for b in range(q.shape[0]):
+        n = int(context_lens[b])
+        k = gather_kv(k_cache, block_tables[b], n).to(dtype).transpose(0, 1)  # [H_kv, n, D]
+        v = gather_kv(v_cache, block_tables[b], n).to(dtype).transpose(0, 1)
+        qb = q[b].to(dtype).unsqueeze(1)  # [H, 1, D]
+        out.append(F.scaled_dot_product_attention(qb, k, v, scale=scale,
+                                                  enable_gqa=q.shape[1] != k.shape[0]).squeeze(1))
+    return torch.stack(out)
+
+
+# ----------------------------------------------------------------------------- kernels
+
+def heads_per_block(group: int) -> int:
+    """Query heads one block serves: the largest divisor of the GQA group up to 4 (registers)."""
+    return max(h for h in (1, 2, 3, 4) if group % h == 0)
+
+
+@functools.lru_cache(maxsize=None)
+def make_kernel(head_dim: int, block_size: int, heads: int, bits: int, warps: int):
+    """Attention for `heads` query heads per block over a cache of `bits`-bit elements."""
+    lpt = head_dim // E  # lanes per token
+    tpw = 32 // lpt  # tokens per warp load step
+    steps = min(MAX_TILE_STEPS, max(1, block_size // tpw))
+    tiles = -(-block_size // (steps * tpw))
+    wpl = E * bits // 32  # words per lane per token: 4 (fp16), 2 (int8), 1 (int4)
+    row_words = head_dim * bits // 32
+    quantized = bits != 16
+    hx = heads * E
+    hs = heads * steps
+    kv_words = steps * wpl
+    smem_heads = warps * heads
+    smem_acc = warps * heads * head_dim
+
+    @cuda.jit(device=True, inline="always")
+    def unpack(words, at, vals):
+        """The lane's 8 elements of one token (raw codes for int8/int4) as float32."""
+        if bits == 16:
+            for i in range(4):
+                vals[2 * i], vals[2 * i + 1] = ptx.halves(words[at + i])
+        elif bits == 8:
+            for i in range(8):
+                vals[i] = ptx.as_float(((words[at + i // 4] >> uint32(8 * (i % 4))) & BYTE) | MAGIC) - MAGIC_F
+        else:
+            for i in range(8):
+                vals[i] = ptx.as_float(((words[at] >> uint32(4 * i)) & NIBBLE) | MAGIC) - MAGIC_F
+
+    @cuda.jit(device=True, inline="always")
+    def load(cache, index, words, at):
+        if wpl == 4:
+            words[at], words[at + 1], words[at + 2], words[at + 3] = ptx.load_u32x4(cache, index)
+        elif wpl == 2:
+            words[at], words[at + 1] = ptx.load_u32x2(cache, index)
+        else:
+            words[at] = ptx.load_u32(cache, index)
+
+    @cuda.jit(fastmath=True)
+    def attention(q, k_cache, v_cache, k_sz, v_sz, block_tables, context_lens, scale_log2, partition,
+                  out, m_part, l_part, acc_part):
+        # q: fp16 [B, H, D] as int32 pairs; caches: [blocks, H_kv, block_size, row_words] int32;
+        # k_sz/v_sz: fp16 (scale, zero) pairs as int32 [blocks, H_kv, block_size] (quantized only)
+        n_heads = q.shape[1]
+        kv_heads = k_cache.shape[1]
+        group = n_heads // kv_heads
+        n_groups = group // heads
+        b = cuda.blockIdx.x // (kv_heads * n_groups)
+        kv_head = (cuda.blockIdx.x // n_groups) % kv_heads
+        head0 = kv_head * group + (cuda.blockIdx.x % n_groups) * heads
+        part, n_parts = cuda.blockIdx.y, cuda.gridDim.y
+        start = part * partition
+        ctx = context_lens[b]
+        if start >= ctx:
+            return  # an empty partition (the whole block leaves: no barrier is skipped)
+        end = min(start + partition, ctx)
+        warp, lane = cuda.threadIdx.x // 32, cuda.threadIdx.x % 32
+        lt, tok = lane % lpt, lane // lpt  # which 8 elements, which token of a step
+
+        qv = cuda.local.array(hx, float32)
+        qsum = cuda.local.array(heads, float32)
+        acc = cuda.local.array(hx, float32)
+        m_run = cuda.local.array(heads, float32)
+        l_run = cuda.local.array(heads, float32)
+        corr = cuda.local.array(heads, float32)
+        score = cuda.local.array(hs, float32)
+        kw = cuda.local.array(kv_words, uint32)
+        vw = cuda.local.array(kv_words, uint32)
+        ksz = cuda.local.array(steps, uint32)
+        vsz = cuda.local.array(steps, uint32)
+        vals = cuda.local.array(E, float32)
+        qw = cuda.local.array(4, uint32)
+        for h in range(heads):
+            qw[0], qw[1], qw[2], qw[3] = ptx.load_u32x4(q, (b * n_heads + head0 + h) * (head_dim // 2) + lt * 4)
+            qs = float32(0)
+            for i in range(4):
+                lo, hi = ptx.halves(qw[i])
+                qv[h * E + 2 * i], qv[h * E + 2 * i + 1] = lo * scale_log2, hi * scale_log2
+                qs += (lo + hi) * scale_log2
+            off = lpt // 2
+            while off > 0:  # sum of q over the whole head: quantized scores need it
+                qs += ptx.shfl_xor(qs, off)
+                off //= 2
+            qsum[h], m_run[h], l_run[h], corr[h] = qs, NEG, 0, 0
+            for e in range(E):
+                acc[h * E + e] = 0
+
+        for blk in range(start // block_size + warp, (end + block_size - 1) // block_size, warps):
+            row0 = (block_tables[b, blk] * kv_heads + kv_head) * block_size
+            for tile in range(tiles):
+                t0 = tile * steps * tpw
+                for st in range(steps):  # every load of the tile first
+                    t = min(t0 + st * tpw + tok, block_size - 1)
+                    load(k_cache, (row0 + t) * row_words + lt * wpl, kw, st * wpl)
+                    load(v_cache, (row0 + t) * row_words + lt * wpl, vw, st * wpl)
+                    if quantized:
+                        ksz[st] = ptx.load_u32(k_sz, row0 + t)
+                        vsz[st] = ptx.load_u32(v_sz, row0 + t)
+                for st in range(steps):
+                    unpack(kw, st * wpl, vals)
+                    valid = blk * block_size + t0 + st * tpw + tok < end and t0 + st * tpw + tok < block_size
+                    for h in range(heads):
+                        d = float32(0)
+                        for e in range(E):
+                            d += qv[h * E + e] * vals[e]
+                        off = lpt // 2
+                        while off > 0:
+                            d += ptx.shfl_xor(d, off)
+                            off //= 2
+                        if quantized:
+                            s, z = ptx.halves(ksz[st])
+                            d = s * (d - z * qsum[h])
+                        score[st * heads + h] = d if valid else NEG
+                for h in range(heads):  # online softmax: new max, rescale what was summed
+                    mx = NEG
+                    for st in range(steps):
+                        mx = max(mx, score[st * heads + h])
+                    off = lpt
+                    while off < 32:
+                        mx = max(mx, ptx.shfl_xor(mx, off))
+                        off *= 2
+                    m_new = max(m_run[h], mx)
+                    alpha = math.exp2(m_run[h] - m_new)
+                    m_run[h] = m_new
+                    l_run[h] *= alpha
+                    corr[h] *= alpha
+                    for e in range(E):
+                        acc[h * E + e] *= alpha
+                for st in range(steps):
+                    if blk * block_size + t0 + st * tpw + tok < end and t0 + st * tpw + tok < block_size:
+                        unpack(vw, st * wpl, vals)
+                        s, z = float32(1), float32(0)
+                        if quantized:
+                            s, z = ptx.halves(vsz[st])
+                        for h in range(heads):
+                            p = math.exp2(score[st * heads + h] - m_run[h])
+                            l_run[h] += p
+                            ps = p * s
+                            corr[h] += ps * z
+                            for e in range(E):
+                                acc[h * E + e] += ps * vals[e]
+
+        # merge the token groups of each warp (lanes with the same lt) ...
+        for h in range(heads):
+            off = lpt
+            while off < 32:
+                l_run[h] += ptx.shfl_xor(l_run[h], off)
+                corr[h] += ptx.shfl_xor(corr[h], off)
+                for e in range(E):
+                    acc[h * E + e] += ptx.shfl_xor(acc[h * E + e], off)
+                off *= 2
+        # ... then the warps, through shared memory
+        sm_m = cuda.shared.array(smem_heads, float32)
+        sm_l = cuda.shared.array(smem_heads, float32)
+        sm_acc = cuda.shared.array(smem_acc, float32)
+        if tok == 0:
+            for h in range(heads):
+                for e in range(E):
+                    sm_acc[(warp * heads + h) * head_dim + lt * E + e] = acc[h * E + e] - corr[h]
+                if lt == 0:
+                    sm_m[warp * heads + h], sm_l[warp * heads + h] = m_run[h], l_run[h]
+        cuda.syncthreads()
+        for i in range(cuda.threadIdx.x, heads * head_dim, warps * 32):
+            h, d = i // head_dim, i % head_dim
+            mx = NEG
+            for w in range(warps):
+                mx = max(mx, sm_m[w * heads + h])
+            total, weight = float32(0), float32(0)
+            for w in range(warps):
+                f = math.exp2(sm_m[w * heads + h] - mx)
+                weight += f * sm_l[w * heads + h]
+                total += f * sm_acc[(w * heads + h) * head_dim + d]
+            row = b * n_heads + head0 + h
+            if n_parts == 1:
+                out[row * head_dim + d] = total / weight
+            else:
+                acc_part[(row * n_parts + part) * head_dim + d] = total
+                if d == 0:
+                    m_part[row * n_parts + part], l_part[row * n_parts + part] = mx, weight
+
+    return attention
+
+
+@cuda.jit(fastmath=True)
+def combine(m_part, l_part, acc_part, context_lens, partition, n_heads, head_dim, out):
+    """Merge the partitions of one (sequence, head): sum_p e^(m_p - M) acc_p / sum_p e^(m_p - M) l_p."""
+    row = cuda.blockIdx.x
+    n_parts = m_part.shape[0] // (context_lens.shape[0] * n_heads)
+    used = (context_lens[row // n_heads] + partition - 1) // partition
+    mx = NEG
+    for p in range(used):
+        mx = max(mx, m_part[row * n_parts + p])
+    for d in range(cuda.threadIdx.x, head_dim, cuda.blockDim.x):
+        total, weight = float32(0), float32(0)
+        for p in range(used):
+            f = math.exp2(m_part[row * n_parts + p] - mx)
+            weight += f * l_part[row * n_parts + p]
+            total += f * acc_part[(row * n_parts + p) * head_dim + d]
+        out[row * head_dim + d] = total / weight
+
+
+# ----------------------------------------------------------------------------- launch
+
+def plan_partition(batch: int, kv_heads: int, groups: int, max_context: int, block_size: int,
+                   warps: int) -> int:
+    """Tokens per partition: split the context only as much as needed to fill the GPU."""
+    units = batch * kv_heads * groups
+    splits = max(1, -(-4 * L.sm_count() // units))
+    size = -(-max_context // splits)
+    size = max(size, warps * block_size * 2)
+    return -(-size // block_size) * block_size
+
+
+def launch_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_tables: torch.Tensor,
+                     context_lens: torch.Tensor, scale: float | None, max_context_len: int | None,
+                     out: torch.Tensor | None, partition: int | None, warps: int, bits: int,
+                     k_scale_zero: torch.Tensor | None = None, v_scale_zero: torch.Tensor | None = None
+                     ) -> torch.Tensor:
+    """Shared launcher of the fp16 and quantized caches (see `paged_attention`)."""
+    batch, n_heads, head_dim = q.shape
+    kv_heads, block_size = k_cache.shape[1], k_cache.shape[2]
+    L.require(q.dtype == torch.float16 and q.is_contiguous(), "paged attention wants contiguous fp16 q [B, H, D]")
+    L.require(head_dim % E == 0 and 32 % (head_dim // E) == 0 and head_dim <= 256,
+              f"head_dim must be 8, 16, 32, 64, 128 or 256, got {head_dim}")
+    L.require(n_heads % kv_heads == 0, f"{n_heads} query heads do not share {kv_heads} KV heads evenly")
+    L.require(block_tables.dtype == torch.int32 and context_lens.dtype == torch.int32,
+              "block_tables and context_lens must be int32")
+    for t in (k_cache, v_cache, block_tables, context_lens):
+        L.require(t.is_contiguous(), "paged attention wants contiguous caches and tables")
+    heads = heads_per_block(n_heads // kv_heads)
+    groups = n_heads // kv_heads // heads
+    max_context = max_context_len or block_tables.shape[1] * block_size
+    partition = partition or plan_partition(batch, kv_heads, groups, max_context, block_size, warps)
+    L.require(partition % block_size == 0, f"partition ({partition}) must be a multiple of block_size")
+    n_parts = -(-max_context // partition)
+    if out is None:
+        out = torch.empty_like(q)
+    parts = max(n_parts, 2) * batch * n_heads
+    m_part = L.workspace("attention.m", (parts,), torch.float32, q.device)
+    l_part = L.workspace("attention.l", (parts,), torch.float32, q.device)
+    acc_part = L.workspace("attention.acc", (parts * head_dim,), torch.float32, q.device)
+    # scale/zero pairs as one int32 word per token; fp16 caches have none (any int32 array fills the slot)
+    k_sz, v_sz = ((t.view(torch.int32).reshape(-1) if t is not None else context_lens) for t in (k_scale_zero, v_scale_zero))
+    kernel = make_kernel(head_dim, block_size, heads, bits, warps)
+    scale_log2 = np.float32((scale if scale is not None else head_dim ** -0.5) * LOG2E)
+    L.launch(kernel, (batch * kv_heads * groups, n_parts), (32 * warps,), q.view(torch.int32),
+             k_cache.view(torch.int32), v_cache.view(torch.int32), k_sz, v_sz, block_tables, context_lens, scale_log2, partition,
+             out.view(-1), m_part[:batch * n_heads * n_parts], l_part[:batch * n_heads * n_parts],
+             acc_part[:batch * n_heads * n_parts * head_dim])
+    if n_parts > 1:
+        L.launch(combine, (batch * n_heads,), (min(head_dim, 128),), m_part[:batch * n_heads * n_parts],
+                 l_part[:batch * n_heads * n_parts], acc_part, context_lens, partition, n_heads, head_dim,
+                 out.view(-1))
+    return out
+
+
+def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_tables: torch.Tensor,
+                    context_lens: torch.Tensor, scale: float | None = None, max_context_len: int | None = None,
+                    out: torch.Tensor | None = None, partition: int | None = None, warps: int = 4
+                    ) -> torch.Tensor:
+    """Decode attention over an fp16 paged cache: q [B, H, D] fp16 -> [B, H, D] fp16.
+
+    `max_context_len` (an upper bound the caller knows on the host) fixes the number of
+    partitions without reading `context_lens` back from the GPU, so the launch can be
+    captured in a CUDA graph; by default it is block_tables.shape[1] * block_size.
+    `partition` (tokens, a multiple of block_size) overrides the split-K plan.
+    """
+    L.require(k_cache.dtype == torch.float16 and v_cache.dtype == torch.float16,
+              "paged_attention reads fp16 caches; use kv_quant.paged_attention_quant for int8/int4")
+    return launch_attention(q, k_cache, v_cache, block_tables, context_lens, scale, max_context_len, out,
+                            partition, warps, 16)
+
+
+# ----------------------------------------------------------------------------- check and bench
+
+def random_paged(batch: int, lengths: list[int], kv_heads: int, head_dim: int, block_size: int,
+                 generator: torch.Generator | None = None, spare_blocks: int = 3
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A random fp16 cache with each sequence's blocks scattered over the pool.
+
+    Returns (k_cache, v_cache, block_tables, context_lens) on the CPU; unused table slots
+    are -1 and a few pool blocks belong to nobody (holes), as in a running engine.
+    """
+    need = [-(-n // block_size) for n in lengths]
+    pool = sum(need) + spare_blocks
+    order = torch.randperm(pool, generator=generator).int()
+    width = max(need)
+    tables = torch.full((batch, width), -1, dtype=torch.int32)
+    used = 0
+    for b, n in enumerate(need):
+        tables[b, :n] = order[used:used + n]
+        used += n
+    shape = (pool, kv_heads, block_size, head_dim)
+    k = torch.randn(shape, generator=generator).half()
+    v = torch.randn(shape, generator=generator).half()
+    return k, v, tables, torch.tensor(lengths, dtype=torch.int32)
+
+
+def attention_tolerance(head_dim: int, context: int) -> float:
+    """Relative error bound: fp16 output rounding, fp32 dot products of head_dim terms whose
+    error moves each softmax weight by ~D*u32*|score|, and ~2 ulp exp2 (fast math)."""
+    return 2 * measure.U16 + 8 * (head_dim + context) * measure.U32 + 4 * 2.0**-22
+
+
+def check(lengths: tuple[int, ...] = (1, 21, 40), heads: int = 4, kv_heads: int = 2, head_dim: int = 32,
+          block_size: int = 16, partition: int | None = None, warps: int = 2, seed: int | None = None) -> float:
+    """Run the kernel on a fresh random cache; return the relative error (raises if too large)."""
+    gen = torch.Generator().manual_seed(seed) if seed is not None else None
+    k, v, tables, lens = random_paged(len(lengths), list(lengths), kv_heads, head_dim, block_size, gen)
+    q = torch.randn(len(lengths), heads, head_dim, generator=gen).half()
+    want = reference(q, k, v, tables, lens, dtype=torch.float64)
+    dev = L.device()
+    out = measure.poisoned(tuple(q.shape), torch.float16, dev)
+    paged_attention(q.to(dev), k.to(dev), v.to(dev), tables.to(dev), lens.to(dev), out=out,
+                    partition=partition, warps=warps)
+    return measure.assert_close(f"paged_attention lengths={lengths} H={heads}/{kv_heads} D={head_dim} "
+                                f"partition={partition}", out, want,
+                                attention_tolerance(head_dim, max(lengths)))
+
+
+def bench_cache(batch: int, context: int, kv_heads: int, head_dim: int = 128, block_size: int = 16):
+    """A full random cache on the GPU for the bench: every sequence `context` tokens long."""
+    need = -(-context // block_size)
+    pool = batch * need
+    tables = torch.randperm(pool, device="cuda", dtype=torch.int32).view(batch, need)
+    shape = (pool, kv_heads, block_size, head_dim)
+    k = torch.randn(shape, device="cuda", dtype=torch.float16)
+    v = torch.randn(shape, device="cuda", dtype=torch.float16)
+    return k, v, tables, torch.full((batch,), context, dtype=torch.int32, device="cuda")
+
+
+def sdpa_us(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tables: torch.Tensor, context: int) -> float:
+    """Time torch SDPA over the same cache gathered into contiguous [B, H_kv, T, D] (gather untimed)."""
+    kc = k[tables.long()].permute(0, 2, 1, 3, 4).reshape(q.shape[0], k.shape[1], -1, k.shape[3])[:, :, :context]
+    vc = v[tables.long()].permute(0, 2, 1, 3, 4).reshape(q.shape[0], k.shape[1], -1, k.shape[3])[:, :, :context]
+    kc, vc = kc.contiguous(), vc.contiguous()
+    q4 = q.unsqueeze(2)
+    gqa = q.shape[1] != k.shape[1]
+    us = measure.time_us(lambda i: F.scaled_dot_product_attention(q4, kc, vc, enable_gqa=gqa), 1, calls=5, repeats=9)
+    del kc, vc
+    return us
+
+
+def bench(batch: int, context: int, heads: int = 32, kv_heads: int = 32, head_dim: int = 128,
+          block_size: int = 16, partition: int | None = None, with_sdpa: bool = True) -> dict:
+    """Time the kernel (and SDPA on the gathered cache) for one batch and context (GPU only)."""
+    k, v, tables, lens = bench_cache(batch, context, kv_heads, head_dim, block_size)
+    q = torch.randn(batch, heads, head_dim, device="cuda", dtype=torch.float16)
+    out = torch.empty_like(q)
+    us = measure.time_us(lambda i: paged_attention(q, k, v, tables, lens, max_context_len=context, out=out,
+                                                   partition=partition), 1, calls=5, repeats=9)
+    kv_bytes = 2 * batch * context * kv_heads * head_dim * 2
+    row = {"kernel": "paged_attention", "shape": f"B={batch} ctx={context} H={heads}/{kv_heads} D={head_dim}",
+           "us": us, "bytes": kv_bytes + 4 * q.numel(), "flops": 4 * batch * heads * context * head_dim,
+           "partition": partition or plan_partition(batch, kv_heads, heads // kv_heads // heads_per_block(
+               heads // kv_heads), context, block_size, 4)}
+    if with_sdpa:
+        row["sdpa_us"] = sdpa_us(q, k, v, tables, context)
+    return row
