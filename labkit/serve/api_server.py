@@ -368,10 +368,12 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(app, host: str = "127.0.0.1", port: int = 23333) -> None:
-    """Serve in the foreground until Ctrl-C (what `labkit serve api_server` does)."""
+def serve(app, host: str = "127.0.0.1", port: int = 23333, sock: socket.socket | None = None) -> None:
+    """Serve in the foreground until Ctrl-C (what `labkit serve api_server` does).
+
+    Pass `sock` (from `bind`) to claim the port before slow work such as loading a model."""
     import uvicorn
 
-    sock = bind(host, port)
+    sock = sock or bind(host, port)
     config = uvicorn.Config(app, log_level="info", timeout_graceful_shutdown=3)
     uvicorn.Server(config).run(sockets=[sock])

@@ -25,13 +25,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from labkit.serve.api_server import create_app, serve
+    from labkit.serve.api_server import bind, create_app, serve
 
-    llm = build_engine(args.model, **engine_kwargs(args))
+    kwargs = engine_kwargs(args)
+    sock = bind(args.server_name, args.server_port)   # a taken port fails now, not after the model loads
+    llm = build_engine(args.model, **kwargs)
     name = args.model_name or args.model
     app = create_app(llm, model_name=name, api_keys=args.api_keys)
     print(f"labkit serve: '{name}' on http://{args.server_name}:{args.server_port}/v1 "
           f"(max_model_len {llm.max_model_len}{', API keys required' if args.api_keys else ''})",
           file=sys.stderr, flush=True)
-    serve(app, args.server_name, args.server_port)
+    serve(app, sock=sock)
     return 0

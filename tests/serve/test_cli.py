@@ -1,0 +1,97 @@
+"""The commands as a user runs them: `labkit serve api_server`, `labkit chat --cli`,
+`labkit bench serve`. Bad options are one line and exit 2, never a traceback."""
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+SMALL = ["--max-batch-size", "4", "--max-model-len", "256"]
+
+
+def labkit(*args: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "labkit", *args], capture_output=True, text=True, timeout=180, **kw)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["serve", "api_server", "--server-port", "23333", "--cache-max-entry-count", "2"], "--cache-max-entry-count"),
+    (["serve", "api_server", "/no/such/model", "--server-port", "0"], "no such model"),
+    (["chat", "--cli", "--top-p", "0"], "top_p"),
+    (["bench", "serve", "--requests", "0"], "must be >= 1"),
+])
+def test_bad_options_are_one_line(args, message):
+    r = labkit(*args)
+    assert r.returncode == 2, r.stderr
+    assert message in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_port_taken_is_one_line():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        r = labkit("serve", "api_server", "--server-port", str(s.getsockname()[1]))
+    assert r.returncode == 2 and "cannot listen" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_api_server_command():
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "labkit", "serve", "api_server", "--server-port", str(port),
+                             "--api-keys", "k1", "k2", *SMALL], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, proc.stderr.read()
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the server did not come up"
+            time.sleep(0.2)
+        r = httpx.post(f"{url}/v1/chat/completions", headers={"Authorization": "Bearer k2"}, timeout=60,
+                       json={"model": "embedded", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3})
+        assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] <= 3
+        assert httpx.get(f"{url}/v1/models", timeout=5).status_code == 401
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode in (0, 130), err   # uvicorn re-raises the Ctrl-C it handled: 130
+    assert "Traceback" not in err
+
+
+def test_terminal_chat():
+    r = labkit("chat", "--cli", "--temperature", "0", "--max-tokens", "8", *SMALL,
+               input="What is the capital of France?\n/system You are terse.\nHi\n/exit\n")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("assistant>") == 2 and "Paris" in r.stdout
+    assert "(conversation cleared)" in r.stdout
+
+
+def test_bench_serve_json(capsys):
+    from labkit.serve.bench import main
+
+    assert main(["--concurrency", "1", "3", "--requests", "3", "--max-tokens", "4", "--json", *SMALL]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert [lv["concurrency"] for lv in result["levels"]] == [1, 3]
+    assert all(lv["completed"] == 3 and lv["failed"] == 0 for lv in result["levels"])
+    assert result["levels"][1]["tokens_per_s"] > 0 and result["engine_stats_after"]["blocks_used"] == 0
+    assert result["device"].startswith(("cpu", "NVIDIA")) and result["date"]
+
+
+def test_help():
+    assert "--server-port" in labkit("serve", "api_server", "--help").stdout
+    assert "--cli" in labkit("chat", "--help").stdout

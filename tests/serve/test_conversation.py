@@ -1,0 +1,105 @@
+"""Chat turns on the engine (shared by the chat page and the terminal chat), and the model
+selector's quantize-once cache."""
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from labkit.errors import UserError
+from labkit.models.sampling import SamplingParams
+from labkit.serve import conversation, variants
+
+
+def turns(n: int, words: int = 40) -> list[dict]:
+    out = []
+    for i in range(n):
+        out += [{"role": "user", "content": f"question {i} " + "blah " * words},
+                {"role": "assistant", "content": f"answer {i} " + "yes " * words}]
+    return out + [{"role": "user", "content": "last question"}]
+
+
+def test_fit_prompt_drops_oldest_turns(llm):
+    tok = llm.tokenizer
+    ids, max_tokens, dropped = conversation.fit_prompt(tok, turns(1), None, 4096, 64)
+    assert dropped == 0 and max_tokens == 64
+    ids, max_tokens, dropped = conversation.fit_prompt(tok, turns(6), "be brief", 300, 64)
+    assert dropped > 0 and len(ids) + max_tokens <= 300
+    assert tok.decode(ids).count("last question") == 1 and "be brief" in tok.decode(ids)
+    with pytest.raises(UserError, match="too long"):
+        conversation.fit_prompt(tok, [{"role": "user", "content": "blah " * 500}], None, 300, 64)
+
+
+def test_stream_reply_matches_engine_and_reports(llm, wait_idle):
+    history = [{"role": "user", "content": "What is the capital of France?"}]
+    params = SamplingParams(temperature=0, max_tokens=8)
+
+    async def run():
+        pieces, stats = [], None
+        async for piece, stats in conversation.stream_reply(llm, history, None, params):
+            pieces.append(piece)
+        return "".join(pieces), stats
+
+    text, stats = asyncio.run(run())
+    want = llm.generate([llm.tokenizer.encode_chat(history)], params)[0]
+    assert text == want.text and stats.completion_tokens == len(want.token_ids)
+    assert stats.ttft_s is not None and stats.finish_reason == want.finish_reason
+    assert stats.prompt_tokens == len(want.prompt_token_ids)
+
+
+def test_closing_a_reply_aborts(llm, wait_idle):
+    history = [{"role": "user", "content": "Tell me a long story."}]
+
+    async def first_piece_then_close():
+        gen = conversation.stream_reply(llm, history, None, SamplingParams(temperature=0, max_tokens=300))
+        await gen.__anext__()
+        await gen.aclose()
+
+    start = llm.stats()["steps"]
+    asyncio.run(first_piece_then_close())
+    s = wait_idle()
+    assert s["running"] == 0 and s["blocks_used"] == 0 and llm.stats()["steps"] - start < 50
+
+
+@pytest.fixture
+def fake_lite(tmp_path, monkeypatch):
+    """`labkit lite` replaced by a script that writes a tiny 'checkpoint' and counts its runs."""
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "cache"))
+    runs = tmp_path / "runs"
+    script = ("import json, pathlib, sys; out = pathlib.Path(sys.argv[2]); out.mkdir(parents=True); "
+              "(out / 'config.json').write_text(json.dumps({'quantization_config': {'m': sys.argv[1]}})); "
+              f"open({str(runs)!r}, 'a').write('x')")
+
+    def command(model, key, work_dir):
+        if key == "w8":
+            return [sys.executable, "-c", "import sys; print('boom', file=sys.stderr); sys.exit(3)"]
+        return [sys.executable, "-c", script, key, str(work_dir)]
+
+    monkeypatch.setattr(variants, "lite_command", command)
+    return runs
+
+
+def test_variants_quantize_once_and_cache(fake_lite):
+    assert variants.ensure("embedded", "fp") == "embedded"
+    first = variants.ensure("embedded", "w4-awq")
+    assert Path(first) == variants.variant_dir("embedded", "w4-awq") and variants.is_quantized(first)
+    assert variants.ensure("embedded", "w4-awq") == first and fake_lite.read_text() == "x"   # built once
+    assert [k for _, k in variants.choices(first)] == ["fp"]          # a quantized model is offered as is
+    assert variants.ensure(first, "w8") == first
+    with pytest.raises(UserError, match="boom"):
+        variants.ensure("embedded", "w8")
+    leftovers = [p.name for p in variants.variant_dir("embedded", "w8").parent.iterdir()]
+    assert leftovers == ["w4-awq"], "a failed quantization left a folder behind"
+    with pytest.raises(UserError, match="unknown variant"):
+        variants.ensure("embedded", "w3")
+
+
+def test_lite_commands_are_the_documented_ones(tmp_path):
+    awq = variants.lite_command("embedded", "w4-awq", tmp_path)
+    assert awq[1:] == ["-m", "labkit", "lite", "auto_awq", "embedded", "--w-bits", "4", "--w-group-size", "128",
+                       "--work-dir", str(tmp_path)]
+    assert variants.lite_command("embedded", "w8", tmp_path)[3:8] == ["lite", "rtn", "embedded", "--w-bits", "8"]
+    assert json.dumps(variants.choices("embedded"))
