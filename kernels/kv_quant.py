@@ -115,8 +115,8 @@ def write_kv(k_new: torch.Tensor, v_new: torch.Tensor, slots: torch.Tensor, k_ca
               "quantized caches need k_scale_zero and v_scale_zero")
     if n_tokens == 0:
         return
-    k_sz = k_scale_zero if k_scale_zero is not None else k_new  # unused by bits=16: any array fills the slot
-    v_sz = v_scale_zero if v_scale_zero is not None else v_new
+    k_sz = k_scale_zero if k_scale_zero is not None else k_cache  # bits=16 has none: the cache fills the slot
+    v_sz = v_scale_zero if v_scale_zero is not None else v_cache
     L.launch(write_kernel, (-(-n_tokens * kv_heads // WARPS), 2), (32 * WARPS,), k_new.contiguous(),
              v_new.contiguous(), slots, bits, k_cache, v_cache, k_sz, v_sz)
 

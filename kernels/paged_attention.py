@@ -434,7 +434,7 @@ def bench(batch: int, context: int, heads: int = 32, kv_heads: int = 32, head_di
     kv_bytes = 2 * batch * context * kv_heads * head_dim * 2
     row = {"kernel": "paged_attention", "shape": f"B={batch} ctx={context} H={heads}/{kv_heads} D={head_dim}",
            "us": us, "bytes": kv_bytes + 4 * q.numel(), "flops": 4 * batch * heads * context * head_dim,
-           "partition": partition or plan_partition(batch, kv_heads, heads // kv_heads // heads_per_block(
+           "planned": partition is None, "partition": partition or plan_partition(batch, kv_heads, heads // kv_heads // heads_per_block(
                heads // kv_heads), context, block_size, 4)}
     if with_sdpa:
         row["sdpa_us"] = sdpa_us(q, k, v, tables, context)

@@ -1,0 +1,52 @@
+"""Paged decode attention and the quantized KV cache on small caches whose sequences have
+ragged lengths and blocks scattered over the pool (tables padded with -1, spare blocks
+owned by nobody); outputs start as NaN; float64 torch on the same cache is the reference."""
+import pytest
+import torch
+
+from labkit.kernels import kv_quant, launch, paged_attention
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(lengths=(1, 21, 40), heads=4, kv_heads=2, head_dim=32),                 # GQA, one partition
+    dict(lengths=(1, 21, 40), heads=4, kv_heads=2, head_dim=32, partition=32),   # split-K + combine
+    dict(lengths=(5, 70), heads=3, kv_heads=3, head_dim=64, partition=32),       # MHA, head_dim 64
+    dict(lengths=(33,), heads=8, kv_heads=1, head_dim=128, block_size=32),       # 8 heads share 1: 2 blocks of 4
+])
+def test_paged_attention(kwargs, seed):
+    assert paged_attention.check(**kwargs, seed=seed) >= 0
+
+
+def test_gather_kv_follows_the_block_table():
+    k, _, tables, lens = paged_attention.random_paged(2, [3, 20], 1, 8, 16)
+    seq = paged_attention.gather_kv(k, tables[1], 20)
+    assert torch.equal(seq[17], k[tables[1, 1], :, 1])
+
+
+@pytest.mark.parametrize("bits", [16, 8, 4])
+def test_write_kv_stores_what_torch_stores(bits, seed):
+    kv_quant.check_write(bits, seed=seed)
+
+
+@pytest.mark.parametrize("bits, partition", [(8, None), (4, 16)])
+def test_attention_over_quantized_cache(bits, partition, seed):
+    assert kv_quant.check(bits, partition=partition, seed=seed) >= 0
+
+
+def test_quantized_round_trip_is_within_half_a_step(seed):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(6, 2, 32, generator=gen).half()
+    for bits in (8, 4):
+        codes, sz = kv_quant.quantize_reference(x, bits)
+        err = (kv_quant.dequantize_cache(codes, sz, bits) - x.float()).abs()
+        scale, zero = sz[..., :1].float(), sz[..., 1:].float()
+        # half a step, plus the fp16 rounding of the zero point (it matters where codes clamp)
+        assert bool((err <= scale * (0.5 + 2**-11 * zero.abs() + 1e-4)).all())
+
+
+def test_fp16_attention_refuses_uint8_cache():
+    q = torch.zeros(1, 2, 32, dtype=torch.float16, device=launch.device())
+    cache = torch.zeros(2, 2, 16, 32, dtype=torch.uint8, device=launch.device())
+    tables = torch.zeros(1, 1, dtype=torch.int32, device=launch.device())
+    with pytest.raises(ValueError, match="fp16 caches"):
+        paged_attention.paged_attention(q, cache, cache, tables, tables[0])

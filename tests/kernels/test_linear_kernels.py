@@ -1,0 +1,79 @@
+"""Quantized linear kernels on small odd shapes: relative error against float64 torch on
+fresh random inputs, every output element written (outputs start as NaN). Tolerances come
+from measure.dot_tolerance (fp32 accumulation, fp16 output), not from tuning."""
+import pytest
+import torch
+
+from labkit.kernels import dequant, dispatch, launch, measure, w4a16_gemm, w4a16_gemv, w8a16_gemv
+from labkit.kernels.packing import dequantize_int4, random_int4_layer
+
+
+@pytest.mark.parametrize("n, k, g, tile", [
+    (96, 192, 64, (2, 2, 2)),     # N not a multiple of the 64-column tile; K split over 2 blocks
+    (64, 96, 32, (1, 2, 1)),      # K = 3 tasks of 32 rows over 2 slices: uneven
+    (160, 256, 128, (4, 1, 3)),   # group 128, 3 splits of 8 tasks: uneven
+])
+def test_w4a16_gemv(n, k, g, tile, seed):
+    assert w4a16_gemv.check(n, k, g, tile, seed=seed) >= 0
+
+
+def test_w4a16_gemv_default_plan(seed):
+    assert w4a16_gemv.check(64, 128, 32, tile=None, seed=seed) >= 0
+
+
+@pytest.mark.parametrize("m, n, k, g, tile", [
+    (2, 40, 96, 32, (4, 2, 2)),   # N = 40: 5 words over tiles of 4
+    (5, 24, 128, 64, (2, 2, 3)),
+    (8, 64, 64, 32, (8, 1, 1)),
+])
+def test_w4a16_gemm(m, n, k, g, tile, seed):
+    assert w4a16_gemm.check(m, n, k, g, tile, seed=seed) >= 0
+
+
+def test_dequant_is_exact(seed):
+    assert dequant.check(40, 96, 32, seed=seed) == 0.0
+
+
+@pytest.mark.parametrize("n, k, g", [(6, 592, 16), (3, 1024, 1024)])  # ragged K per lane; per-channel
+def test_w8a16_gemv(n, k, g, seed):
+    assert w8a16_gemv.check(n, k, g, seed=seed) >= 0
+
+
+def test_dispatch_choice():
+    assert dispatch.choose(1, 4096, 4096, 128) == "gemv"
+    assert dispatch.choose(1, 40, 4096, 128) == "gemm"            # N % 32 != 0: no 16-byte loads
+    assert dispatch.choose(4, 4096, 4096, 128) == "gemm"
+    assert dispatch.choose(dispatch.GEMM_UP_TO + 1, 4096, 4096, 128) == "dequant_matmul"
+    assert dispatch.choose(1, 4096, 4096, 48) == "dequant_matmul"  # group size not a multiple of 32
+
+
+@pytest.mark.parametrize("kernel, m", [("gemv", 1), ("gemm", 3), ("gemm", 11), ("dequant_matmul", 4), ("torch", 2)])
+def test_w4a16_linear_paths(kernel, m, seed):
+    gen = torch.Generator().manual_seed(seed)
+    n, k, g = 64, 64, 32
+    layer = random_int4_layer(n, k, g, launch.device(), gen)
+    x = torch.randn(m, k, generator=gen).half().to(launch.device())
+    w = dequantize_int4(*layer, g).double()
+    want, abs_want = x.double() @ w.t(), x.double().abs() @ w.abs().t()
+    got = dispatch.w4a16_linear(x.view(m, 1, k), *layer, g, kernel=kernel)
+    assert got.shape == (m, 1, n)
+    tol = measure.dot_tolerance(k, want, abs_want)
+    if kernel == "dequant_matmul":
+        tol += measure.U16 * 4  # fp16 weights and an fp16 matmul whose accumulation order is cuBLAS's
+    measure.assert_close(kernel, got.view(m, n), want, tol)
+
+
+def test_w8a16_linear_cpu_matches_reference(seed):
+    gen = torch.Generator().manual_seed(seed)
+    qweight, scales = w8a16_gemv.random_int8_layer(8, 32, 16, generator=gen)
+    x = torch.randn(3, 32, generator=gen)
+    got = dispatch.w8a16_linear(x, qweight, scales, 16)
+    torch.testing.assert_close(got.double(), w8a16_gemv.reference(x, qweight, scales, 16), rtol=1e-5, atol=1e-5)
+
+
+def test_bad_shapes_are_one_clear_error():
+    layer = random_int4_layer(40, 64, 32)
+    with pytest.raises(ValueError, match="N % 32"):
+        w4a16_gemv.w4a16_gemv(torch.zeros(64, dtype=torch.float16), *layer, 32)
+    with pytest.raises(ValueError, match="rows"):
+        w4a16_gemm.w4a16_gemm(torch.zeros(9, 64, dtype=torch.float16), *layer, 32)
