@@ -45,14 +45,18 @@ def windows(ids: list[int], window: int, max_tokens: int | None = None) -> list[
 
 @torch.inference_mode()
 def evaluate(model: Llama, ids: list[int], reference: Llama | None = None, window: int = 512,
-             max_tokens: int | None = None, progress=None) -> EvalResult:
-    """Perplexity of `model` on token ids, and KL / top-1 against `reference` when given."""
+             max_tokens: int | None = None, progress=None, cache=None) -> EvalResult:
+    """Perplexity of `model` on token ids, and KL / top-1 against `reference` when given.
+
+    `cache` is passed to `model` as its attention cache on every window (the reference runs
+    without): e.g. `labkit.quant.kv.FakeQuantKV(8)` measures an int8 KV cache.
+    """
     nll, kl, agree, count = 0.0, 0.0, 0, 0
     device = model.lm_head.weight.device
     chunks = windows(ids, window, max_tokens)
     for chunk in (progress(chunks) if progress else chunks):
         x = torch.tensor([chunk], device=device)
-        logp = model(x)[0, :-1].log_softmax(-1).double()
+        logp = model(x, cache=cache)[0, :-1].log_softmax(-1).double()
         target = x[0, 1:]
         nll -= logp.gather(-1, target[:, None]).sum().item()
         if reference is not None:
