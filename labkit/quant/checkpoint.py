@@ -37,7 +37,7 @@ SKIPPED_FILES = ("config.json", "model.safetensors", "model.safetensors.index.js
 
 def quantization_config(model: nn.Module) -> dict:
     """The `quantization_config` describing a model's QuantLinear layers (all alike)."""
-    kinds = {(m.bits, m.act_bits, m.group_size if m.group_size != m.in_features else rtn.PER_CHANNEL)
+    kinds = {(m.bits, m.act_bits, rtn.PER_CHANNEL if m.per_channel else m.group_size)
              for m in model.modules() if isinstance(m, QuantLinear)}
     if len(kinds) != 1:
         raise ValueError(f"a checkpoint needs every linear quantized the same way, found {sorted(kinds)}")

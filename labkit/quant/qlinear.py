@@ -50,6 +50,7 @@ class QuantLinear(nn.Module):
         g = in_features if group_size == rtn.PER_CHANNEL else group_size
         self.in_features, self.out_features = in_features, out_features
         self.bits, self.group_size, self.act_bits, self.backend = bits, g, act_bits, backend
+        self.per_channel = group_size == rtn.PER_CHANNEL
         self.padded_in = math.ceil(in_features / g) * g
         groups = self.padded_in // g
         if bits == 4:
