@@ -4,8 +4,16 @@ Layout (docs/internals.md): per layer, `k`/`v` are `[num_blocks, num_kv_heads, b
 head_dim]`; token slot `s` lives in block `s // block_size` at offset `s % block_size`.
 With `quant_policy` 8 or 4 (LMDeploy's names) each token's K and V are stored per head as
 uint8 codes with a float16 (scale, zero) pair, asymmetric: `x = (q - zero) * scale`; int4
-packs two codes per byte, element 2i in the low nibble. One extra block at the end, never
-handed out by the block manager, is scratch space that padding rows of a CUDA graph write to.
+packs two codes per byte, element 2i in the low nibble (the arithmetic of
+`labkit.kernels.kv_quant`, so both backends store identical codes).
+
+The torch backend reads and writes *rows*: seen as a 2-D table `[blocks * heads * block_size,
+head_dim]`, the (slot, head) pair of a token is row `(block * heads + head) * block_size +
+offset`. One `index_copy_` writes a step's K for all tokens and heads, one `index_select`
+gathers a sequence's keys already laid out head by head, as attention wants them.
+
+One extra block at the end, never handed out by the block manager, is scratch space that
+padding rows (of a CUDA graph, of a ragged decode batch) write to and read from.
 """
 from __future__ import annotations
 
@@ -14,26 +22,8 @@ import torch
 from labkit.models.llama import LlamaConfig
 
 
-def quantize_kv(x: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """[..., D] float -> (uint8 codes [..., D or D/2], float16 [..., 2] (scale, zero))."""
-    qmax = 2 ** bits - 1
-    lo, hi = x.float().aminmax(dim=-1, keepdim=True)
-    scale = ((hi - lo) / qmax).clamp(min=1e-6).half()
-    zero = (-lo / scale.float()).half()
-    q = (x.float() / scale.float() + zero.float()).round().clamp(0, qmax).to(torch.uint8)
-    if bits == 4:
-        q = q[..., 0::2] | (q[..., 1::2] << 4)
-    return q, torch.cat([scale, zero], dim=-1)
-
-
-def dequantize_kv(q: torch.Tensor, sz: torch.Tensor, bits: int, dtype: torch.dtype) -> torch.Tensor:
-    if bits == 4:
-        q = torch.stack([q & 0xF, q >> 4], dim=-1).flatten(-2)
-    return ((q.float() - sz[..., 1:].float()) * sz[..., :1].float()).to(dtype)
-
-
 def bytes_per_block(config: LlamaConfig, block_size: int, dtype: torch.dtype, quant_policy: int = 0) -> int:
-    """K + V of one block over all layers."""
+    """K + V of one block over all layers (codes and scale/zero pairs included)."""
     per_token_head = {0: config.head_dim * torch.finfo(dtype).bits // 8,
                       8: config.head_dim + 4, 4: config.head_dim // 2 + 4}[quant_policy]
     return 2 * config.num_hidden_layers * config.num_key_value_heads * block_size * per_token_head
@@ -43,42 +33,57 @@ class PagedKVCache:
     def __init__(self, config: LlamaConfig, num_blocks: int, block_size: int, dtype: torch.dtype,
                  device: torch.device | str = "cpu", quant_policy: int = 0):
         if quant_policy not in (0, 4, 8):
-            raise ValueError(f"quant_policy must be 0, 4 or 8, got {quant_policy}")
+            raise ValueError(f"quant_policy must be 0 (none), 8 (int8) or 4 (int4), got {quant_policy}")
         if quant_policy == 4 and config.head_dim % 2:
             raise ValueError("int4 KV needs an even head_dim")
         self.num_blocks, self.block_size, self.dtype, self.quant_policy = num_blocks, block_size, dtype, quant_policy
+        self.num_kv_heads = config.num_key_value_heads
         self.scratch_block = num_blocks      # the extra block
         L, H, D = config.num_hidden_layers, config.num_key_value_heads, config.head_dim
-        shape = (L, num_blocks + 1, H, block_size, D if quant_policy != 4 else D // 2)
+        shape = (L, num_blocks + 1, H, block_size, D // 2 if quant_policy == 4 else D)
         code_dtype = dtype if quant_policy == 0 else torch.uint8
         self.k = torch.zeros(shape, dtype=code_dtype, device=device)
         self.v = torch.zeros(shape, dtype=code_dtype, device=device)
+        self.k_sz = self.v_sz = None
         if quant_policy:
             self.k_sz = torch.zeros(shape[:-1] + (2,), dtype=torch.float16, device=device)
             self.v_sz = torch.zeros(shape[:-1] + (2,), dtype=torch.float16, device=device)
 
     @property
     def nbytes(self) -> int:
-        extra = self.k_sz.nbytes + self.v_sz.nbytes if self.quant_policy else 0
-        return self.k.nbytes + self.v.nbytes + extra
+        return sum(t.nbytes for t in (self.k, self.v, self.k_sz, self.v_sz) if t is not None)
 
-    def write(self, layer: int, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
-        """Store new tokens' k/v [N, H_kv, D] at slots [N] (int64)."""
-        blocks, offsets = slots // self.block_size, slots % self.block_size
-        if self.quant_policy:
-            for cache, sz, x in ((self.k, self.k_sz, k), (self.v, self.v_sz, v)):
-                q, s = quantize_kv(x, self.quant_policy)
-                cache[layer, blocks, :, offsets] = q
-                sz[layer, blocks, :, offsets] = s
-        else:
-            self.k[layer, blocks, :, offsets] = k.to(self.dtype)
-            self.v[layer, blocks, :, offsets] = v.to(self.dtype)
+    # ------------------------------------------------------------------ rows (torch backend)
+    def rows(self, slots: torch.Tensor) -> torch.Tensor:
+        """Row of every (slot, head): slots [...] -> [..., heads]."""
+        bs, H = self.block_size, self.num_kv_heads
+        heads = torch.arange(H, device=slots.device)
+        return ((slots // bs)[..., None] * H + heads) * bs + (slots % bs)[..., None]
 
-    def gather(self, layer: int, block_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """K and V of the given blocks (any index shape [...]) as [..., H_kv, n*block_size... ] views:
-        returns [..., H_kv, block_size, D] per block, dequantized."""
-        if not self.quant_policy:
-            return self.k[layer, block_ids], self.v[layer, block_ids]
-        bits = self.quant_policy
-        return (dequantize_kv(self.k[layer, block_ids], self.k_sz[layer, block_ids], bits, self.dtype),
-                dequantize_kv(self.v[layer, block_ids], self.v_sz[layer, block_ids], bits, self.dtype))
+    def _table(self, t: torch.Tensor | None, layer: int) -> torch.Tensor | None:
+        return None if t is None else t[layer].view(-1, t.shape[-1])
+
+    def write(self, layer: int, rows: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Store new tokens' k/v [N, H_kv, D] at rows [N, H_kv] (from `rows(slot_mapping)`)."""
+        rows = rows.reshape(-1)
+        for cache, sz, x in ((self.k, self.k_sz, k), (self.v, self.v_sz, v)):
+            x = x.reshape(rows.shape[0], -1)
+            if self.quant_policy:
+                from labkit.kernels.kv_quant import quantize_reference
+
+                x, scale_zero = quantize_reference(x, self.quant_policy)
+                self._table(sz, layer).index_copy_(0, rows, scale_zero)
+            self._table(cache, layer).index_copy_(0, rows, x.to(cache.dtype))
+
+    def read(self, layer: int, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """K and V at rows [...] as [..., D] in the model's dtype (dequantized)."""
+        out = []
+        for cache, sz in ((self.k, self.k_sz), (self.v, self.v_sz)):
+            x = self._table(cache, layer).index_select(0, rows.reshape(-1))
+            if self.quant_policy:
+                from labkit.kernels.kv_quant import dequantize_cache
+
+                x = dequantize_cache(x, self._table(sz, layer).index_select(0, rows.reshape(-1)),
+                                     self.quant_policy, self.dtype)
+            out.append(x.view(*rows.shape, -1))
+        return out[0], out[1]

@@ -81,7 +81,7 @@ class LLM:
             self.model, tokenizer = load_model(model, device=device, dtype=dtype)
         self.model.eval()
         self.tokenizer = tokenizer
-        cfg, dev = self.model.config, self.model.lm_head.weight.device
+        cfg, dev = self.model.config, self.model.model.embed_tokens.weight.device
         kv_dtype = self.model.model.embed_tokens.weight.dtype
         limit = max_model_len or cfg.max_position_embeddings
         if num_blocks is None:

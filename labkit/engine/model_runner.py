@@ -36,6 +36,8 @@ class StepInputs:
     block_tables: torch.Tensor       # [num_decodes, max_blocks] int32, -1 where unused
     context_lens: torch.Tensor       # [num_decodes] int32, cached tokens including the new one
     logits_indices: torch.Tensor     # [S] int64: the last token of each sequence that samples
+    max_context: int = 0             # longest decode context (host side: shapes depend on it)
+    needs_mask: bool = True          # False: one decode, read exactly its context
     prefills: list[tuple[int, int, int, torch.Tensor]] = field(default_factory=list)  # (start, n, context, blocks)
 
     @property
@@ -44,72 +46,99 @@ class StepInputs:
 
 
 class PagedAttention:
-    """The model's `cache`: writes the step's K/V into the paged cache, attends over it."""
+    """The model's `cache` for one step (torch backend): writes the step's K/V into the paged
+    cache and attends over it. The index arithmetic is done once per step, not per layer."""
 
     def __init__(self, kv: PagedKVCache, inputs: StepInputs):
         self.kv, self.inputs = kv, inputs
-        self.mask: torch.Tensor | None = None
+        self.ready = False
 
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        inp, nd = self.inputs, self.inputs.num_decodes
+        if layer == 0 or not self.ready:   # (re)computed inside a captured CUDA graph too
+            self.prepare()
+        nd = self.inputs.num_decodes
         q, k, v = q[0], k[0], v[0]                      # [N, H, D], [N, H_kv, D]
-        self.write(layer, inp.slot_mapping, k, v)
+        self.write(layer, k, v)
         parts = [self.decode(layer, q[:nd])] if nd else []
-        for start, n, context, blocks in inp.prefills:
-            if context == n:   # nothing cached before this chunk: attend to the fresh K/V directly
-                keys, values = k[start:start + n], v[start:start + n]
+        for (start, n, context), rows in zip(self.prefills, self.prefill_rows):
+            if rows is None:   # nothing cached before this chunk: attend to the fresh K/V directly
+                keys, values = k[start:start + n].transpose(0, 1), v[start:start + n].transpose(0, 1)
             else:
-                keys, values = self._contiguous(layer, blocks, context)
-            parts.append(_causal(q[start:start + n], keys, values))
-        return torch.cat(parts)[None] if len(parts) > 1 else parts[0][None]
+                keys, values = self.kv.read(layer, rows)   # [H_kv, context, D]
+            parts.append(_causal(q[start:start + n].transpose(0, 1), keys, values).transpose(0, 1))
+        return (torch.cat(parts) if len(parts) > 1 else parts[0])[None]
 
-    def write(self, layer: int, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
-        self.kv.write(layer, slots, k, v)
+    def prepare(self) -> None:
+        inp, kv, bs = self.inputs, self.kv, self.kv.block_size
+        dev = inp.slot_mapping.device
+        self.prefills = [(start, n, context) for start, n, context, _ in inp.prefills]
+        self.prefill_rows = [None if context == n else
+                             kv.rows(blocks[:, None] * bs + torch.arange(bs, device=dev)).flatten(0, 1)[:context].T
+                             for _, n, context, blocks in inp.prefills]   # [H_kv, context]
+        self.prepare_decodes()
+        self.ready = True
+
+    def prepare_decodes(self) -> None:
+        """Rows to write this step's K/V to; rows to read each decode's keys from, and the mask."""
+        inp, kv, bs = self.inputs, self.kv, self.kv.block_size
+        self.write_rows = kv.rows(inp.slot_mapping)                     # [N, H_kv]
+        if inp.num_decodes:
+            t = torch.arange(inp.max_context, device=inp.slot_mapping.device)
+            tables = inp.block_tables.long()
+            tables = torch.where(tables < 0, kv.scratch_block, tables)
+            self.read_rows = kv.rows(tables[:, t // bs] * bs + t % bs).transpose(1, 2)   # [B, H_kv, S]
+            self.bias = None
+            if inp.needs_mask:
+                self.bias = torch.zeros(inp.num_decodes, 1, 1, t.shape[0], device=t.device).masked_fill(
+                    t >= inp.context_lens[:, None, None, None], float("-inf"))
+
+    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
+        self.kv.write(layer, self.write_rows, k, v)
 
     def decode(self, layer: int, q: torch.Tensor) -> torch.Tensor:
-        """One query per sequence [B, H, D] against its blocks: gather, mask, softmax."""
-        tables, lens = self.inputs.block_tables, self.inputs.context_lens
-        B, max_blocks = tables.shape
-        bs = self.kv.block_size
-        k, v = self.kv.gather(layer, tables.long())     # [B, blocks, H_kv, bs, D]; -1 is the scratch block
-        k = k.transpose(1, 2).reshape(B, k.shape[2], max_blocks * bs, -1)
-        v = v.transpose(1, 2).reshape(B, v.shape[2], max_blocks * bs, -1)
-        if layer == 0 or self.mask is None:   # once per forward (inside a CUDA graph too)
-            self.mask = (torch.arange(max_blocks * bs, device=lens.device) < lens[:, None])[:, None, None, :]
-        out = F.scaled_dot_product_attention(q[:, :, None], k, v, attn_mask=self.mask,
-                                             enable_gqa=q.shape[1] != k.shape[1])
-        return out[:, :, 0]
-
-    def _contiguous(self, layer: int, blocks: torch.Tensor, context: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """A prefill's cached context as [context, H_kv, D]."""
-        k, v = self.kv.gather(layer, blocks)            # [n_blocks, H_kv, bs, D]
-        k = k.transpose(0, 1).flatten(1, 2)[:, :context].transpose(0, 1)
-        v = v.transpose(0, 1).flatten(1, 2)[:, :context].transpose(0, 1)
-        return k, v
+        """One query per sequence, q [B, H, D], against its cached keys: a few small matmuls,
+        cheaper than a general attention call at this size."""
+        B, H, D = q.shape
+        k, v = self.kv.read(layer, self.read_rows)      # [B, H_kv, S, D]
+        q = q.view(B, k.shape[1], H // k.shape[1], D)   # the query heads of each KV head together
+        scores = (q @ k.transpose(-1, -2)).float() * D ** -0.5
+        if self.bias is not None:
+            scores = scores + self.bias
+        return (scores.softmax(-1).to(v.dtype) @ v).view(B, H, D)
 
 
 def _causal(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """q [n, H, D] are the last n of the S keys [S, H_kv, D]: query i sees keys 0 .. S - n + i."""
-    n, S = q.shape[0], k.shape[0]
+    """q [H, n, D] are the last n of the S keys [H_kv, S, D]: query i sees keys 0 .. S - n + i."""
+    n, S = q.shape[1], k.shape[1]
     mask = torch.ones(n, S, dtype=torch.bool, device=q.device).tril(S - n) if n > 1 else None
-    out = F.scaled_dot_product_attention(q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1),
-                                         attn_mask=mask, enable_gqa=q.shape[1] != k.shape[1])
-    return out.transpose(0, 1)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=q.shape[0] != k.shape[0])
 
 
 class NumbaAttention(PagedAttention):
-    """Paged attention with the kernels of `labkit.kernels` (write and decode); prefill
-    chunks stay in torch (compute-bound, where cuBLAS/SDPA are already good)."""
+    """Decode attention and K/V writes with the kernels of `labkit.kernels` (fp16, int8 or int4
+    caches); prefill chunks stay in torch, where SDPA is already good at this size."""
 
-    def write(self, layer, slots, k, v):
-        from labkit.engine import kernel_glue
+    def prepare_decodes(self) -> None:
+        pass   # the kernels take the slot mapping and block tables as they are
 
-        kernel_glue.write_kv(self.kv, layer, slots, k, v)
+    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
+        from labkit.kernels.kv_quant import write_kv
 
-    def decode(self, layer, q):
-        from labkit.engine import kernel_glue
+        kv = self.kv
+        write_kv(k, v, self.inputs.slot_mapping, kv.k[layer], kv.v[layer],
+                 None if kv.k_sz is None else kv.k_sz[layer], None if kv.v_sz is None else kv.v_sz[layer],
+                 bits=kv.quant_policy or 16)
 
-        return kernel_glue.decode_attention(self.kv, layer, q, self.inputs.block_tables, self.inputs.context_lens)
+    def decode(self, layer: int, q: torch.Tensor) -> torch.Tensor:
+        from labkit.kernels.kv_quant import paged_attention_quant
+        from labkit.kernels.paged_attention import paged_attention
+
+        kv, inp = self.kv, self.inputs
+        args = (inp.block_tables, inp.context_lens)
+        if kv.quant_policy:
+            return paged_attention_quant(q.contiguous(), kv.k[layer], kv.v[layer], kv.k_sz[layer], kv.v_sz[layer],
+                                         *args, bits=kv.quant_policy, max_context_len=inp.max_context)
+        return paged_attention(q.contiguous(), kv.k[layer], kv.v[layer], *args, max_context_len=inp.max_context)
 
 
 class ModelRunner:
@@ -118,7 +147,7 @@ class ModelRunner:
         if backend not in ("torch", "numba"):
             raise ValueError(f"backend must be 'torch' or 'numba', got {backend!r}")
         self.model, self.kv, self.backend = model, kv, backend
-        self.device = model.lm_head.weight.device
+        self.device = model.model.embed_tokens.weight.device
         self.attention_cls = NumbaAttention if backend == "numba" else PagedAttention
         self.max_blocks = -(-max_model_len // kv.block_size)
         self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, StepInputs, torch.Tensor]] = {}
@@ -156,6 +185,7 @@ class ModelRunner:
             slot_mapping=tensor(slots, torch.long),
             block_tables=tensor([t + [-1] * (width - len(t)) for t in tables], torch.int32).reshape(len(tables), width),
             context_lens=tensor(lens, torch.int32), logits_indices=tensor(logits_at, torch.long),
+            max_context=max(lens, default=0), needs_mask=len(lens) > 1,
             prefills=[(s, n, c, tensor(b, torch.long)) for s, n, c, b in prefills])
         return inputs, sampling
 
@@ -201,7 +231,7 @@ class ModelRunner:
                 slot_mapping=torch.full((B,), scratch * self.kv.block_size, dtype=torch.long, device=dev),
                 block_tables=torch.full((B, self.max_blocks), scratch, dtype=torch.int32, device=dev),
                 context_lens=torch.ones(B, dtype=torch.int32, device=dev),
-                logits_indices=torch.arange(B, device=dev))
+                logits_indices=torch.arange(B, device=dev), max_context=self.max_blocks * self.kv.block_size)
             with torch.inference_mode():
                 side = torch.cuda.Stream()
                 side.wait_stream(torch.cuda.current_stream())
