@@ -121,12 +121,12 @@ def linear_rows(copy_gbps: float, quick: bool, sweep: bool) -> list[dict]:
     rows = []
     shapes = LINEAR_SHAPES[:2] if quick else LINEAR_SHAPES
     for n, k in shapes:
-        tiles = [None] + ([(8, 16, s) for s in (1, 2, 4, 8)] + [(4, 16, 4), (8, 8, 8), (8, 32, 2)] if sweep else [])
+        tiles = [None] + ([(8, 8), (4, 16), (8, 32), (4, 32)] if sweep else [])
         for tile in tiles:
             rows.append(_finish(w4a16_gemv.bench(n, k, 128, tile), copy_gbps))
             _log(f"gemv {n}x{k} {tile}: {rows[-1]['us']:.1f} us")
         for m in (2, 4, 8):
-            tiles = [None] + ([(32, 4, s) for s in (1, 2, 4, 8)] + [(16, 8, 4), (32, 8, 2)] if sweep else [])
+            tiles = [None] + ([(16, 8, s) for s in (2, 4, 8, 16)] + [(32, 4, 8), (8, 16, 4)] if sweep else [])
             for tile in tiles:
                 rows.append(_finish(w4a16_gemm.bench(m, n, k, 128, tile), copy_gbps))
                 _log(f"gemm M={m} {n}x{k} {tile}: {rows[-1]['us']:.1f} us")
@@ -168,33 +168,63 @@ def attention_rows(copy_gbps: float, quick: bool, sweep: bool) -> list[dict]:
     configs = [(32, 4096)] if quick else ATTENTION
     for kv_heads in (32, 8):
         for batch, context in configs:
-            parts = [None] + ([512, 1024, 2048, 4096] if sweep and batch * context <= 32 * 4096 else [])
-            for partition in parts:
+            variants = [(None, 4)]
+            if sweep and (batch, context) in ((32, 4096), (1, 32768), (8, 4096)):
+                variants += [(None, 2), (256, 2), (512, 2), (1024, 4), (2048, 4), (256, 4)]
+            for partition, steps in variants:
                 if partition and partition > context:
                     continue
                 rows.append(_finish(paged_attention.bench(batch, context, 32, kv_heads, partition=partition,
-                                                          with_sdpa=partition is None), copy_gbps))
-                _log(f"attention B={batch} ctx={context} kv={kv_heads} p={partition}: {rows[-1]['us']:.1f} us")
+                                                          with_sdpa=(partition, steps) == (None, 4), steps=steps),
+                                    copy_gbps))
+                _log(f"attention B={batch} ctx={context} kv={kv_heads} p={partition} steps={steps}: "
+                     f"{rows[-1]['us']:.1f} us")
                 _free()
         for batch, context in ((32, 4096), (1, 32768)):
             fp16 = next(r for r in rows if r["kernel"] == "paged_attention" and r["planned"]
                         and r["shape"].startswith(f"B={batch} ctx={context} H=32/{kv_heads}"))
             for bits in (8, 4):
-                row = _finish(kv_quant.bench(batch, context, bits, 32, kv_heads), copy_gbps)
-                row["speedup_vs_fp16"] = fp16["us"] / row["us"]
-                rows.append(row)
-                _log(f"attention int{bits} B={batch} ctx={context} kv={kv_heads}: {row['us']:.1f} us")
-                _free()
+                for steps in ((4, 2) if sweep else (4,)):
+                    row = _finish(kv_quant.bench(batch, context, bits, 32, kv_heads, steps=steps), copy_gbps)
+                    row["speedup_vs_fp16"] = fp16["us"] / row["us"]
+                    rows.append(row)
+                    _log(f"attention int{bits} B={batch} ctx={context} kv={kv_heads} steps={steps}: {row['us']:.1f} us")
+                    _free()
+    return rows
+
+
+def compiler_report() -> list[dict]:
+    """Registers, shared and local memory per thread of the default kernels (as compiled here),
+    and the blocks per SM the register file allows: what limits occupancy."""
+    from labkit.kernels import dequant, paged_attention, w4a16_gemm, w4a16_gemv, w8a16_gemv
+
+    kernels = {
+        "w4a16_gemv": (w4a16_gemv.make_kernel(*w4a16_gemv.plan(4096, 4096)), 128),
+        "w4a16_gemm M=8": (w4a16_gemm.make_kernel(8, *w4a16_gemm.plan(8, 4096, 4096)[:2]), 128),
+        "dequant": (dequant.dequant, 256),
+        "w8a16_gemv": (w8a16_gemv.gemv8, 32 * w8a16_gemv.WARPS),
+        "paged_attention MHA": (paged_attention.make_kernel(128, 16, 1, 16, 4, 4), 128),
+        "paged_attention GQA": (paged_attention.make_kernel(128, 16, 4, 16, 4, 4), 128),
+        "paged_attention int8 GQA": (paged_attention.make_kernel(128, 16, 4, 8, 4, 4), 128),
+    }
+    rows = []
+    for name, (kernel, threads) in kernels.items():
+        for sig, regs in kernel.get_regs_per_thread().items():
+            rows.append({"kernel": name, "registers": regs, "threads": threads,
+                         "shared_bytes": kernel.get_shared_mem_per_block(sig),
+                         "local_bytes": kernel.get_local_mem_per_thread(sig),
+                         "blocks_per_sm_by_registers": 65536 // (-(-regs // 8) * 8 * threads)})
     return rows
 
 
 def table(result: dict) -> str:
     """The bench as plain text: one line per kernel and shape."""
     lines = [f"device: {result['device']}  copy bandwidth: {result['copy_gbps']:.0f} GB/s  ({result['date']})"]
-    lines.append(f"{'kernel':<24}{'shape':<34}{'us':>9}{'GB/s':>8}{'copy%':>7}{'baseline us':>12}{'x base':>8}")
+    lines.append(f"{'kernel':<24}{'shape':<50}{'us':>9}{'GB/s':>8}{'copy%':>7}{'baseline us':>12}{'x base':>8}")
     for r in result["kernels"]:
         base = r.get("torch_us") or r.get("sdpa_us")
-        lines.append(f"{r['kernel']:<24}{r['shape'] + (' ' + str(r['tile']) if r.get('tile') else ''):<34}"
+        extra = "".join(f" {key}={r[key]}" for key in ("tile", "partition", "steps") if r.get(key) is not None)
+        lines.append(f"{r['kernel']:<24}{r['shape'] + extra:<50}"
                      f"{r['us']:>9.1f}{r['gbps']:>8.0f}{100 * r['copy_frac']:>6.0f}%"
                      f"{base if base is not None else float('nan'):>12.1f}{r.get('speedup', float('nan')):>8.2f}"
                      + (f"  {r['speedup_vs_fp16']:.2f}x fp16 KV" if "speedup_vs_fp16" in r else ""))
@@ -205,6 +235,10 @@ def table(result: dict) -> str:
         lines.append(f"check {r['check']:<28} {'ok' if r['ok'] else 'FAILED ' + r['message']}")
     if "graph" in result:
         lines.append(f"CUDA graph: {result['graph']}")
+    for r in result.get("compiler", []):
+        lines.append(f"compiler {r['kernel']:<26} {r['registers']} registers x {r['threads']} threads, "
+                     f"{r['shared_bytes']} B shared, {r['local_bytes']} B local: "
+                     f"{r['blocks_per_sm_by_registers']} blocks/SM by registers")
     return "\n".join(lines)
 
 
@@ -237,6 +271,10 @@ def main(argv: list[str] | None = None) -> int:
         result["dispatch"] = dispatch_rows(args.quick)
     if "attention" in parts:
         result["kernels"] += attention_rows(result["copy_gbps"], args.quick, args.sweep)
+    try:
+        result["compiler"] = compiler_report()
+    except Exception as e:  # a kernel not compiled in this run has no report
+        _log(f"compiler report unavailable: {e}")
     result["seconds"] = round(time.time() - start, 1)
     print(json.dumps(result) if args.json else table(result))
     ok = all(c["ok"] for c in result.get("checks", [])) and result.get("graph", {}).get("graph_replay_matches_eager", True)

@@ -125,7 +125,7 @@ def paged_attention_quant(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch
                           k_scale_zero: torch.Tensor, v_scale_zero: torch.Tensor, block_tables: torch.Tensor,
                           context_lens: torch.Tensor, bits: int, scale: float | None = None,
                           max_context_len: int | None = None, out: torch.Tensor | None = None,
-                          partition: int | None = None, warps: int = 4) -> torch.Tensor:
+                          partition: int | None = None, warps: int = 4, steps: int = 4) -> torch.Tensor:
     """Decode attention reading an int8 (bits=8) or int4 (bits=4) paged cache directly.
 
     Same arguments as `paged_attention.paged_attention`, plus the caches' fp16 (scale, zero)
@@ -134,7 +134,7 @@ def paged_attention_quant(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch
     L.require(bits in (8, 4) and k_cache.dtype == torch.uint8, f"quantized caches are uint8 with bits 8 or 4, got "
               f"{k_cache.dtype}, bits={bits}")
     return launch_attention(q, k_cache, v_cache, block_tables, context_lens, scale, max_context_len, out,
-                            partition, warps, bits, k_scale_zero.contiguous(), v_scale_zero.contiguous())
+                            partition, warps, bits, k_scale_zero.contiguous(), v_scale_zero.contiguous(), steps)
 
 
 def quantized_cache(k: torch.Tensor, v: torch.Tensor, bits: int) -> tuple[torch.Tensor, ...]:
@@ -191,7 +191,7 @@ def check(bits: int, lengths: tuple[int, ...] = (3, 37), heads: int = 4, kv_head
 
 
 def bench(batch: int, context: int, bits: int, heads: int = 32, kv_heads: int = 32, head_dim: int = 128,
-          block_size: int = 16) -> dict:
+          block_size: int = 16, steps: int = 4) -> dict:
     """Time attention over an int8/int4 cache (GPU only)."""
     from labkit.kernels.paged_attention import bench_cache
 
@@ -200,9 +200,9 @@ def bench(batch: int, context: int, bits: int, heads: int = 32, kv_heads: int = 
     del k, v
     q = torch.randn(batch, heads, head_dim, device="cuda", dtype=torch.float16)
     out = torch.empty_like(q)
-    us = measure.time_us(lambda i: paged_attention_quant(q, kq, vq, ksz, vsz, tables, lens, bits,
+    us = measure.time_us(lambda i: paged_attention_quant(q, kq, vq, ksz, vsz, tables, lens, bits, steps=steps,
                                                          max_context_len=context, out=out), 1, calls=5, repeats=9)
     code_bytes = 2 * batch * context * kv_heads * (head_dim * bits // 8 + 4)
     return {"kernel": f"paged_attention_int{bits}", "shape": f"B={batch} ctx={context} H={heads}/{kv_heads} "
-            f"D={head_dim}", "us": us, "bytes": code_bytes + 4 * q.numel(),
+            f"D={head_dim}", "steps": steps, "us": us, "bytes": code_bytes + 4 * q.numel(),
             "flops": 4 * batch * heads * context * head_dim}

@@ -25,7 +25,7 @@ U32 = 2.0**-24  # unit roundoff of float32
 
 def rel_error(got: torch.Tensor, want: torch.Tensor) -> float:
     """||got - want|| / ||want|| in float64; NaN anywhere in `got` gives inf."""
-    g, w = got.double(), want.double()
+    g, w = got.detach().double().cpu(), want.detach().double().cpu()
     if torch.isnan(g).any():
         return float("inf")
     return (torch.linalg.vector_norm(g - w) / torch.linalg.vector_norm(w).clamp_min(1e-300)).item()
@@ -41,8 +41,8 @@ def dot_tolerance(terms: int, want: torch.Tensor, abs_want: torch.Tensor) -> flo
     the fp16 rounding of inputs that the kernel and the reference round differently).
     """
     gamma = terms * U32 / (1 - terms * U32)
-    cond = (torch.linalg.vector_norm(abs_want.double()) /
-            torch.linalg.vector_norm(want.double()).clamp_min(1e-300)).item()
+    cond = (torch.linalg.vector_norm(abs_want.double().cpu()) /
+            torch.linalg.vector_norm(want.double().cpu()).clamp_min(1e-300)).item()
     return 2 * U16 + gamma * cond
 
 
@@ -97,6 +97,8 @@ def copy_bandwidth(nbytes: int = 1 << 30) -> float:
     """Device-to-device copy bandwidth in GB/s (bytes read + bytes written per second)."""
     src = torch.empty(nbytes // 2, dtype=torch.float16, device="cuda").normal_()
     dst = torch.empty_like(src)
+    for _ in range(200):  # ~0.5 s of copies first: an idle GPU starts at low clocks
+        dst.copy_(src)
     us = time_us(lambda i: dst.copy_(src), sets=1, calls=5, repeats=11)
     return 2 * nbytes / (us * 1e-6) / 1e9
 

@@ -39,7 +39,6 @@ from labkit.kernels.w4a16_gemv import MAGIC, MAGIC_F
 E = 8  # head_dim elements per lane
 NEG = np.float32(-1e30)  # "minus infinity" that stays finite under fast math
 LOG2E = 1.4426950408889634
-MAX_TILE_STEPS = 4  # load steps (TPW tokens each) in flight per warp
 BYTE = np.uint32(0xFF)
 NIBBLE = np.uint32(0xF)
 
@@ -80,16 +79,31 @@ def heads_per_block(group: int) -> int:
     return max(h for h in (1, 2, 3, 4) if group % h == 0)
 
 
+def code_units(bits: int) -> tuple:
+    """What `unpack` returns for element e, in units of the element: codes are masked in
+    place (no shifts), so a byte at bit 8 reads as 256 x its value and a nibble at bit 4m
+    as 16**m x its value. Queries are pre-divided, sums of V post-divided, by these."""
+    if bits == 16:
+        return tuple(np.float32(1) for e in range(E))
+    per = 2 if bits == 8 else 4
+    return tuple(np.float32(2.0 ** (bits * (e % per))) for e in range(E))
+
+
 @functools.lru_cache(maxsize=None)
-def make_kernel(head_dim: int, block_size: int, heads: int, bits: int, warps: int):
-    """Attention for `heads` query heads per block over a cache of `bits`-bit elements."""
+def make_kernel(head_dim: int, block_size: int, heads: int, bits: int, warps: int, steps: int = 4):
+    """Attention for `heads` query heads per block over a cache of `bits`-bit elements.
+
+    A warp works on tiles of `steps` load steps (32 / LPT tokens each); while it computes
+    on one tile, the loads of the next are already in flight (two register buffers).
+    """
     lpt = head_dim // E  # lanes per token
     tpw = 32 // lpt  # tokens per warp load step
-    steps = min(MAX_TILE_STEPS, max(1, block_size // tpw))
-    tiles = -(-block_size // (steps * tpw))
+    steps = min(steps, max(1, block_size // tpw))
+    tiles = -(-block_size // (steps * tpw))  # tiles per KV block
     wpl = E * bits // 32  # words per lane per token: 4 (fp16), 2 (int8), 1 (int4)
     row_words = head_dim * bits // 32
     quantized = bits != 16
+    unit = code_units(bits)
     hx = heads * E
     hs = heads * steps
     kv_words = steps * wpl
@@ -98,16 +112,18 @@ def make_kernel(head_dim: int, block_size: int, heads: int, bits: int, warps: in
 
     @cuda.jit(device=True, inline="always")
     def unpack(words, at, vals):
-        """The lane's 8 elements of one token (raw codes for int8/int4) as float32."""
+        """The lane's 8 elements of one token as float32 (codes times code_units for int8/int4)."""
         if bits == 16:
             for i in range(4):
                 vals[2 * i], vals[2 * i + 1] = ptx.halves(words[at + i])
-        elif bits == 8:
-            for i in range(8):
-                vals[i] = ptx.as_float(((words[at + i // 4] >> uint32(8 * (i % 4))) & BYTE) | MAGIC) - MAGIC_F
         else:
+            per_half = 2 if bits == 8 else 4  # codes per 16-bit half-word
+            mask = BYTE if bits == 8 else NIBBLE
             for i in range(8):
-                vals[i] = ptx.as_float(((words[at] >> uint32(4 * i)) & NIBBLE) | MAGIC) - MAGIC_F
+                word = words[at + i // (2 * per_half)]
+                half = word if (i // per_half) % 2 == 0 else word >> uint32(16)
+                code = half & (mask << uint32(bits * (i % per_half)))
+                vals[i] = ptx.as_float(code | MAGIC) - MAGIC_F
 
     @cuda.jit(device=True, inline="always")
     def load(cache, index, words, at):
@@ -117,6 +133,17 @@ def make_kernel(head_dim: int, block_size: int, heads: int, bits: int, warps: in
             words[at], words[at + 1] = ptx.load_u32x2(cache, index)
         else:
             words[at] = ptx.load_u32(cache, index)
+
+    @cuda.jit(device=True, inline="always")
+    def load_tile(k_cache, v_cache, k_sz, v_sz, row0, t0, lt, tok, kw, vw, ksz, vsz):
+        """Issue every load of one tile: K and V rows (and scale/zero words) of its tokens."""
+        for st in range(steps):
+            t = min(t0 + st * tpw + tok, block_size - 1)
+            load(k_cache, (row0 + t) * row_words + lt * wpl, kw, st * wpl)
+            load(v_cache, (row0 + t) * row_words + lt * wpl, vw, st * wpl)
+            if quantized:
+                ksz[st] = ptx.load_u32(k_sz, row0 + t)
+                vsz[st] = ptx.load_u32(v_sz, row0 + t)
 
     @cuda.jit(fastmath=True)
     def attention(q, k_cache, v_cache, k_sz, v_sz, block_tables, context_lens, scale_log2, partition,
@@ -150,6 +177,10 @@ def make_kernel(head_dim: int, block_size: int, heads: int, bits: int, warps: in
         vw = cuda.local.array(kv_words, uint32)
         ksz = cuda.local.array(steps, uint32)
         vsz = cuda.local.array(steps, uint32)
+        kw_next = cuda.local.array(kv_words, uint32)
+        vw_next = cuda.local.array(kv_words, uint32)
+        ksz_next = cuda.local.array(steps, uint32)
+        vsz_next = cuda.local.array(steps, uint32)
         vals = cuda.local.array(E, float32)
         qw = cuda.local.array(4, uint32)
         for h in range(heads):
@@ -157,7 +188,8 @@ def make_kernel(head_dim: int, block_size: int, heads: int, bits: int, warps: in
             qs = float32(0)
             for i in range(4):
                 lo, hi = ptx.halves(qw[i])
-                qv[h * E + 2 * i], qv[h * E + 2 * i + 1] = lo * scale_log2, hi * scale_log2
+                qv[h * E + 2 * i] = lo * scale_log2 / unit[2 * i]
+                qv[h * E + 2 * i + 1] = hi * scale_log2 / unit[2 * i + 1]
                 qs += (lo + hi) * scale_log2
             off = lpt // 2
             while off > 0:  # sum of q over the whole head: quantized scores need it
@@ -167,60 +199,69 @@ def make_kernel(head_dim: int, block_size: int, heads: int, bits: int, warps: in
             for e in range(E):
                 acc[h * E + e] = 0
 
-        for blk in range(start // block_size + warp, (end + block_size - 1) // block_size, warps):
-            row0 = (block_tables[b, blk] * kv_heads + kv_head) * block_size
-            for tile in range(tiles):
-                t0 = tile * steps * tpw
-                for st in range(steps):  # every load of the tile first
-                    t = min(t0 + st * tpw + tok, block_size - 1)
-                    load(k_cache, (row0 + t) * row_words + lt * wpl, kw, st * wpl)
-                    load(v_cache, (row0 + t) * row_words + lt * wpl, vw, st * wpl)
-                    if quantized:
-                        ksz[st] = ptx.load_u32(k_sz, row0 + t)
-                        vsz[st] = ptx.load_u32(v_sz, row0 + t)
-                for st in range(steps):
-                    unpack(kw, st * wpl, vals)
-                    valid = blk * block_size + t0 + st * tpw + tok < end and t0 + st * tpw + tok < block_size
-                    for h in range(heads):
-                        d = float32(0)
-                        for e in range(E):
-                            d += qv[h * E + e] * vals[e]
-                        off = lpt // 2
-                        while off > 0:
-                            d += ptx.shfl_xor(d, off)
-                            off //= 2
-                        if quantized:
-                            s, z = ptx.halves(ksz[st])
-                            d = s * (d - z * qsum[h])
-                        score[st * heads + h] = d if valid else NEG
-                for h in range(heads):  # online softmax: new max, rescale what was summed
-                    mx = NEG
-                    for st in range(steps):
-                        mx = max(mx, score[st * heads + h])
-                    off = lpt
-                    while off < 32:
-                        mx = max(mx, ptx.shfl_xor(mx, off))
-                        off *= 2
-                    m_new = max(m_run[h], mx)
-                    alpha = math.exp2(m_run[h] - m_new)
-                    m_run[h] = m_new
-                    l_run[h] *= alpha
-                    corr[h] *= alpha
+        # this warp's tiles: KV blocks first + warp, first + warp + warps, ..., `tiles` each
+        first = start // block_size
+        n_tiles = max(0, ((end + block_size - 1) // block_size - first - warp + warps - 1) // warps) * tiles
+        if n_tiles > 0:
+            blk = first + warp
+            load_tile(k_cache, v_cache, k_sz, v_sz, (block_tables[b, blk] * kv_heads + kv_head) * block_size,
+                      0, lt, tok, kw_next, vw_next, ksz_next, vsz_next)
+        for j in range(n_tiles):
+            for i in range(kv_words):  # the tile loaded last round becomes the current one
+                kw[i], vw[i] = kw_next[i], vw_next[i]
+            for st in range(steps):
+                ksz[st], vsz[st] = ksz_next[st], vsz_next[st]
+            blk = first + warp + (j // tiles) * warps
+            t0 = (j % tiles) * steps * tpw
+            if j + 1 < n_tiles:  # start loading the next tile before computing this one
+                nblk = first + warp + ((j + 1) // tiles) * warps
+                load_tile(k_cache, v_cache, k_sz, v_sz, (block_tables[b, nblk] * kv_heads + kv_head) * block_size,
+                          ((j + 1) % tiles) * steps * tpw, lt, tok, kw_next, vw_next, ksz_next, vsz_next)
+            for st in range(steps):  # scores of the tile's tokens, for every head
+                unpack(kw, st * wpl, vals)
+                pos = t0 + st * tpw + tok
+                valid = blk * block_size + pos < end and pos < block_size
+                for h in range(heads):
+                    d = float32(0)
                     for e in range(E):
-                        acc[h * E + e] *= alpha
+                        d += qv[h * E + e] * vals[e]
+                    off = lpt // 2
+                    while off > 0:
+                        d += ptx.shfl_xor(d, off)
+                        off //= 2
+                    if quantized:
+                        sc, z = ptx.halves(ksz[st])
+                        d = sc * (d - z * qsum[h])
+                    score[st * heads + h] = d if valid else NEG
+            for h in range(heads):  # online softmax: new running max, rescale what was summed
+                mx = NEG
                 for st in range(steps):
-                    if blk * block_size + t0 + st * tpw + tok < end and t0 + st * tpw + tok < block_size:
-                        unpack(vw, st * wpl, vals)
-                        s, z = float32(1), float32(0)
-                        if quantized:
-                            s, z = ptx.halves(vsz[st])
-                        for h in range(heads):
-                            p = math.exp2(score[st * heads + h] - m_run[h])
-                            l_run[h] += p
-                            ps = p * s
-                            corr[h] += ps * z
-                            for e in range(E):
-                                acc[h * E + e] += ps * vals[e]
+                    mx = max(mx, score[st * heads + h])
+                off = lpt
+                while off < 32:
+                    mx = max(mx, ptx.shfl_xor(mx, off))
+                    off *= 2
+                m_new = max(m_run[h], mx)
+                alpha = math.exp2(m_run[h] - m_new)
+                m_run[h] = m_new
+                l_run[h] *= alpha
+                corr[h] *= alpha
+                for e in range(E):
+                    acc[h * E + e] *= alpha
+            for st in range(steps):  # weighted sum of the tile's V rows
+                pos = t0 + st * tpw + tok
+                if blk * block_size + pos < end and pos < block_size:
+                    unpack(vw, st * wpl, vals)
+                    sc, z = float32(1), float32(0)
+                    if quantized:
+                        sc, z = ptx.halves(vsz[st])
+                    for h in range(heads):
+                        p = math.exp2(score[st * heads + h] - m_run[h])
+                        l_run[h] += p
+                        ps = p * sc
+                        corr[h] += ps * z
+                        for e in range(E):
+                            acc[h * E + e] += ps * vals[e]
 
         # merge the token groups of each warp (lanes with the same lt) ...
         for h in range(heads):
@@ -238,7 +279,7 @@ def make_kernel(head_dim: int, block_size: int, heads: int, bits: int, warps: in
         if tok == 0:
             for h in range(heads):
                 for e in range(E):
-                    sm_acc[(warp * heads + h) * head_dim + lt * E + e] = acc[h * E + e] - corr[h]
+                    sm_acc[(warp * heads + h) * head_dim + lt * E + e] = acc[h * E + e] / unit[e] - corr[h]
                 if lt == 0:
                     sm_m[warp * heads + h], sm_l[warp * heads + h] = m_run[h], l_run[h]
         cuda.syncthreads()
@@ -296,8 +337,8 @@ def plan_partition(batch: int, kv_heads: int, groups: int, max_context: int, blo
 def launch_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_tables: torch.Tensor,
                      context_lens: torch.Tensor, scale: float | None, max_context_len: int | None,
                      out: torch.Tensor | None, partition: int | None, warps: int, bits: int,
-                     k_scale_zero: torch.Tensor | None = None, v_scale_zero: torch.Tensor | None = None
-                     ) -> torch.Tensor:
+                     k_scale_zero: torch.Tensor | None = None, v_scale_zero: torch.Tensor | None = None,
+                     steps: int = 4) -> torch.Tensor:
     """Shared launcher of the fp16 and quantized caches (see `paged_attention`)."""
     batch, n_heads, head_dim = q.shape
     kv_heads, block_size = k_cache.shape[1], k_cache.shape[2]
@@ -323,7 +364,7 @@ def launch_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     acc_part = L.workspace("attention.acc", (parts * head_dim,), torch.float32, q.device)
     # scale/zero pairs as one int32 word per token; fp16 caches have none (any int32 array fills the slot)
     k_sz, v_sz = ((t.view(torch.int32).reshape(-1) if t is not None else context_lens) for t in (k_scale_zero, v_scale_zero))
-    kernel = make_kernel(head_dim, block_size, heads, bits, warps)
+    kernel = make_kernel(head_dim, block_size, heads, bits, warps, steps)
     scale_log2 = np.float32((scale if scale is not None else head_dim ** -0.5) * LOG2E)
     L.launch(kernel, (batch * kv_heads * groups, n_parts), (32 * warps,), q.view(torch.int32),
              k_cache.view(torch.int32), v_cache.view(torch.int32), k_sz, v_sz, block_tables, context_lens, scale_log2, partition,
@@ -338,8 +379,8 @@ def launch_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
 
 def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_tables: torch.Tensor,
                     context_lens: torch.Tensor, scale: float | None = None, max_context_len: int | None = None,
-                    out: torch.Tensor | None = None, partition: int | None = None, warps: int = 4
-                    ) -> torch.Tensor:
+                    out: torch.Tensor | None = None, partition: int | None = None, warps: int = 4,
+                    steps: int = 4) -> torch.Tensor:
     """Decode attention over an fp16 paged cache: q [B, H, D] fp16 -> [B, H, D] fp16.
 
     `max_context_len` (an upper bound the caller knows on the host) fixes the number of
@@ -350,7 +391,7 @@ def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tenso
     L.require(k_cache.dtype == torch.float16 and v_cache.dtype == torch.float16,
               "paged_attention reads fp16 caches; use kv_quant.paged_attention_quant for int8/int4")
     return launch_attention(q, k_cache, v_cache, block_tables, context_lens, scale, max_context_len, out,
-                            partition, warps, 16)
+                            partition, warps, 16, steps=steps)
 
 
 # ----------------------------------------------------------------------------- check and bench
@@ -424,17 +465,17 @@ def sdpa_us(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tables: torch.Ten
 
 
 def bench(batch: int, context: int, heads: int = 32, kv_heads: int = 32, head_dim: int = 128,
-          block_size: int = 16, partition: int | None = None, with_sdpa: bool = True) -> dict:
+          block_size: int = 16, partition: int | None = None, with_sdpa: bool = True, steps: int = 4) -> dict:
     """Time the kernel (and SDPA on the gathered cache) for one batch and context (GPU only)."""
     k, v, tables, lens = bench_cache(batch, context, kv_heads, head_dim, block_size)
     q = torch.randn(batch, heads, head_dim, device="cuda", dtype=torch.float16)
     out = torch.empty_like(q)
     us = measure.time_us(lambda i: paged_attention(q, k, v, tables, lens, max_context_len=context, out=out,
-                                                   partition=partition), 1, calls=5, repeats=9)
+                                                   partition=partition, steps=steps), 1, calls=5, repeats=9)
     kv_bytes = 2 * batch * context * kv_heads * head_dim * 2
     row = {"kernel": "paged_attention", "shape": f"B={batch} ctx={context} H={heads}/{kv_heads} D={head_dim}",
            "us": us, "bytes": kv_bytes + 4 * q.numel(), "flops": 4 * batch * heads * context * head_dim,
-           "planned": partition is None, "partition": partition or plan_partition(batch, kv_heads, heads // kv_heads // heads_per_block(
+           "planned": partition is None and steps == 4, "steps": steps, "partition": partition or plan_partition(batch, kv_heads, heads // kv_heads // heads_per_block(
                heads // kv_heads), context, block_size, 4)}
     if with_sdpa:
         row["sdpa_us"] = sdpa_us(q, k, v, tables, context)

@@ -9,10 +9,11 @@ alone take about as long as streaming fp16 weights would. What keeps it ahead of
   (8 columns) and applies it to all M rows, keeping M x 8 fp32 accumulators in registers.
 - Dequantize cheaply: as in the GEMV, a nibble masked in place and OR-ed into the mantissa
   of 2**23 is a float; subtracting a per-column constant 2**23 + 16**j z gives 16**j (q - z)
-  exactly, in one logic op and one add. The scale (and the 16**-j) is applied once per 32
-  rows to the accumulated sums, so per weight and row of X there is one FMA.
-- Same split-K scheme as the GEMV (splitk.py): K is split over `ty` threads in a block and
-  `splits` blocks, which add up through shared memory and a workspace.
+  exactly, and one multiply by s * 16**-j gives the weight: three instructions, shared by
+  the M FMAs that use it.
+- Latency: a thread loads the 32 rows of a task (one word each) before using any, and
+  loops over tasks; K is split over `ty` threads per block and `splits` blocks, which add
+  up through shared memory and a workspace (splitk.py).
 """
 from __future__ import annotations
 
@@ -24,10 +25,11 @@ from numba import cuda, float32, uint32
 from labkit.kernels import launch as L
 from labkit.kernels import measure, ptx, splitk
 from labkit.kernels.packing import dequantize_int4, random_int4_layer
-from labkit.kernels.w4a16_gemv import CHUNK, MAGIC, NIBBLE
+from labkit.kernels.w4a16_gemv import MAGIC, NIBBLE
 
-UNROLL = 8  # rows of weights loaded before the first is used
-MAX_ROWS = 8  # 8 x 8 accumulators (twice: per task and total) is what the registers hold
+CHUNK = 32  # rows of K per task, all loaded before use ...
+ROUND = 8  # ... and used in unrolled rounds of 8 (registers must be indexed by constants)
+MAX_ROWS = 8  # M x 8 accumulators per thread: 64 registers at M = 8
 
 
 def reference(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor,
@@ -42,66 +44,78 @@ def make_kernel(rows: int, tx: int, ty: int):
     width = rows * 8  # accumulators per thread
     red_size = ty * tx * (width + 1)  # one padded row per thread
 
+    @cuda.jit(device=True, inline="always")
+    def load_round(qweight, k0, words, word, wq):
+        for u in range(ROUND):
+            wq[u] = ptx.load_u32(qweight, (k0 + u) * words + word)
+
+    @cuda.jit(device=True, inline="always")
+    def fma_round(wq, x, half_k, k0, offset, scale, xq, xv, acc):
+        """acc[8m + c] += W.T[k, c] * X[m, k] for the 8 rows k0 .. k0 + 7 held in wq."""
+        for u in range(ROUND):
+            if u % 2 == 0:  # one word of X holds this row and the next
+                for m in range(rows):
+                    xq[m] = ptx.load_u32(x, m * half_k + (k0 + u) // 2)
+            for m in range(rows):
+                x_even, x_odd = ptx.halves(xq[m])
+                xv[m] = x_even if u % 2 == 0 else x_odd
+            lo = wq[u]
+            hi = lo >> uint32(16)
+            for j in range(4):
+                mask = NIBBLE << uint32(4 * j)
+                w_even = (ptx.as_float((lo & mask) | MAGIC) - offset[2 * j]) * scale[2 * j]
+                w_odd = (ptx.as_float((hi & mask) | MAGIC) - offset[2 * j + 1]) * scale[2 * j + 1]
+                for m in range(rows):
+                    acc[8 * m + 2 * j] += w_even * xv[m]
+                    acc[8 * m + 2 * j + 1] += w_odd * xv[m]
+
     @cuda.jit
-    def gemm(x, qweight, qzeros, scales, group_size, splits, partial, counters, out):
+    def gemm(x, qweight, qzeros, scales, group_size, partial, counters, out):
         # x: fp16 [rows, K] as int32 pairs; scales: fp16 [K/g, N] as int32 pairs; out: fp16 [rows, N]
         k_rows, words = qweight.shape
         n = words * 8
         half_k = k_rows // 2
         tix, tiy = cuda.threadIdx.x, cuda.threadIdx.y
         word = cuda.blockIdx.x * tx + tix  # this thread owns columns 8*word .. 8*word + 7
-        y = cuda.local.array(width, float32)
+        splits = cuda.gridDim.y
         acc = cuda.local.array(width, float32)
         offset = cuda.local.array(8, float32)
         scale = cuda.local.array(8, float32)
-        wq = cuda.local.array(UNROLL, uint32)
+        w0 = cuda.local.array(ROUND, uint32)
+        w1 = cuda.local.array(ROUND, uint32)
+        w2 = cuda.local.array(ROUND, uint32)
+        w3 = cuda.local.array(ROUND, uint32)
         xq = cuda.local.array(rows, uint32)
         xv = cuda.local.array(rows, float32)
         for c in range(width):
-            y[c] = 0
+            acc[c] = 0
         if word < words:
-            for chunk in range(cuda.blockIdx.y * ty + tiy, k_rows // CHUNK, splits * ty):
-                k0 = chunk * CHUNK
+            for task in range(cuda.blockIdx.y * ty + tiy, k_rows // CHUNK, splits * ty):
+                k0 = task * CHUNK
                 g = k0 // group_size
+                load_round(qweight, k0, words, word, w0)  # all 32 rows in flight
+                load_round(qweight, k0 + ROUND, words, word, w1)
+                load_round(qweight, k0 + 2 * ROUND, words, word, w2)
+                load_round(qweight, k0 + 3 * ROUND, words, word, w3)
                 zw = ptx.load_u32(qzeros, g * words + word)
                 step = float32(1)
-                for j in range(4):  # columns 2j (low half) and 2j + 1 (high half)
+                for j in range(4):  # columns 2j (low half-word) and 2j + 1 (high half-word)
                     mask = NIBBLE << uint32(4 * j)
                     offset[2 * j] = ptx.as_float((zw & mask) | MAGIC)  # 2**23 + 16**j z
                     offset[2 * j + 1] = ptx.as_float(((zw >> uint32(16)) & mask) | MAGIC)
                     s_even, s_odd = ptx.halves(ptx.load_u32(scales, g * (n // 2) + 4 * word + j))
                     scale[2 * j], scale[2 * j + 1] = s_even * step, s_odd * step
                     step *= float32(1 / 16)
-                for c in range(width):
-                    acc[c] = 0
-                for r in range(0, CHUNK, UNROLL):
-                    for u in range(UNROLL):
-                        wq[u] = ptx.load_u32(qweight, (k0 + r + u) * words + word)
-                    for u in range(UNROLL):
-                        if u % 2 == 0:  # one word of X holds this row and the next
-                            for m in range(rows):
-                                xq[m] = ptx.load_u32(x, m * half_k + (k0 + r + u) // 2)
-                        for m in range(rows):
-                            x_even, x_odd = ptx.halves(xq[m])
-                            xv[m] = x_even if u % 2 == 0 else x_odd
-                        lo = wq[u]
-                        hi = lo >> uint32(16)
-                        for j in range(4):
-                            mask = NIBBLE << uint32(4 * j)
-                            d_even = ptx.as_float((lo & mask) | MAGIC) - offset[2 * j]
-                            d_odd = ptx.as_float((hi & mask) | MAGIC) - offset[2 * j + 1]
-                            for m in range(rows):
-                                acc[8 * m + 2 * j] += d_even * xv[m]
-                                acc[8 * m + 2 * j + 1] += d_odd * xv[m]
-                for m in range(rows):
-                    for c in range(8):
-                        y[8 * m + c] += acc[8 * m + c] * scale[c]
+                fma_round(w0, x, half_k, k0, offset, scale, xq, xv, acc)
+                fma_round(w1, x, half_k, k0 + ROUND, offset, scale, xq, xv, acc)
+                fma_round(w2, x, half_k, k0 + 2 * ROUND, offset, scale, xq, xv, acc)
+                fma_round(w3, x, half_k, k0 + 3 * ROUND, offset, scale, xq, xv, acc)
 
         # add up the ty slices of this block through shared memory (rows padded to an odd stride)
         red = cuda.shared.array(red_size, float32)
         tid = tiy * tx + tix
         for c in range(width):
-            red[tid * (width + 1) + c] = y[c]
+            red[tid * (width + 1) + c] = acc[c]
         cuda.syncthreads()
         col0 = cuda.blockIdx.x * tx * 8
         for i in range(tid, rows * tx * 8, tx * ty):
@@ -125,8 +139,9 @@ def make_kernel(rows: int, tx: int, ty: int):
 
 
 def plan(m: int, n: int, k: int) -> tuple[int, int, int]:
-    """(tx, ty, splits): 32 words (256 columns) x 4 slices per block, K split to fill the GPU."""
-    tx, ty = min(32, n // 8), 4
+    """(tx, ty, splits): 16 words (128 columns) x 8 slices of K per block, and enough blocks
+    along K for ~2 per SM; more splits would cost more in partial sums (M x N floats each)."""
+    tx, ty = min(16, max(1, n // 8)), 8
     tiles, tasks = -(-n // (8 * tx)), k // CHUNK
     wanted = max(1, round(2 * L.sm_count() / tiles))
     return tx, ty, max(1, min(wanted, tasks // ty))
@@ -157,7 +172,7 @@ def w4a16_gemm(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, sca
     partial = L.workspace("w4a16_gemm.partial", (max(splits, 2) * m * n,), torch.float32, x.device)
     counters = L.workspace("w4a16_gemm.counters", (tiles,), torch.int32, x.device)
     L.launch(make_kernel(m, tx, ty), (tiles, splits), (tx, ty), x.view(torch.int32), qweight, qzeros,
-             scales.view(torch.int32), group_size, splits, partial, counters, out.view(-1))
+             scales.view(torch.int32), group_size, partial, counters, out.view(-1))
     return out
 
 

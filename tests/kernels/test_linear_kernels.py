@@ -9,9 +9,9 @@ from labkit.kernels.packing import dequantize_int4, random_int4_layer
 
 
 @pytest.mark.parametrize("n, k, g, tile", [
-    (96, 192, 64, (2, 2, 2)),     # N not a multiple of the 64-column tile; K split over 2 blocks
-    (64, 96, 32, (1, 2, 1)),      # K = 3 tasks of 32 rows over 2 slices: uneven
-    (160, 256, 128, (4, 1, 3)),   # group 128, 3 splits of 8 tasks: uneven
+    (96, 192, 64, (2, 2)),     # N not a multiple of the 64-column tile; K over 6 blocks
+    (64, 80, 16, (1, 2)),      # K = 5 tasks of 16 rows in blocks of 2: uneven
+    (160, 256, 128, (4, 3)),     # group 128, 16 tasks in blocks of 3: uneven
 ])
 def test_w4a16_gemv(n, k, g, tile, seed):
     assert w4a16_gemv.check(n, k, g, tile, seed=seed) >= 0
