@@ -117,6 +117,11 @@ def prefill_flops(config: LlamaConfig, tokens: int, all_logits: bool = False) ->
     return 2 * body * tokens + 2 * head * heads + attn
 
 
+def prefill_bytes(config: LlamaConfig, tokens: int, weight_bits: float = 16, kv_bits: float = 16) -> float:
+    """Bytes a prefill must move at least: every matmul weight once, and the KV cache it writes."""
+    return matmul_params(config) * weight_bits / 8 + kv_cache_bytes(config, 1, tokens, kv_bits)
+
+
 def decode_flops(config: LlamaConfig, batch: int, context: int) -> int:
     """FLOPs of one decode step: `batch` sequences each add one token attending to `context` tokens."""
     return batch * flops_per_token(config, context)

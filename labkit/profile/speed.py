@@ -65,18 +65,19 @@ def decode_speed(model: Llama, context: int = 128, steps: int = 16, batch: int =
 
 
 def generation_timeline(model: Llama, prompt_ids: list[int], max_tokens: int = 32,
-                        use_cache: bool = True) -> list[float]:
-    """Seconds from the start until each generated token arrived, greedy, with `generate_ids`.
+                        use_cache: bool = True) -> tuple[list[int], list[float]]:
+    """(token ids, seconds from the start until each arrived), greedy, with `generate_ids`.
 
-    The first entry is the time to first token (it includes the prompt's prefill).
+    The first time is the time to first token (it includes the prompt's prefill).
     """
     params = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True)
-    arrivals = []
+    tokens, arrivals = [], []
     synchronize()
     start = time.perf_counter()
-    for _ in generate_ids(model, prompt_ids, params, use_cache=use_cache):
-        arrivals.append(time.perf_counter() - start)  # the token id is already on the CPU: synced
-    return arrivals
+    for token in generate_ids(model, prompt_ids, params, use_cache=use_cache):
+        arrivals.append(time.perf_counter() - start)  # the id is already a Python int: the GPU is done
+        tokens.append(token)
+    return tokens, arrivals
 
 
 def tokens_per_second(timeline: list[float]) -> float:

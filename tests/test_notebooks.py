@@ -1,0 +1,52 @@
+"""Every notebook runs top to bottom (solutions in place of the learner's exercises, on a CPU),
+and no notebook is committed with outputs.
+
+Each notebook is its own test, so chapters added later are covered without touching this file.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+NOTEBOOK_TIMEOUT = 600   # seconds for a whole notebook (and for any one cell)
+STRIP = "jupyter nbconvert --clear-output --inplace"
+
+
+def test_the_course_has_its_first_chapters():
+    names = {p.stem for p in NOTEBOOKS}
+    assert {"00_why_deployment_is_hard", "01_inference_from_scratch"} <= names
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_is_stored_without_outputs(path: Path):
+    nbformat = pytest.importorskip("nbformat")
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    dirty = [i for i, cell in enumerate(nb.cells)
+             if cell.cell_type == "code" and (cell.get("outputs") or cell.get("execution_count") is not None)]
+    assert not dirty, f"{path.name}: code cells {dirty} hold outputs; strip them with `{STRIP} {path.relative_to(ROOT)}`"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(NOTEBOOK_TIMEOUT + 60)
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs_top_to_bottom(path: Path, monkeypatch):
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    pytest.importorskip("ipykernel")
+    monkeypatch.setenv("LABKIT_USE_SOLUTIONS", "1")   # notebooks import solutions/ instead of exercises/
+    monkeypatch.setenv("MPLBACKEND", "Agg")           # no display
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")    # the CPU path, even on a GPU machine
+    monkeypatch.setenv("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+    nb = nbformat.read(path, as_version=4)
+    client = nbclient.NotebookClient(nb, timeout=NOTEBOOK_TIMEOUT, kernel_name="python3",
+                                     resources={"metadata": {"path": str(ROOT)}})  # the kernel starts in the repo root
+    try:
+        client.execute()
+    except nbclient.exceptions.CellExecutionError as e:
+        pytest.fail(f"{path.name}: a cell failed:\n{str(e)[-3000:]}", pytrace=False)
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors, f"{path.name}: {errors[0].get('ename')}: {errors[0].get('evalue')}"
