@@ -54,12 +54,15 @@ def awq_scales(act_mean: torch.Tensor, alpha: float) -> torch.Tensor:
 
 @torch.no_grad()
 def search_scale(group: ScaleGroup, x: torch.Tensor, bits: int = 4, group_size: int = 128,
-                 n_grid: int = 20) -> tuple[torch.Tensor, float, list[float]]:
+                 n_grid: int = 20, search_samples: int | None = None) -> tuple[torch.Tensor, float, list[float]]:
     """(best scales per producer channel, best alpha, loss per grid point) for one group.
 
-    `x` is the consumers' input [..., C]. Weights are left as they were.
+    `x` is the consumers' input [batch, tokens, C]: the mean magnitudes come from all of it,
+    the losses from its first `search_samples` sequences (all if None). Weights are left
+    as they were.
     """
     act_mean = group.reduce(x.abs().reshape(-1, x.shape[-1]).float().mean(0))
+    x = x[:search_samples]
     reference = group.inspect(x)
     originals = [lin.weight.detach().clone() for lin in group.consumers]
     losses, best = [], (float("inf"), 0.0, torch.ones_like(act_mean))
@@ -119,12 +122,15 @@ def apply_clip(linear: nn.Linear, limit: torch.Tensor, group_size: int) -> None:
 
 
 def awq_quantize(model: nn.Module, tokenizer, text: str | None = None, bits: int = 4, group_size: int = 128,
-                 n_grid: int = 20, clip: bool = True, n_samples: int = 8, seqlen: int = 512,
-                 progress=None) -> AwqReport:
+                 n_grid: int = 20, clip: bool = True, n_samples: int = 4, seqlen: int = 512,
+                 search_samples: int = 1, progress=None) -> AwqReport:
     """Quantize `model` in place with AWQ: every decoder linear becomes a `QuantLinear`.
 
     `text` is the calibration text (labkit's own by default); `n_samples` windows of
-    `seqlen` tokens are taken from it. `progress` wraps the layer loop (e.g. tqdm).
+    `seqlen` tokens are taken from it. Activation statistics use all of them; each grid
+    point of the scale search runs its block on the first `search_samples` windows only
+    (the search is 20 forward passes per group, the bulk of the time on a CPU; the
+    statistics are cheap). `progress` wraps the layer loop (e.g. tqdm).
     """
     check_architecture(model)
     config = model.config
@@ -135,7 +141,8 @@ def awq_quantize(model: nn.Module, tokenizer, text: str | None = None, bits: int
     for i, layer in (progress(layers) if progress else layers):
         inputs, output = runner.capture(layer)
         groups = scale_groups(layer, config, runner.rope)
-        found = [(grp, *search_scale(grp, inputs[grp.names[0]], bits, group_size, n_grid)) for grp in groups]
+        found = [(grp, *search_scale(grp, inputs[grp.names[0]], bits, group_size, n_grid, search_samples))
+                 for grp in groups]
         for grp, s, _, _ in found:
             grp.fold(s)
             for name in grp.names:

@@ -155,7 +155,7 @@ class LayerRunner:
         self.model = model
         with torch.no_grad():
             self.x = model.model.embed_tokens(ids.to(model.lm_head.weight.device))
-            positions = torch.arange(ids.shape[1], device=self.x.device).expand_as(ids)
+            positions = torch.arange(ids.shape[1], device=self.x.device)[None]  # broadcasts over any batch
             self.rope = model.rope(positions, self.x.dtype)
 
     @torch.no_grad()
