@@ -38,6 +38,7 @@ class Engines:
     def __init__(self, model: str, engine_kwargs: dict | None = None, llm=None):
         self.model, self.kwargs = model, dict(engine_kwargs or {})
         self.key, self.llm = ("fp", llm) if llm is not None else (None, None)
+        self.preparing: str | None = None   # the variant being quantized / loaded, for the panel
         self._lock = threading.Lock()
 
     def get(self, key: str = "fp"):
@@ -46,10 +47,14 @@ class Engines:
             if key != self.key or self.llm is None:
                 from labkit.serve.engine_args import build_engine
 
-                spec = variants.ensure(self.model, key)
-                self.llm = None          # let the old engine go before the new one takes memory
-                self.llm = build_engine(spec, **self.kwargs)
-                self.key = key
+                self.preparing = key
+                try:
+                    spec = variants.ensure(self.model, key)
+                    self.llm = None          # let the old engine go before the new one takes memory
+                    self.llm = build_engine(spec, **self.kwargs)
+                    self.key = key
+                finally:
+                    self.preparing = None
             return self.llm
 
     async def aget(self, key: str = "fp"):
@@ -72,10 +77,14 @@ def answer_panel(stats: TurnStats | None) -> str:
     return "| last answer | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
 
 
-def engine_panel(llm) -> str:
-    """The engine's counters: KV blocks, prefix-cache hits, queue."""
+def engine_panel(llm, preparing: str | None = None) -> str:
+    """The engine's counters: KV blocks, prefix-cache hits, queue (or what is being prepared)."""
+    if preparing is not None:
+        label = variants.VARIANTS[preparing].label
+        return (f"| engine | |\n|---|---|\n| state | preparing {label}: a variant used for the first time is "
+                "quantized first (W8: about a minute, W4 AWQ: several minutes on a CPU)… |")
     if llm is None:
-        return "| engine | |\n|---|---|\n| state | loading… |"
+        return "| engine | |\n|---|---|\n| state | loads with the first message |"
     s = llm.stats()
     rows = [("KV blocks used", f"{s['blocks_used']} / {s['blocks_total']}"),
             ("prefix-cache hits (total)", f"{s['prefix_cache_hit_tokens']} tokens"),
@@ -117,7 +126,7 @@ def build_demo(model: str = "embedded", llm=None, engine_kwargs: dict | None = N
         yield gr.skip(), shown, shown, answer_panel(stats), engine_panel(llm)
 
     async def switch(key: str) -> AsyncIterator[str]:
-        yield "| engine | |\n|---|---|\n| state | preparing the variant (quantizing on first use)… |"
+        yield engine_panel(None, key)
         try:
             llm = await engines.aget(key)
         except UserError as e:
@@ -125,7 +134,7 @@ def build_demo(model: str = "embedded", llm=None, engine_kwargs: dict | None = N
         yield engine_panel(llm)
 
     def refresh() -> str:
-        return engine_panel(engines.llm)
+        return engine_panel(engines.llm, engines.preparing)
 
     with gr.Blocks(title=name, analytics_enabled=False) as demo:
         gr.Markdown(f"### {name}\nStreaming chat on the labkit engine. Conversations are re-sent every turn; "
