@@ -5,6 +5,7 @@ Each notebook is its own test, so chapters added later are covered without touch
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,11 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 NOTEBOOK_TIMEOUT = 600   # seconds for a whole notebook (and for any one cell)
 STRIP = "jupyter nbconvert --clear-output --inplace"
+
+
+def _threads_per_worker() -> int:
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    return max(1, (os.cpu_count() or 1) // workers)
 
 
 def test_the_course_has_its_first_chapters():
@@ -41,6 +47,9 @@ def test_notebook_runs_top_to_bottom(path: Path, monkeypatch):
     monkeypatch.setenv("MPLBACKEND", "Agg")           # no display
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")    # the CPU path, even on a GPU machine
     monkeypatch.setenv("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+    # One share of the cores per pytest-xdist worker: torch's thread pool collapses when its
+    # threads outnumber the cores (a barrier per op waits for a descheduled thread).
+    monkeypatch.setenv("OMP_NUM_THREADS", str(_threads_per_worker()))
     nb = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(nb, timeout=NOTEBOOK_TIMEOUT, kernel_name="python3",
                                      resources={"metadata": {"path": str(ROOT)}})  # the kernel starts in the repo root
