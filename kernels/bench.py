@@ -115,23 +115,66 @@ def graph_capture_check() -> dict:
     return {"graph_replay_matches_eager": same, "kernels": ["w4a16_gemv", "w4a16_gemm", "write_kv", "paged_attention"]}
 
 
-def linear_rows(copy_gbps: float, quick: bool, sweep: bool) -> list[dict]:
+def linear_rows(copy_gbps: float, quick: bool) -> list[dict]:
     from labkit.kernels import w4a16_gemm, w4a16_gemv, w8a16_gemv
 
     rows = []
-    shapes = LINEAR_SHAPES[:2] if quick else LINEAR_SHAPES
-    for n, k in shapes:
-        tiles = [None] + ([(8, 8), (4, 16), (8, 32), (4, 32)] if sweep else [])
-        for tile in tiles:
-            rows.append(_finish(w4a16_gemv.bench(n, k, 128, tile), copy_gbps))
-            _log(f"gemv {n}x{k} {tile}: {rows[-1]['us']:.1f} us")
+    for n, k in (LINEAR_SHAPES[:2] if quick else LINEAR_SHAPES):
+        rows.append(_finish(w4a16_gemv.bench(n, k, 128), copy_gbps))
         for m in (2, 4, 8):
-            tiles = [None] + ([(16, 8, s) for s in (2, 4, 8, 16)] + [(32, 4, 8), (8, 16, 4)] if sweep else [])
-            for tile in tiles:
-                rows.append(_finish(w4a16_gemm.bench(m, n, k, 128, tile), copy_gbps))
-                _log(f"gemm M={m} {n}x{k} {tile}: {rows[-1]['us']:.1f} us")
+            rows.append(_finish(w4a16_gemm.bench(m, n, k, 128), copy_gbps))
         rows.append(_finish(w8a16_gemv.bench(n, k), copy_gbps))
+        _log(f"linear {n}x{k}: " + ", ".join(f"{r['kernel']} {r['us']:.1f} us" for r in rows[-5:]))
         _free()
+    return rows
+
+
+def sweep_rows() -> list[dict]:
+    """Kernel variants (block shapes, launch bounds, partitions) on a few shapes: how the
+    defaults in each file's plan() were chosen. Times only, inputs built once per shape."""
+    from labkit.kernels import kv_quant, measure, paged_attention, w4a16_gemm, w4a16_gemv
+    from labkit.kernels.packing import random_int4_layer
+
+    rows = []
+
+    def timed(kernel: str, shape: str, variant: dict, step: Callable[[int], None], sets: int) -> None:
+        rows.append({"kernel": kernel, "shape": shape, "variant": variant, "us": measure.time_us(step, sets)})
+        _log(f"sweep {kernel} {shape} {variant}: {rows[-1]['us']:.1f} us")
+
+    for n, k in ((4096, 4096), (11008, 4096), (32000, 4096)):
+        layers = [random_int4_layer(n, k, 128, "cuda") for _ in range(measure.sets_for(k * n // 2))]
+        x = torch.randn(8, k, device="cuda").half()
+        for tile in ((8, 16), (8, 32), (4, 32), (16, 8)):
+            timed("w4a16_gemv", f"N={n} K={k}", {"tile": tile},
+                  lambda i: w4a16_gemv.w4a16_gemv(x[:1], *layers[i], 128, tile=tile), len(layers))
+        if n != 32000:
+            for m in (2, 8):
+                for tile, mb in (((16, 8, 4), 1), ((16, 8, 8), 1), ((8, 16, 4), 1), ((16, 8, 8), 3), ((16, 8, 8), 0)):
+                    timed("w4a16_gemm", f"M={m} N={n} K={k}", {"tile": tile, "min_blocks": mb},
+                          lambda i: w4a16_gemm.w4a16_gemm(x[:m], *layers[i], 128, tile=tile, min_blocks=mb),
+                          len(layers))
+        del layers
+        _free()
+    for kv_heads in (32, 8):
+        for batch, context in ((32, 4096), (1, 32768)):
+            k, v, tables, lens = paged_attention.bench_cache(batch, context, kv_heads)
+            q = torch.randn(batch, 32, 128, device="cuda", dtype=torch.float16)
+            shape = f"B={batch} ctx={context} H=32/{kv_heads}"
+            for partition in (None, 256, 1024):
+                for steps, mb in ((4, 0), (2, 0), (4, 3), (2, 3)):
+                    timed("paged_attention", shape, {"partition": partition, "steps": steps, "min_blocks": mb},
+                          lambda i: paged_attention.launch_attention(q, k, v, tables, lens, None, context, None,
+                                                                     partition, 4, 16, steps=steps, min_blocks=mb), 1)
+            if batch == 32:
+                for bits in (8, 4):
+                    kq, vq, ksz, vsz = kv_quant.quantized_cache(k, v, bits)
+                    for steps, mb in ((4, 0), (2, 0), (4, 3)):
+                        timed(f"paged_attention_int{bits}", shape, {"steps": steps, "min_blocks": mb},
+                              lambda i: paged_attention.launch_attention(q, kq, vq, tables, lens, None, context, None,
+                                                                         None, 4, bits, ksz, vsz, steps, mb), 1)
+                    del kq, vq, ksz, vsz
+            del k, v
+            _free()
     return rows
 
 
@@ -161,35 +204,24 @@ def dispatch_rows(quick: bool) -> list[dict]:
     return rows
 
 
-def attention_rows(copy_gbps: float, quick: bool, sweep: bool) -> list[dict]:
+def attention_rows(copy_gbps: float, quick: bool) -> list[dict]:
     from labkit.kernels import kv_quant, paged_attention
 
     rows = []
-    configs = [(32, 4096)] if quick else ATTENTION
     for kv_heads in (32, 8):
-        for batch, context in configs:
-            variants = [(None, 4)]
-            if sweep and (batch, context) in ((32, 4096), (1, 32768), (8, 4096)):
-                variants += [(None, 2), (256, 2), (512, 2), (1024, 4), (2048, 4), (256, 4)]
-            for partition, steps in variants:
-                if partition and partition > context:
-                    continue
-                rows.append(_finish(paged_attention.bench(batch, context, 32, kv_heads, partition=partition,
-                                                          with_sdpa=(partition, steps) == (None, 4), steps=steps),
-                                    copy_gbps))
-                _log(f"attention B={batch} ctx={context} kv={kv_heads} p={partition} steps={steps}: "
-                     f"{rows[-1]['us']:.1f} us")
-                _free()
+        for batch, context in ([(32, 4096)] if quick else ATTENTION):
+            rows.append(_finish(paged_attention.bench(batch, context, 32, kv_heads), copy_gbps))
+            _log(f"attention B={batch} ctx={context} kv={kv_heads}: {rows[-1]['us']:.1f} us")
+            _free()
         for batch, context in ((32, 4096), (1, 32768)):
-            fp16 = next(r for r in rows if r["kernel"] == "paged_attention" and r["planned"]
+            fp16 = next(r for r in rows if r["kernel"] == "paged_attention"
                         and r["shape"].startswith(f"B={batch} ctx={context} H=32/{kv_heads}"))
             for bits in (8, 4):
-                for steps in ((4, 2) if sweep else (4,)):
-                    row = _finish(kv_quant.bench(batch, context, bits, 32, kv_heads, steps=steps), copy_gbps)
-                    row["speedup_vs_fp16"] = fp16["us"] / row["us"]
-                    rows.append(row)
-                    _log(f"attention int{bits} B={batch} ctx={context} kv={kv_heads} steps={steps}: {row['us']:.1f} us")
-                    _free()
+                row = _finish(kv_quant.bench(batch, context, bits, 32, kv_heads), copy_gbps)
+                row["speedup_vs_fp16"] = fp16["us"] / row["us"]
+                rows.append(row)
+                _log(f"attention int{bits} B={batch} ctx={context} kv={kv_heads}: {row['us']:.1f} us")
+                _free()
     return rows
 
 
@@ -209,10 +241,10 @@ def compiler_report() -> list[dict]:
     }
     rows = []
     for name, (kernel, threads) in kernels.items():
+        shared, local = kernel.get_shared_mem_per_block(), kernel.get_local_mem_per_thread()
         for sig, regs in kernel.get_regs_per_thread().items():
-            rows.append({"kernel": name, "registers": regs, "threads": threads,
-                         "shared_bytes": kernel.get_shared_mem_per_block(sig),
-                         "local_bytes": kernel.get_local_mem_per_thread(sig),
+            rows.append({"kernel": name, "registers": regs, "threads": threads, "shared_bytes": shared[sig],
+                         "local_bytes": local[sig],
                          "blocks_per_sm_by_registers": 65536 // (-(-regs // 8) * 8 * threads)})
     return rows
 
@@ -228,6 +260,8 @@ def table(result: dict) -> str:
                      f"{r['us']:>9.1f}{r['gbps']:>8.0f}{100 * r['copy_frac']:>6.0f}%"
                      f"{base if base is not None else float('nan'):>12.1f}{r.get('speedup', float('nan')):>8.2f}"
                      + (f"  {r['speedup_vs_fp16']:.2f}x fp16 KV" if "speedup_vs_fp16" in r else ""))
+    for r in result.get("sweep", []):
+        lines.append(f"sweep {r['kernel']:<24}{r['shape']:<26}{json.dumps(r['variant']):<52}{r['us']:>9.1f} us")
     for r in result.get("dispatch", []):
         lines.append(f"dispatch {r['shape']} M={r['m']:<3} choice={r['choice']:<15} best={r['best']:<15} "
                      f"slowdown={r['slowdown']:.2f}  {json.dumps({k: round(v, 1) for k, v in r['times_us'].items()})}")
@@ -246,9 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="labkit bench kernels", description=__doc__.split("\n")[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.add_argument("--quick", action="store_true", help="a few shapes only")
-    parser.add_argument("--sweep", action="store_true", help="also time block shapes and partition sizes")
-    parser.add_argument("--only", nargs="*", choices=["checks", "linear", "dispatch", "attention", "graph"],
-                        help="run only these parts")
+    parser.add_argument("--only", nargs="*", choices=["checks", "linear", "dispatch", "attention", "graph", "sweep"],
+                        help="run only these parts (sweep: kernel variants, not run by default)")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print("labkit bench kernels needs a CUDA GPU (the simulator is for correctness, not speed)", file=sys.stderr)
@@ -266,11 +299,13 @@ def main(argv: list[str] | None = None) -> int:
     if "graph" in parts:
         result["graph"] = graph_capture_check()
     if "linear" in parts:
-        result["kernels"] += linear_rows(result["copy_gbps"], args.quick, args.sweep)
+        result["kernels"] += linear_rows(result["copy_gbps"], args.quick)
     if "dispatch" in parts:
         result["dispatch"] = dispatch_rows(args.quick)
     if "attention" in parts:
-        result["kernels"] += attention_rows(result["copy_gbps"], args.quick, args.sweep)
+        result["kernels"] += attention_rows(result["copy_gbps"], args.quick)
+    if "sweep" in parts:
+        result["sweep"] = sweep_rows()
     try:
         result["compiler"] = compiler_report()
     except Exception as e:  # a kernel not compiled in this run has no report

@@ -24,7 +24,7 @@ def reference(qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor,
     return dequantize_int4(qweight, qzeros, scales, group_size).t()
 
 
-@cuda.jit
+@L.kernel(threads=THREADS[0] * THREADS[1])
 def dequant(qweight, qzeros, scales, group_size, wt):
     # scales: fp16 [K/g, N] as int32 pairs; wt: fp16 [K * N], row k = W.T[k]
     k_rows, words = qweight.shape

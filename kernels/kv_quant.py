@@ -60,7 +60,7 @@ def write_reference(cache: torch.Tensor, scale_zero: torch.Tensor | None, slots:
         scale_zero[blocks, :, offsets] = sz
 
 
-@cuda.jit
+@L.kernel(threads=32 * WARPS)
 def write_kernel(k_new, v_new, slots, bits, k_cache, v_cache, k_sz, v_sz):
     # k_new/v_new: fp16 [T, H_kv, D]; caches [blocks, H_kv, block_size, D or D/2] (fp16 or uint8);
     # k_sz/v_sz: fp16 [blocks, H_kv, block_size, 2]; blockIdx.y picks K (0) or V (1)
@@ -191,7 +191,7 @@ def check(bits: int, lengths: tuple[int, ...] = (3, 37), heads: int = 4, kv_head
 
 
 def bench(batch: int, context: int, bits: int, heads: int = 32, kv_heads: int = 32, head_dim: int = 128,
-          block_size: int = 16, steps: int = 4) -> dict:
+          block_size: int = 16) -> dict:
     """Time attention over an int8/int4 cache (GPU only)."""
     from labkit.kernels.paged_attention import bench_cache
 
@@ -200,9 +200,9 @@ def bench(batch: int, context: int, bits: int, heads: int = 32, kv_heads: int = 
     del k, v
     q = torch.randn(batch, heads, head_dim, device="cuda", dtype=torch.float16)
     out = torch.empty_like(q)
-    us = measure.time_us(lambda i: paged_attention_quant(q, kq, vq, ksz, vsz, tables, lens, bits, steps=steps,
+    us = measure.time_us(lambda i: paged_attention_quant(q, kq, vq, ksz, vsz, tables, lens, bits,
                                                          max_context_len=context, out=out), 1, calls=5, repeats=9)
     code_bytes = 2 * batch * context * kv_heads * (head_dim * bits // 8 + 4)
     return {"kernel": f"paged_attention_int{bits}", "shape": f"B={batch} ctx={context} H={heads}/{kv_heads} "
-            f"D={head_dim}", "steps": steps, "us": us, "bytes": code_bytes + 4 * q.numel(),
+            f"D={head_dim}", "us": us, "bytes": code_bytes + 4 * q.numel(),
             "flops": 4 * batch * heads * context * head_dim}

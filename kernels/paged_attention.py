@@ -40,6 +40,7 @@ E = 8  # head_dim elements per lane
 NEG = np.float32(-1e30)  # "minus infinity" that stays finite under fast math
 LOG2E = 1.4426950408889634
 BYTE = np.uint32(0xFF)
+COMBINE_THREADS = 64  # threads per (sequence, head) that merge the partitions
 NIBBLE = np.uint32(0xF)
 
 
@@ -90,7 +91,8 @@ def code_units(bits: int) -> tuple:
 
 
 @functools.lru_cache(maxsize=None)
-def make_kernel(head_dim: int, block_size: int, heads: int, bits: int, warps: int, steps: int = 4):
+def make_kernel(head_dim: int, block_size: int, heads: int, bits: int, warps: int, steps: int = 4,
+                min_blocks: int = 0):
     """Attention for `heads` query heads per block over a cache of `bits`-bit elements.
 
     A warp works on tiles of `steps` load steps (32 / LPT tokens each); while it computes
@@ -145,7 +147,7 @@ def make_kernel(head_dim: int, block_size: int, heads: int, bits: int, warps: in
                 ksz[st] = ptx.load_u32(k_sz, row0 + t)
                 vsz[st] = ptx.load_u32(v_sz, row0 + t)
 
-    @cuda.jit(fastmath=True)
+    @L.kernel(threads=32 * warps, min_blocks=min_blocks, fastmath=True)
     def attention(q, k_cache, v_cache, k_sz, v_sz, block_tables, context_lens, scale_log2, partition,
                   out, m_part, l_part, acc_part):
         # q: fp16 [B, H, D] as int32 pairs; caches: [blocks, H_kv, block_size, row_words] int32;
@@ -304,7 +306,7 @@ def make_kernel(head_dim: int, block_size: int, heads: int, bits: int, warps: in
     return attention
 
 
-@cuda.jit(fastmath=True)
+@L.kernel(threads=COMBINE_THREADS, fastmath=True)
 def combine(m_part, l_part, acc_part, context_lens, partition, n_heads, head_dim, out):
     """Merge the partitions of one (sequence, head): sum_p e^(m_p - M) acc_p / sum_p e^(m_p - M) l_p."""
     row = cuda.blockIdx.x
@@ -338,7 +340,7 @@ def launch_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
                      context_lens: torch.Tensor, scale: float | None, max_context_len: int | None,
                      out: torch.Tensor | None, partition: int | None, warps: int, bits: int,
                      k_scale_zero: torch.Tensor | None = None, v_scale_zero: torch.Tensor | None = None,
-                     steps: int = 4) -> torch.Tensor:
+                     steps: int = 4, min_blocks: int = 0) -> torch.Tensor:
     """Shared launcher of the fp16 and quantized caches (see `paged_attention`)."""
     batch, n_heads, head_dim = q.shape
     kv_heads, block_size = k_cache.shape[1], k_cache.shape[2]
@@ -364,14 +366,14 @@ def launch_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     acc_part = L.workspace("attention.acc", (parts * head_dim,), torch.float32, q.device)
     # scale/zero pairs as one int32 word per token; fp16 caches have none (any int32 array fills the slot)
     k_sz, v_sz = ((t.view(torch.int32).reshape(-1) if t is not None else context_lens) for t in (k_scale_zero, v_scale_zero))
-    kernel = make_kernel(head_dim, block_size, heads, bits, warps, steps)
+    kernel = make_kernel(head_dim, block_size, heads, bits, warps, steps, min_blocks)
     scale_log2 = np.float32((scale if scale is not None else head_dim ** -0.5) * LOG2E)
     L.launch(kernel, (batch * kv_heads * groups, n_parts), (32 * warps,), q.view(torch.int32),
              k_cache.view(torch.int32), v_cache.view(torch.int32), k_sz, v_sz, block_tables, context_lens, scale_log2, partition,
              out.view(-1), m_part[:batch * n_heads * n_parts], l_part[:batch * n_heads * n_parts],
              acc_part[:batch * n_heads * n_parts * head_dim])
     if n_parts > 1:
-        L.launch(combine, (batch * n_heads,), (min(head_dim, 128),), m_part[:batch * n_heads * n_parts],
+        L.launch(combine, (batch * n_heads,), (COMBINE_THREADS,), m_part[:batch * n_heads * n_parts],
                  l_part[:batch * n_heads * n_parts], acc_part, context_lens, partition, n_heads, head_dim,
                  out.view(-1))
     return out
@@ -465,18 +467,16 @@ def sdpa_us(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tables: torch.Ten
 
 
 def bench(batch: int, context: int, heads: int = 32, kv_heads: int = 32, head_dim: int = 128,
-          block_size: int = 16, partition: int | None = None, with_sdpa: bool = True, steps: int = 4) -> dict:
+          block_size: int = 16) -> dict:
     """Time the kernel (and SDPA on the gathered cache) for one batch and context (GPU only)."""
     k, v, tables, lens = bench_cache(batch, context, kv_heads, head_dim, block_size)
     q = torch.randn(batch, heads, head_dim, device="cuda", dtype=torch.float16)
     out = torch.empty_like(q)
-    us = measure.time_us(lambda i: paged_attention(q, k, v, tables, lens, max_context_len=context, out=out,
-                                                   partition=partition, steps=steps), 1, calls=5, repeats=9)
+    us = measure.time_us(lambda i: paged_attention(q, k, v, tables, lens, max_context_len=context, out=out),
+                         1, calls=5, repeats=9)
     kv_bytes = 2 * batch * context * kv_heads * head_dim * 2
     row = {"kernel": "paged_attention", "shape": f"B={batch} ctx={context} H={heads}/{kv_heads} D={head_dim}",
            "us": us, "bytes": kv_bytes + 4 * q.numel(), "flops": 4 * batch * heads * context * head_dim,
-           "planned": partition is None and steps == 4, "steps": steps, "partition": partition or plan_partition(batch, kv_heads, heads // kv_heads // heads_per_block(
-               heads // kv_heads), context, block_size, 4)}
-    if with_sdpa:
-        row["sdpa_us"] = sdpa_us(q, k, v, tables, context)
+           "partition": plan_partition(batch, kv_heads, heads // kv_heads // heads_per_block(heads // kv_heads),
+                                       context, block_size, 4), "sdpa_us": sdpa_us(q, k, v, tables, context)}
     return row

@@ -39,8 +39,9 @@ def reference(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scal
 
 
 @functools.lru_cache(maxsize=None)
-def make_kernel(rows: int, tx: int, ty: int):
-    """The GEMM kernel for `rows` rows of X and blocks of tx words x ty slices of K."""
+def make_kernel(rows: int, tx: int, ty: int, min_blocks: int = 1):
+    """The GEMM kernel for `rows` rows of X and blocks of tx words x ty slices of K
+    (min_blocks: the launch bound's blocks per SM, which sets ptxas' register budget)."""
     width = rows * 8  # accumulators per thread
     red_size = ty * tx * (width + 1)  # one padded row per thread
 
@@ -69,7 +70,7 @@ def make_kernel(rows: int, tx: int, ty: int):
                     acc[8 * m + 2 * j] += w_even * xv[m]
                     acc[8 * m + 2 * j + 1] += w_odd * xv[m]
 
-    @cuda.jit
+    @L.kernel(threads=tx * ty, min_blocks=min_blocks)
     def gemm(x, qweight, qzeros, scales, group_size, partial, counters, out):
         # x: fp16 [rows, K] as int32 pairs; scales: fp16 [K/g, N] as int32 pairs; out: fp16 [rows, N]
         k_rows, words = qweight.shape
@@ -149,7 +150,7 @@ def plan(m: int, n: int, k: int) -> tuple[int, int, int]:
 
 def w4a16_gemm(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor,
                group_size: int, out: torch.Tensor | None = None,
-               tile: tuple[int, int, int] | None = None) -> torch.Tensor:
+               tile: tuple[int, int, int] | None = None, min_blocks: int = 1) -> torch.Tensor:
     """X @ W.T for fp16 X [M, K] (M <= 8) and AWQ-packed int4 W: fp16 [M, N].
 
     Needs group_size % 32 == 0 and K % group_size == 0; `tile` = (tx, ty, splits)
@@ -171,7 +172,7 @@ def w4a16_gemm(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, sca
         out = torch.empty(m, n, dtype=torch.float16, device=x.device)
     partial = L.workspace("w4a16_gemm.partial", (max(splits, 2) * m * n,), torch.float32, x.device)
     counters = L.workspace("w4a16_gemm.counters", (tiles,), torch.int32, x.device)
-    L.launch(make_kernel(m, tx, ty), (tiles, splits), (tx, ty), x.view(torch.int32), qweight, qzeros,
+    L.launch(make_kernel(m, tx, ty, min_blocks), (tiles, splits), (tx, ty), x.view(torch.int32), qweight, qzeros,
              scales.view(torch.int32), group_size, partial, counters, out.view(-1))
     return out
 
@@ -191,16 +192,16 @@ def check(m: int = 3, n: int = 40, k: int = 96, group_size: int = 32,
                                 measure.dot_tolerance(k, want, abs_want))
 
 
-def bench(m: int, n: int, k: int, group_size: int = 128, tile: tuple[int, int, int] | None = None) -> dict:
+def bench(m: int, n: int, k: int, group_size: int = 128) -> dict:
     """Time the kernel and fp16 torch.matmul for M rows on one layer shape (GPU only)."""
     layer_bytes = k * n // 2 + (k // group_size) * n * 5 // 2
     sets = measure.sets_for(layer_bytes)
     layers = [random_int4_layer(n, k, group_size, "cuda") for _ in range(sets)]
     x = torch.randn(m, k, device="cuda").half()
     out = torch.empty(m, n, device="cuda", dtype=torch.float16)
-    us = measure.time_us(lambda i: w4a16_gemm(x, *layers[i], group_size, out=out, tile=tile), sets)
+    us = measure.time_us(lambda i: w4a16_gemm(x, *layers[i], group_size, out=out), sets)
     dense = [torch.randn(k, n, device="cuda").half() for _ in range(measure.sets_for(2 * k * n))]
     torch_us = measure.time_us(lambda i: torch.matmul(x, dense[i], out=out), len(dense))
     return {"kernel": "w4a16_gemm", "shape": f"M={m} N={n} K={k} g={group_size}", "us": us,
             "bytes": layer_bytes + 2 * m * (k + n), "flops": 2 * m * n * k, "torch_us": torch_us,
-            "tile": list(tile or plan(m, n, k))}
+            "tile": list(plan(m, n, k))}

@@ -85,7 +85,7 @@ def make_kernel(tx: int, ty: int):
     """The GEMV kernel for blocks of tx x ty threads (tx column quads, ty tasks of K)."""
     red_size = ty * tx * 33  # one padded row of 33 floats per thread: conflict-free
 
-    @cuda.jit
+    @L.kernel(threads=tx * ty)
     def gemv(x, qweight, qzeros, scales, group_size, partial, counters, out):
         # x: fp16 [K] as int32 pairs; scales: fp16 [K/g, N] as int32 pairs; out: fp16 [N]
         words = qweight.shape[1]
@@ -206,16 +206,16 @@ def check(n: int = 96, k: int = 192, group_size: int = 64,
                                 measure.dot_tolerance(k, want, abs_want))
 
 
-def bench(n: int, k: int, group_size: int = 128, tile: tuple[int, int] | None = None) -> dict:
+def bench(n: int, k: int, group_size: int = 128) -> dict:
     """Time the kernel and fp16 torch.matmul on one layer shape (GPU only)."""
     layer_bytes = k * n // 2 + (k // group_size) * n * 2 + (k // group_size) * n // 2
     sets = measure.sets_for(layer_bytes)
     layers = [random_int4_layer(n, k, group_size, "cuda") for _ in range(sets)]
     x = torch.randn(1, k, device="cuda").half()
     out = torch.empty(1, n, device="cuda", dtype=torch.float16)
-    us = measure.time_us(lambda i: w4a16_gemv(x, *layers[i], group_size, out=out, tile=tile), sets)
+    us = measure.time_us(lambda i: w4a16_gemv(x, *layers[i], group_size, out=out), sets)
     dense = [torch.randn(k, n, device="cuda").half() for _ in range(measure.sets_for(2 * k * n))]
     torch_us = measure.time_us(lambda i: torch.matmul(x, dense[i], out=out), len(dense))
     nbytes = layer_bytes + 2 * k + 2 * n
     return {"kernel": "w4a16_gemv", "shape": f"N={n} K={k} g={group_size}", "us": us,
-            "bytes": nbytes, "flops": 2 * n * k, "torch_us": torch_us, "tile": list(tile or plan(n, k))}
+            "bytes": nbytes, "flops": 2 * n * k, "torch_us": torch_us, "tile": list(plan(n, k))}

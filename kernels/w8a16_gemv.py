@@ -37,7 +37,7 @@ def dequantize_int8(qweight: torch.Tensor, scales: torch.Tensor, group_size: int
     return qweight.to(scales.dtype) * scales.repeat_interleave(group_size, dim=1)
 
 
-@cuda.jit
+@L.kernel(threads=32 * WARPS)
 def gemv8(x, qweight, scales, group_size, out):
     # x: fp16 [K] as int32 pairs; qweight: int8 [N, K] as int32 [N, K/4]; scales fp16 [N, K/g]
     n_rows, row_words = qweight.shape
