@@ -91,7 +91,3 @@ def test_bench_serve_json(capsys):
     assert result["levels"][1]["tokens_per_s"] > 0 and result["engine_stats_after"]["blocks_used"] == 0
     assert result["device"].startswith(("cpu", "NVIDIA")) and result["date"]
 
-
-def test_help():
-    assert "--server-port" in labkit("serve", "api_server", "--help").stdout
-    assert "--cli" in labkit("chat", "--help").stdout

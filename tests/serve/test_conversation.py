@@ -103,3 +103,25 @@ def test_lite_commands_are_the_documented_ones(tmp_path):
                        "--work-dir", str(tmp_path)]
     assert variants.lite_command("embedded", "w8", tmp_path)[3:8] == ["lite", "rtn", "embedded", "--w-bits", "8"]
     assert json.dumps(variants.choices("embedded"))
+
+
+def test_page_engines_switch_variants(monkeypatch, llm):
+    """The selector swaps the page's engine, once per variant; the panel says what is prepared."""
+    from labkit.serve import engine_args, gradio_app
+
+    built, seen_preparing = [], []
+
+    def fake_build(spec, **kw):
+        seen_preparing.append(engines.preparing)
+        built.append((spec, kw))
+        return f"engine for {spec}"
+
+    monkeypatch.setattr(engine_args, "build_engine", fake_build)
+    monkeypatch.setattr(variants, "ensure", lambda model, key: f"{model}/{key}")
+    engines = gradio_app.Engines("embedded", {"max_batch_size": 4}, llm=llm)
+    assert engines.get("fp") is llm and not built          # the engine it was given
+    assert engines.get("w8") == "engine for embedded/w8" and engines.key == "w8"
+    assert asyncio.run(engines.aget("w8")) == "engine for embedded/w8" and len(built) == 1
+    assert built[0][1] == {"max_batch_size": 4} and seen_preparing == ["w8"] and engines.preparing is None
+    assert "preparing W8" in gradio_app.engine_panel(None, "w8")
+    assert "KV blocks used" in gradio_app.engine_panel(llm)
