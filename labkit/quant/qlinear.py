@@ -123,6 +123,10 @@ class QuantLinear(nn.Module):
     def drop_dense_cache(self) -> None:
         self._dense = None
 
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._dense = None  # new codes: the dense copy is stale
+        return super()._load_from_state_dict(*args, **kwargs)
+
     # ------------------------------------------------------------------ reporting
 
     @property
