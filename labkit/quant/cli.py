@@ -63,6 +63,8 @@ def run(args) -> int:
     prepare_work_dir(out, args.force)  # before minutes of work, not after
     if args.method != "rtn" and (args.calib_samples < 1 or args.calib_seqlen < 16):
         raise UserError("--calib-samples must be >= 1 and --calib-seqlen >= 16")
+    if args.method == "auto_awq" and args.search_grid < 1:
+        raise UserError("--search-grid must be >= 1")
     start = time.perf_counter()
     model, tokenizer = load_model(args.model, device="cpu", dtype=None)
     check_architecture(model)
