@@ -41,7 +41,7 @@ class StreamDelta:
 class StepRecord:
     """One step, for the scheduler timeline: which request ran what."""
     step: int
-    work: list[tuple[str, str, int]]       # (request_id, "prefill" | "decode", tokens)
+    work: list[tuple[str, str, int]]       # (request_id, "prefill" | "decode" | "padding", tokens)
     preempted: list[str]
     finished: list[str]
     seconds: float
@@ -108,7 +108,7 @@ class Engine:
         if not batch:
             return []
         work = [(s.request_id, "decode" if n == 1 and s.output_token_ids else "prefill", n)
-                for s, n in zip(batch.seqs, batch.num_tokens)]
+                for s, n in zip(batch.seqs, batch.num_tokens)] + [(s.request_id, "padding", 1) for s in batch.padding]
         start = time.perf_counter()
         logits, sampling = self.runner.run(batch)
         self.scheduler.postprocess(batch)

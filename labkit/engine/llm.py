@@ -60,12 +60,14 @@ class LLM:
                  quant_policy: int = 0, max_batch_size: int = 32, cache_max_entry_count: float = 0.5,
                  num_blocks: int | None = None, block_size: int = 16, enable_prefix_caching: bool = True,
                  max_model_len: int | None = None, scheduler: str = "continuous",
-                 tokenizer: Tokenizer | None = None, dtype: torch.dtype | None = None,
+                 tokenizer: Tokenizer | None = None, dtype: torch.dtype | None = None, weights: str | None = None,
                  max_num_batched_tokens: int | None = None, use_cuda_graph: bool | None = None,
                  record_timeline: bool = False):
         """`model` is a MODEL spec ('embedded', a folder, a hub id) or a built `Llama` (then pass
         `tokenizer`). The KV cache gets `num_blocks` blocks, or `cache_max_entry_count` of the
-        free memory (capped at what `max_batch_size` requests of `max_model_len` tokens use)."""
+        free memory (capped at what `max_batch_size` requests of `max_model_len` tokens use).
+        `weights` ('bf16', 'int8', 'int4') converts the linear layers at load time for speed
+        (labkit.engine.weights; a model object passed in is converted in place)."""
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
         if not 0 < cache_max_entry_count <= 1:
@@ -78,7 +80,11 @@ class LLM:
             from labkit.loading import load_model
 
             device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-            self.model, tokenizer = load_model(model, device=device, dtype=dtype)
+            self.model, tokenizer = load_model(model, device=device, dtype=dtype, backend=backend)
+        if weights is not None:
+            from labkit.engine.weights import convert
+
+            self.model = convert(self.model, weights, backend)
         self.model.eval()
         self.tokenizer = tokenizer
         cfg, dev = self.model.config, self.model.model.embed_tokens.weight.device

@@ -101,10 +101,10 @@ class PagedAttention:
         B, H, D = q.shape
         k, v = self.kv.read(layer, self.read_rows)      # [B, H_kv, S, D]
         q = q.view(B, k.shape[1], H // k.shape[1], D)   # the query heads of each KV head together
-        scores = (q @ k.transpose(-1, -2)).float() * D ** -0.5
+        scores = (q.float() @ k.float().transpose(-1, -2)) * D ** -0.5   # float32: CPUs lack fast small bf16 matmuls
         if self.bias is not None:
             scores = scores + self.bias
-        return (scores.softmax(-1).to(v.dtype) @ v).view(B, H, D)
+        return (scores.softmax(-1) @ v.float()).to(q.dtype).view(B, H, D)
 
 
 def _causal(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -162,6 +162,13 @@ class ModelRunner:
         bs = self.kv.block_size
         order = sorted(range(len(batch)), key=lambda i: batch.num_tokens[i] != 1)
         ids, pos, slots, tables, lens, logits_at, prefills, sampling = [], [], [], [], [], [], [], []
+        for seq in batch.padding:   # static batching's finished rows: computed, written to scratch, unused
+            context = seq.num_computed
+            ids.append(seq.token_ids[-1])
+            pos.append(context - 1)
+            slots.append(self.kv.scratch_block * bs)
+            tables.append(seq.block_table[:-(-context // bs)])
+            lens.append(context)
         for i in order:
             seq, n = batch.seqs[i], batch.num_tokens[i]
             start, context = len(ids), seq.num_computed + n

@@ -9,7 +9,9 @@ it goes back to the front of the queue, to be recomputed later (cheap with prefi
 
 Static batching, kept for comparison: a batch is admitted only when the previous one has
 completely finished; each request reserves blocks for its whole output up front (as a
-contiguous cache would), and a finished row waits, idle, for the longest one.
+contiguous cache would), and a finished row stays in the batch as padding, computed and
+thrown away at every step, until the longest one is done (what `generate` on a padded
+batch does).
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ class Batch:
     seqs: list[Sequence] = field(default_factory=list)
     num_tokens: list[int] = field(default_factory=list)
     preempted: list[Sequence] = field(default_factory=list)
+    padding: list[Sequence] = field(default_factory=list)   # static mode: finished rows still computed
 
     def add(self, seq: Sequence, n: int) -> None:
         self.seqs.append(seq)
@@ -44,12 +47,13 @@ class Scheduler:
         self.max_num_batched_tokens = max_num_batched_tokens
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []   # in admission order: the newest is last
+        self.padding: list[Sequence] = []   # static mode: finished, blocks held until the batch ends
 
     def add(self, seq: Sequence) -> None:
         self.waiting.append(seq)
 
     def has_work(self) -> bool:
-        return bool(self.waiting or self.running)
+        return bool(self.waiting or self.running or self.padding)
 
     def schedule(self) -> Batch:
         return self._schedule_static() if self.mode == "static" else self._schedule_continuous()
@@ -94,7 +98,7 @@ class Scheduler:
                 if not self.bm.can_allocate(seq, reserve):
                     break
                 self._admit(seq, reserve)
-        batch = Batch()
+        batch = Batch(padding=list(self.padding))
         for seq in self.running:   # the whole prompt at once, then one token per step
             batch.add(seq, seq.num_uncomputed)
         return batch
@@ -116,10 +120,18 @@ class Scheduler:
         batch.preempted.append(seq)
 
     def finish(self, seq: Sequence, reason: str) -> None:
-        """Leave the engine (done, or aborted): blocks back to the manager."""
+        """Leave the engine (done, or aborted): blocks back to the manager (in static mode,
+        a finished row stays as padding until its batch ends)."""
         if seq in self.running:
             self.running.remove(seq)
-            self.bm.release(seq)
+            if self.mode == "static" and reason != "abort":
+                self.padding.append(seq)
+            else:
+                self.bm.release(seq)
+            if not self.running:   # (static) the batch is over: its padding rows go too
+                for row in self.padding:
+                    self.bm.release(row)
+                self.padding = []
         elif seq in self.waiting:
             self.waiting.remove(seq)
         seq.status, seq.finish_reason = Status.FINISHED, reason

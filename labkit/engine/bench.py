@@ -1,0 +1,515 @@
+"""`labkit bench engine [MODEL] [--json]`: the engine against static batching and HF transformers.
+
+Three measurements, all in one run on one machine, so the ratios are fair:
+
+- **static** (LMDeploy's profile_generation): a fixed batch of B prompts of `--input-len`
+  tokens, each generating exactly `--output-len` tokens. Time to first token, decode latency
+  per step, output tokens/s. The peer is HF transformers `generate` on the same batch.
+- **dynamic** (LMDeploy's profile_throughput): `--requests` chat requests arrive as a Poisson
+  process at `--rate` requests/s; their prompt and answer lengths are drawn from a log-normal
+  distribution shaped like public chat logs (see `chat_workload`). Served three ways:
+  continuous batching, static batching (the engine's static scheduler: a batch runs to
+  completion before the next is admitted) and HF `generate` on static batches. Request
+  throughput, output tokens/s, time-to-first-token and inter-token latency percentiles.
+- **multi-turn**: a conversation whose history grows turn by turn; time to first token of
+  each turn with and without prefix caching.
+
+On a GPU, `--shape llama-2-7b` builds random weights with Llama-2-7B's shapes (speed does not
+depend on the values) and `--weights fp16,int4` compares fp16 with W4A16 (numba backend).
+The batch-1 decode rate is also compared with the bandwidth roofline: weight bytes read per
+token / the device-to-device copy bandwidth measured in the same run.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import json
+import math
+import platform
+import random
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+if not hasattr(np, "row_stack"):   # numba-cuda 0.30 still calls np.row_stack, gone in numpy 2.5
+    np.row_stack = np.vstack
+
+SHAPES = {"llama-2-7b": dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                             num_attention_heads=32, num_key_value_heads=32, head_dim=128,
+                             max_position_embeddings=4096, rms_norm_eps=1e-5)}
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------- workloads
+
+@dataclass
+class Req:
+    arrival: float          # seconds after the start
+    prompt: list[int]
+    output_len: int
+
+
+def chat_workload(n: int, rate: float, scale: float, vocab: int, seed: int = 0, text_ids: list[int] | None = None,
+                  max_len: int = 2048) -> list[Req]:
+    """Chat-shaped requests: log-normal prompt and answer lengths, Poisson arrivals.
+
+    The shape follows the ShareGPT conversations used by vLLM's and LMDeploy's throughput
+    benchmarks: prompt tokens with median ~130 and a long tail (sigma 1.0), answers with
+    median ~150 (sigma 0.9), clipped to [4, 1024]; `scale` shrinks both for small machines
+    (0.25 on a CPU). Arrivals are exponential gaps at `rate` requests/s. Prompts are cut from
+    real text when `text_ids` is given (else random ids); each answer is forced to its
+    drawn length (ignore_eos), as profile_throughput does, so every server does equal work.
+    """
+    rng = np.random.default_rng(seed)
+    t, out = 0.0, []
+    for _ in range(n):
+        t += rng.exponential(1 / rate)
+        p = int(np.clip(rng.lognormal(math.log(130 * scale), 1.0), 4, 1024 * scale))
+        o = int(np.clip(rng.lognormal(math.log(150 * scale), 0.9), 4, 1024 * scale))
+        p, o = min(p, max_len // 2), min(o, max_len // 2 - 1)
+        if text_ids and len(text_ids) > p:
+            start = int(rng.integers(0, len(text_ids) - p))
+            prompt = text_ids[start:start + p]
+        else:
+            prompt = rng.integers(10, vocab, p).tolist()
+        out.append(Req(t, prompt, o))
+    return out
+
+
+def percentiles(xs: list[float], scale: float = 1000.0) -> dict:
+    if not xs:
+        return {}
+    a = np.asarray(xs) * scale
+    return {"mean": round(float(a.mean()), 2), "p50": round(float(np.percentile(a, 50)), 2),
+            "p90": round(float(np.percentile(a, 90)), 2), "p99": round(float(np.percentile(a, 99)), 2)}
+
+
+def summarize(name: str, reqs: list[Req], first: list[float], finish: list[float], itl: list[float],
+              start: float) -> dict:
+    """Request throughput over the makespan (first arrival to last finish), TTFT and ITL in ms."""
+    makespan = max(finish) - start
+    out_tokens = sum(r.output_len for r in reqs)
+    return {"server": name, "requests": len(reqs), "makespan_s": round(makespan, 2),
+            "req_per_s": round(len(reqs) / makespan, 3), "output_tok_s": round(out_tokens / makespan, 1),
+            "ttft_ms": percentiles([f - (start + r.arrival) for f, r in zip(first, reqs)]),
+            "itl_ms": percentiles(itl)}
+
+
+# ----------------------------------------------------------------------------- the engine
+
+def drive_engine(llm, reqs: list[Req], name: str) -> dict:
+    """Feed requests at their arrival times and run engine steps in this thread."""
+    from labkit.engine.sequence import Sequence
+    from labkit.models.sampling import SamplingParams
+
+    engine = llm.engine
+    times: dict[int, list[float]] = {i: [] for i in range(len(reqs))}
+    pending = list(enumerate(reqs))
+    start = time.perf_counter()
+    while pending or engine.has_work():
+        now = time.perf_counter() - start
+        while pending and pending[0][1].arrival <= now:
+            i, r = pending.pop(0)
+            seq = Sequence(r.prompt, SamplingParams(temperature=0, max_tokens=r.output_len, ignore_eos=True),
+                           request_id=f"{name}-{i}")
+            engine.add(seq, lambda d, i=i: times[i].append(time.perf_counter()))
+        if engine.has_work():
+            engine.step()
+        elif pending:
+            time.sleep(max(0.0, pending[0][1].arrival - (time.perf_counter() - start)))
+    first = [times[i][0] for i in range(len(reqs))]
+    finish = [times[i][-1] for i in range(len(reqs))]
+    itl = [b - a for i in range(len(reqs)) for a, b in zip(times[i], times[i][1:])]
+    return summarize(name, reqs, first, finish, itl, start)
+
+
+def engine_static(llm, batch: int, prompts: list[list[int]], output_len: int) -> dict:
+    from labkit.models.sampling import SamplingParams
+
+    params = SamplingParams(temperature=0, max_tokens=output_len, ignore_eos=True)
+    _sync()
+    start = time.perf_counter()
+    outs = llm.generate(prompts[:batch], params)
+    _sync()
+    total = time.perf_counter() - start
+    ttft = [o.first_token_time - start for o in outs]
+    steps = [b - a for o in outs for a, b in zip(o.token_times, o.token_times[1:])]
+    return _static_row(batch, total, output_len, ttft, float(np.mean(steps)) if steps else float("nan"))
+
+
+def _static_row(batch: int, total: float, output_len: int, ttft: list[float], step: float) -> dict:
+    return {"batch": batch, "ttft_ms": round(1000 * float(np.mean(ttft)), 1), "decode_ms_per_step": round(1000 * step, 2),
+            "decode_tok_s_per_seq": round(1 / step, 1), "output_tok_s": round(batch * output_len / total, 1),
+            "total_s": round(total, 2)}
+
+
+# ----------------------------------------------------------------------------- HF transformers
+
+class _StepClock:
+    """A logits processor that notes the time of every generation step (one per new token)."""
+
+    def __init__(self):
+        self.times: list[float] = []
+
+    def __call__(self, input_ids, scores):
+        self.times.append(time.perf_counter())
+        return scores
+
+
+def hf_generate(hf, prompts: list[list[int]], max_new: int, pad_id: int) -> tuple[list[float], float]:
+    """Left-padded batch generate; returns the step times and the start time."""
+    from transformers import LogitsProcessorList
+
+    device = next(hf.parameters()).device
+    width = max(len(p) for p in prompts)
+    ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts], device=device)
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+    clock = _StepClock()
+    _sync()
+    start = time.perf_counter()
+    with torch.inference_mode():
+        hf.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new, min_new_tokens=max_new,
+                    do_sample=False, logits_processor=LogitsProcessorList([clock]), pad_token_id=pad_id)
+    _sync()
+    return clock.times, start
+
+
+def hf_static(hf, batch: int, prompts: list[list[int]], output_len: int, pad_id: int) -> dict:
+    times, start = hf_generate(hf, prompts[:batch], output_len, pad_id)
+    steps = np.diff(times)
+    return _static_row(batch, times[-1] - start, output_len, [times[0] - start] * batch,
+                       float(steps.mean()) if len(steps) else float("nan"))
+
+
+def drive_hf(hf, reqs: list[Req], max_batch: int, pad_id: int) -> dict:
+    """Static batches for HF: when idle, take the requests that have arrived (up to
+    max_batch) and generate until the longest answer is done; a request's tokens are the
+    first `output_len` steps of its row."""
+    first, finish, itl = [0.0] * len(reqs), [0.0] * len(reqs), []
+    queue = list(range(len(reqs)))
+    start = time.perf_counter()
+    while queue:
+        now = time.perf_counter() - start
+        if reqs[queue[0]].arrival > now:
+            time.sleep(reqs[queue[0]].arrival - now)
+            continue
+        take = [i for i in queue if reqs[i].arrival <= now][:max_batch]
+        queue = [i for i in queue if i not in take]
+        times, _ = hf_generate(hf, [reqs[i].prompt for i in take], max(reqs[i].output_len for i in take), pad_id)
+        for i in take:
+            n = reqs[i].output_len
+            first[i], finish[i] = times[0], times[n - 1]
+            itl += np.diff(times[:n]).tolist()
+    return summarize("hf_generate", reqs, first, finish, itl, start)
+
+
+def load_hf(spec: str, device: str, dtype: torch.dtype, shape: str | None):
+    import transformers
+
+    if shape:
+        cfg = transformers.LlamaConfig(**{k: v for k, v in SHAPES[shape].items() if k != "head_dim"})
+        with torch.device(device):
+            model = transformers.LlamaForCausalLM(cfg).to(dtype)
+        return model.eval()
+    from labkit.models import resolve
+
+    return transformers.LlamaForCausalLM.from_pretrained(resolve(spec), dtype=dtype).to(device).eval()
+
+
+# ----------------------------------------------------------------------------- building engines
+
+def random_model(shape: str, device: str, dtype: torch.dtype):
+    """Llama with random weights of a real model's shapes, built on the device."""
+    from labkit.models.llama import Llama, LlamaConfig, rope_frequencies
+
+    cfg = LlamaConfig(**SHAPES[shape])
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            model = Llama(cfg)
+    finally:
+        torch.set_default_dtype(previous)
+    model.inv_freq = rope_frequencies(cfg).to(device)
+    return model.eval()
+
+
+def make_llm(args, weights: str, scheduler: str = "continuous", prefix: bool = True, max_batch: int | None = None):
+    from labkit.engine import LLM
+    from labkit.models import Tokenizer, resolve
+
+    common = dict(backend=args.backend, scheduler=scheduler, enable_prefix_caching=prefix,
+                  max_batch_size=max_batch or args.max_batch_size, max_model_len=args.max_model_len,
+                  cache_max_entry_count=args.cache_max_entry_count,
+                  weights=None if weights in ("fp32", "fp16") else weights)
+    if args.shape:
+        model = random_model(args.shape, args.device, torch.float16)
+        return LLM(model, tokenizer=Tokenizer(resolve("embedded")), **common)
+    return LLM(args.model, device=args.device, **common)
+
+
+def weight_bytes(model) -> int:
+    """Bytes read per decoded token: the stored weights (state dict) except the embedding
+    table, of which one row is read (a tied vocabulary projection reads it all)."""
+    emb = model.model.embed_tokens.weight
+    seen, total = set(), 0
+    for name, t in model.state_dict().items():
+        if t.data_ptr() in seen or (t.data_ptr() == emb.data_ptr() and name != "lm_head.weight"):
+            continue
+        seen.add(t.data_ptr())
+        total += t.nbytes
+    return total
+
+
+def copy_bandwidth(device: str) -> float | None:
+    """Device-to-device copy, bytes read + written per second (the roofline's bandwidth)."""
+    if not device.startswith("cuda"):
+        return None
+    x = torch.empty(1 << 30, dtype=torch.uint8, device=device)
+    y = torch.empty_like(x)
+    for _ in range(3):
+        y.copy_(x)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(10):
+        y.copy_(x)
+    end.record()
+    torch.cuda.synchronize()
+    bw = 2 * x.nbytes * 10 / (start.elapsed_time(end) / 1000)
+    del x, y
+    return bw
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def _free(*objs) -> None:
+    for o in objs:
+        if hasattr(o, "close"):
+            o.close()
+    del objs
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+# ----------------------------------------------------------------------------- the runs
+
+def text_ids(vocab: int) -> list[int]:
+    from labkit.eval import eval_text
+    from labkit.models import Tokenizer, resolve
+
+    ids = Tokenizer(resolve("embedded")).encode(eval_text())
+    return [i for i in ids if i < vocab]
+
+
+def run_static(args, result: dict, source: list[int]) -> None:
+    prompts = [source[i * 37:i * 37 + args.input_len] for i in range(max(args.batch_sizes))]
+    rows = []
+    for weights in args.weights:
+        llm = make_llm(args, weights, max_batch=max(args.batch_sizes))
+        llm.generate(prompts[:2], _params(4))   # warm up
+        for b in args.batch_sizes:
+            row = {"server": f"labkit {weights}", **engine_static(llm, b, prompts, args.output_len)}
+            if b == 1:
+                row["weight_bytes"] = weight_bytes(llm.model)
+            rows.append(row)
+            _log(f"static {row}")
+        _free(llm)
+    if not args.no_hf:
+        hf = load_hf(args.model, args.device, torch.float16 if args.device.startswith("cuda") else torch.float32,
+                     args.shape)
+        hf_static(hf, 1, prompts, 4, 0)   # warm up
+        for b in args.hf_batch_sizes or args.batch_sizes:
+            row = {"server": f"hf {'fp16' if args.device.startswith('cuda') else 'fp32'}",
+                   **hf_static(hf, b, prompts, args.output_len, 0)}
+            rows.append(row)
+            _log(f"static {row}")
+        _free(hf)
+    result["static"] = rows
+
+
+def run_dynamic(args, result: dict, source: list[int], vocab: int) -> None:
+    reqs = chat_workload(args.requests, args.rate, args.scale, vocab, args.seed, source, args.max_model_len or 2048)
+    weights = args.weights[-1]
+    rows = []
+    for scheduler in ("continuous", "static"):
+        llm = make_llm(args, weights, scheduler)
+        llm.generate([reqs[0].prompt], _params(2))
+        rows.append({**drive_engine(llm, reqs, scheduler), "weights": weights})
+        _log(f"dynamic {rows[-1]}")
+        _free(llm)
+    if not args.no_hf:
+        hf = load_hf(args.model, args.device, torch.float16 if args.device.startswith("cuda") else torch.float32,
+                     args.shape)
+        rows.append(drive_hf(hf, reqs, args.max_batch_size, 0))
+        _log(f"dynamic {rows[-1]}")
+        _free(hf)
+    lengths = {"prompt_tokens": percentiles([len(r.prompt) for r in reqs], 1),
+               "output_tokens": percentiles([r.output_len for r in reqs], 1)}
+    result["dynamic"] = {"workload": {"requests": len(reqs), "rate_req_s": args.rate, "scale": args.scale,
+                                      "seed": args.seed, **lengths}, "rows": rows}
+
+
+def run_multi_turn(args, result: dict, source: list[int]) -> None:
+    """A conversation of `--turns` turns: each adds a user message and an answer to the
+    history; TTFT per turn with and without prefix caching."""
+    rng = random.Random(args.seed)
+    user, answer = int(64 * args.scale * 4), int(32 * args.scale * 4)
+    out = {}
+    weights = args.weights[-1]
+    for prefix in (True, False):
+        llm = make_llm(args, weights, prefix=prefix, max_batch=1)
+        history = source[:int(256 * args.scale * 4)]     # a system prompt
+        ttft = []
+        for turn in range(args.turns):
+            start = rng.randrange(0, len(source) - user)
+            history = history + source[start:start + user]
+            o = llm.generate([history], _params(answer))[0]
+            ttft.append(o.ttft)
+            history = history + o.token_ids
+        out["with_prefix_cache" if prefix else "without"] = {"ttft_ms": [round(1000 * t, 1) for t in ttft],
+                                                             "final_history_tokens": len(history)}
+        _free(llm)
+        _log(f"multi-turn prefix={prefix}: {out}")
+    result["multi_turn"] = out
+
+
+def _params(n: int):
+    from labkit.models.sampling import SamplingParams
+
+    return SamplingParams(temperature=0, max_tokens=n, ignore_eos=True)
+
+
+def ratios(result: dict) -> dict:
+    """The numbers the targets are stated in."""
+    r: dict = {}
+    static = result.get("static", [])
+    b1 = {row["server"]: row for row in static if row["batch"] == 1}
+    hf = next((v for k, v in b1.items() if k.startswith("hf")), None)
+    for name, row in b1.items():
+        if name.startswith("labkit"):
+            if hf:
+                r[f"{name} / hf batch-1 decode"] = round(row["decode_tok_s_per_seq"] / hf["decode_tok_s_per_seq"], 2)
+            if result.get("copy_bandwidth_gbs") and row.get("weight_bytes"):
+                roof = result["copy_bandwidth_gbs"] * 1e9 / row["weight_bytes"]
+                r[f"{name} roofline tok/s"] = round(roof, 1)
+                r[f"{name} fraction of roofline"] = round(row["decode_tok_s_per_seq"] / roof, 3)
+    names = [n for n in b1 if n.startswith("labkit")]
+    if len(names) == 2:
+        r[f"{names[1]} / {names[0]} batch-1 decode"] = round(b1[names[1]]["decode_tok_s_per_seq"] /
+                                                            b1[names[0]]["decode_tok_s_per_seq"], 2)
+    dyn = {row["server"]: row for row in result.get("dynamic", {}).get("rows", [])}
+    if "continuous" in dyn and "static" in dyn:
+        r["continuous / static request throughput"] = round(dyn["continuous"]["req_per_s"] / dyn["static"]["req_per_s"], 2)
+    if "continuous" in dyn and "hf_generate" in dyn:
+        r["continuous / hf request throughput"] = round(dyn["continuous"]["req_per_s"] / dyn["hf_generate"]["req_per_s"], 2)
+    mt = result.get("multi_turn")
+    if mt:
+        w, wo = mt["with_prefix_cache"]["ttft_ms"][1:], mt["without"]["ttft_ms"][1:]
+        if w and wo:
+            r["multi-turn TTFT speedup from prefix caching (turns 2+)"] = round(float(np.mean(wo) / np.mean(w)), 2)
+    return r
+
+
+# ----------------------------------------------------------------------------- CLI
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="labkit bench engine", description=__doc__.split("\n")[0])
+    p.add_argument("model", nargs="?", default="embedded")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("--device", default=None)
+    p.add_argument("--backend", default=None, choices=["torch", "numba"])
+    p.add_argument("--shape", choices=sorted(SHAPES), help="random weights of this model's shapes (GPU)")
+    p.add_argument("--weights", default=None,
+                   help="comma list of weight formats for the engine: fp32|fp16|bf16|int8|int4 "
+                        "(default: fp32,int4 on CPU, fp16,int4 on GPU); the last one serves dynamic and multi-turn")
+    p.add_argument("--mode", default="all", choices=["all", "static", "dynamic", "multi-turn"])
+    p.add_argument("--batch-sizes", default="1,8,32")
+    p.add_argument("--hf-batch-sizes", default=None, help="batch sizes for the HF peer (default: --batch-sizes)")
+    p.add_argument("--input-len", type=int, default=128)
+    p.add_argument("--output-len", type=int, default=64)
+    p.add_argument("--requests", type=int, default=None, help="dynamic: number of requests")
+    p.add_argument("--rate", type=float, default=None, help="dynamic: arrivals per second")
+    p.add_argument("--scale", type=float, default=None, help="dynamic: length scale of the chat distribution")
+    p.add_argument("--turns", type=int, default=6)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-batch-size", type=int, default=32)
+    p.add_argument("--max-model-len", type=int, default=None)
+    p.add_argument("--cache-max-entry-count", type=float, default=0.5)
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
+    p.add_argument("--no-hf", action="store_true", help="skip the HF transformers peer")
+    p.add_argument("--out", default=None, help="also write the JSON here")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    gpu = torch.cuda.is_available() and (args.device or "cuda").startswith("cuda")
+    args.device = args.device or ("cuda" if gpu else "cpu")
+    args.backend = args.backend or ("numba" if gpu else "torch")
+    args.weights = (args.weights or ("fp16,int4" if gpu else "fp32,int4")).split(",")
+    args.batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+    args.hf_batch_sizes = [int(b) for b in args.hf_batch_sizes.split(",")] if args.hf_batch_sizes else None
+    args.requests = args.requests or (200 if gpu else 48)
+    args.rate = args.rate or (20.0 if gpu else 4.0)
+    args.scale = args.scale or (1.0 if gpu else 0.25)
+    args.max_model_len = args.max_model_len or (4096 if gpu else 1024)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result = {"suite": "engine", "date": datetime.date.today().isoformat(),
+              "command": "labkit bench engine " + " ".join(argv or []),
+              "device": torch.cuda.get_device_name() if gpu else f"{platform.processor() or 'cpu'} ({torch.get_num_threads()} threads)",
+              "model": args.shape + " (random weights)" if args.shape else args.model,
+              "backend": args.backend, "torch": torch.__version__}
+    result["copy_bandwidth_gbs"] = round(copy_bandwidth(args.device) / 1e9, 1) if gpu else None
+    vocab = SHAPES[args.shape]["vocab_size"] if args.shape else 49152
+    source = text_ids(vocab)
+    if args.mode in ("all", "static"):
+        run_static(args, result, source)
+    if args.mode in ("all", "dynamic"):
+        run_dynamic(args, result, source, vocab)
+    if args.mode in ("all", "multi-turn"):
+        run_multi_turn(args, result, source)
+    result["ratios"] = ratios(result)
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=1)
+    print(json.dumps(result) if args.json else format_tables(result))
+    return 0
+
+
+def format_tables(result: dict) -> str:
+    lines = [f"labkit bench engine · {result['device']} · {result['model']} · backend {result['backend']} · {result['date']}"]
+    if result.get("static"):
+        lines.append("\nstatic: batch, TTFT ms, decode ms/step, tok/s per sequence, output tok/s")
+        for r in result["static"]:
+            lines.append(f"  {r['server']:<16} B={r['batch']:<3} {r['ttft_ms']:>8} {r['decode_ms_per_step']:>8} "
+                         f"{r['decode_tok_s_per_seq']:>8} {r['output_tok_s']:>9}")
+    if result.get("dynamic"):
+        w = result["dynamic"]["workload"]
+        lines.append(f"\ndynamic: {w['requests']} requests at {w['rate_req_s']}/s, prompt {w['prompt_tokens']}, "
+                     f"output {w['output_tokens']}")
+        for r in result["dynamic"]["rows"]:
+            lines.append(f"  {r['server']:<12} {r['req_per_s']:>7} req/s {r['output_tok_s']:>8} tok/s  "
+                         f"TTFT p50/p99 {r['ttft_ms'].get('p50')}/{r['ttft_ms'].get('p99')} ms  "
+                         f"ITL p50/p99 {r['itl_ms'].get('p50')}/{r['itl_ms'].get('p99')} ms")
+    if result.get("multi_turn"):
+        for k, v in result["multi_turn"].items():
+            lines.append(f"\nmulti-turn TTFT ms {k}: {v['ttft_ms']}")
+    lines.append("\nratios:")
+    lines += [f"  {k}: {v}" for k, v in result["ratios"].items()]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
