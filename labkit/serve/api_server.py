@@ -21,6 +21,7 @@ import logging
 import socket
 import threading
 import time
+from dataclasses import replace
 from typing import Any, AsyncIterator, Awaitable
 
 from fastapi import FastAPI, Request
@@ -28,6 +29,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from labkit.models.sampling import SamplingParams
 from labkit.serve import protocol as P
 from labkit.serve.protocol import APIError
 
@@ -116,6 +118,9 @@ def create_app(llm, model_name: str = "embedded", api_keys: list[str] | None = N
 # ---- request helpers --------------------------------------------------------------------------
 
 async def _json_body(request: Request) -> Any:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:   # refuse before reading it all
+        raise APIError(413, f"request body larger than {MAX_BODY_BYTES >> 20} MiB", code="request_too_large")
     raw = await request.body()
     if len(raw) > MAX_BODY_BYTES:
         raise APIError(413, f"request body larger than {MAX_BODY_BYTES >> 20} MiB", code="request_too_large")
@@ -140,9 +145,8 @@ def _tokens(llm, prompt: str | list[int]) -> list[int]:
     return list(prompt)
 
 
-def _copy(params):
-    from dataclasses import replace
-
+def _copy(params: SamplingParams) -> SamplingParams:
+    """One SamplingParams per prompt: `check_lengths` fits max_tokens to each prompt."""
     return replace(params, stop=list(params.stop))
 
 

@@ -121,3 +121,9 @@ def test_bad_requests_do_not_disturb_a_stream(server, client, llm, wait_idle):
     want = llm.generate([llm.tokenizer.encode_chat(messages)], SamplingParams(temperature=0, max_tokens=16))[0]
     assert text == want.text
     assert wait_idle()["blocks_used"] == 0
+
+
+def test_oversized_body(client):
+    huge = b'{"model": "embedded", "prompt": "' + b"a" * (9 << 20) + b'"}'
+    check_error(client.post("/v1/completions", content=huge, headers={"content-type": "application/json"}),
+                413, code="request_too_large")
