@@ -6,6 +6,7 @@ Each notebook is its own test, so chapters added later are covered without touch
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,7 @@ def test_notebook_runs_top_to_bottom(path: Path, monkeypatch):
     try:
         client.execute()
     except nbclient.exceptions.CellExecutionError as e:
-        pytest.fail(f"{path.name}: a cell failed:\n{str(e)[-3000:]}", pytrace=False)
+        message = re.sub(r"\x1b\[[0-9;]*m", "", str(e))  # drop the traceback's terminal colours
+        pytest.fail(f"{path.name}: a cell failed:\n{message[-3000:]}", pytrace=False)
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors, f"{path.name}: {errors[0].get('ename')}: {errors[0].get('evalue')}"
