@@ -141,38 +141,38 @@ def sweep_rows() -> list[dict]:
         rows.append({"kernel": kernel, "shape": shape, "variant": variant, "us": measure.time_us(step, sets)})
         _log(f"sweep {kernel} {shape} {variant}: {rows[-1]['us']:.1f} us")
 
-    for n, k in ((4096, 4096), (11008, 4096), (32000, 4096)):
+    for n, k in ((4096, 4096), (32000, 4096)):
         layers = [random_int4_layer(n, k, 128, "cuda") for _ in range(measure.sets_for(k * n // 2))]
         x = torch.randn(8, k, device="cuda").half()
-        for tile in ((8, 16), (8, 32), (4, 32), (16, 8)):
+        for tile in ((8, 16), (8, 32), (4, 32)):
             timed("w4a16_gemv", f"N={n} K={k}", {"tile": tile},
                   lambda i: w4a16_gemv.w4a16_gemv(x[:1], *layers[i], 128, tile=tile), len(layers))
-        if n != 32000:
+        if n == 4096:
             for m in (2, 8):
-                for tile, mb in (((16, 8, 4), 1), ((16, 8, 8), 1), ((8, 16, 4), 1), ((16, 8, 8), 3), ((16, 8, 8), 0)):
+                for tile, mb in (((16, 8, 8), 1), ((16, 8, 8), 2), ((16, 8, 8), 3), ((16, 8, 4), 3),
+                                 ((16, 8, 16), 3), ((8, 16, 8), 3)):
                     timed("w4a16_gemm", f"M={m} N={n} K={k}", {"tile": tile, "min_blocks": mb},
                           lambda i: w4a16_gemm.w4a16_gemm(x[:m], *layers[i], 128, tile=tile, min_blocks=mb),
                           len(layers))
         del layers
         _free()
-    for kv_heads in (32, 8):
+    for kv_heads in (8, 32):
         for batch, context in ((32, 4096), (1, 32768)):
             k, v, tables, lens = paged_attention.bench_cache(batch, context, kv_heads)
             q = torch.randn(batch, 32, 128, device="cuda", dtype=torch.float16)
             shape = f"B={batch} ctx={context} H=32/{kv_heads}"
-            for partition in (None, 256, 1024):
-                for steps, mb in ((4, 0), (2, 0), (4, 3), (2, 3)):
+            for partition in ((None, 256) if batch == 1 else (None,)):
+                for steps, mb in ((4, 0), (2, 0), (4, 3), (8, 0)):
                     timed("paged_attention", shape, {"partition": partition, "steps": steps, "min_blocks": mb},
                           lambda i: paged_attention.launch_attention(q, k, v, tables, lens, None, context, None,
                                                                      partition, 4, 16, steps=steps, min_blocks=mb), 1)
-            if batch == 32:
-                for bits in (8, 4):
-                    kq, vq, ksz, vsz = kv_quant.quantized_cache(k, v, bits)
-                    for steps, mb in ((4, 0), (2, 0), (4, 3)):
-                        timed(f"paged_attention_int{bits}", shape, {"steps": steps, "min_blocks": mb},
-                              lambda i: paged_attention.launch_attention(q, kq, vq, tables, lens, None, context, None,
-                                                                         None, 4, bits, ksz, vsz, steps, mb), 1)
-                    del kq, vq, ksz, vsz
+            for bits in (8, 4):
+                kq, vq, ksz, vsz = kv_quant.quantized_cache(k, v, bits)
+                for steps, mb in ((8, 0), (4, 0), (8, 3)):
+                    timed(f"paged_attention_int{bits}", shape, {"steps": steps, "min_blocks": mb},
+                          lambda i: paged_attention.launch_attention(q, kq, vq, tables, lens, None, context, None,
+                                                                     None, 4, bits, ksz, vsz, steps, mb), 1)
+                del kq, vq, ksz, vsz
             del k, v
             _free()
     return rows

@@ -125,7 +125,7 @@ def paged_attention_quant(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch
                           k_scale_zero: torch.Tensor, v_scale_zero: torch.Tensor, block_tables: torch.Tensor,
                           context_lens: torch.Tensor, bits: int, scale: float | None = None,
                           max_context_len: int | None = None, out: torch.Tensor | None = None,
-                          partition: int | None = None, warps: int = 4, steps: int = 4) -> torch.Tensor:
+                          partition: int | None = None, warps: int = 4, steps: int | None = None) -> torch.Tensor:
     """Decode attention reading an int8 (bits=8) or int4 (bits=4) paged cache directly.
 
     Same arguments as `paged_attention.paged_attention`, plus the caches' fp16 (scale, zero)

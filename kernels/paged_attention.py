@@ -113,8 +113,9 @@ def make_kernel(head_dim: int, block_size: int, heads: int, bits: int, warps: in
     smem_acc = warps * heads * head_dim
 
     @cuda.jit(device=True, inline="always")
-    def unpack(words, at, vals):
-        """The lane's 8 elements of one token as float32 (codes times code_units for int8/int4)."""
+    def unpack(words, at, vals, magic):
+        """The lane's 8 elements of one token as float32 (codes times code_units for int8/int4);
+        magic = MAGIC, an argument so that `code | magic` fuses with the mask (one LOP3)."""
         if bits == 16:
             for i in range(4):
                 vals[2 * i], vals[2 * i + 1] = ptx.halves(words[at + i])
@@ -125,7 +126,7 @@ def make_kernel(head_dim: int, block_size: int, heads: int, bits: int, warps: in
                 word = words[at + i // (2 * per_half)]
                 half = word if (i // per_half) % 2 == 0 else word >> uint32(16)
                 code = half & (mask << uint32(bits * (i % per_half)))
-                vals[i] = ptx.as_float(code | MAGIC) - MAGIC_F
+                vals[i] = ptx.as_float(code | magic) - MAGIC_F
 
     @cuda.jit(device=True, inline="always")
     def load(cache, index, words, at):
@@ -148,7 +149,7 @@ def make_kernel(head_dim: int, block_size: int, heads: int, bits: int, warps: in
                 vsz[st] = ptx.load_u32(v_sz, row0 + t)
 
     @L.kernel(threads=32 * warps, min_blocks=min_blocks, fastmath=True)
-    def attention(q, k_cache, v_cache, k_sz, v_sz, block_tables, context_lens, scale_log2, partition,
+    def attention(q, k_cache, v_cache, k_sz, v_sz, block_tables, context_lens, scale_log2, partition, magic,
                   out, m_part, l_part, acc_part):
         # q: fp16 [B, H, D] as int32 pairs; caches: [blocks, H_kv, block_size, row_words] int32;
         # k_sz/v_sz: fp16 (scale, zero) pairs as int32 [blocks, H_kv, block_size] (quantized only)
@@ -220,7 +221,7 @@ def make_kernel(head_dim: int, block_size: int, heads: int, bits: int, warps: in
                 load_tile(k_cache, v_cache, k_sz, v_sz, (block_tables[b, nblk] * kv_heads + kv_head) * block_size,
                           ((j + 1) % tiles) * steps * tpw, lt, tok, kw_next, vw_next, ksz_next, vsz_next)
             for st in range(steps):  # scores of the tile's tokens, for every head
-                unpack(kw, st * wpl, vals)
+                unpack(kw, st * wpl, vals, magic)
                 pos = t0 + st * tpw + tok
                 valid = blk * block_size + pos < end and pos < block_size
                 for h in range(heads):
@@ -253,7 +254,7 @@ def make_kernel(head_dim: int, block_size: int, heads: int, bits: int, warps: in
             for st in range(steps):  # weighted sum of the tile's V rows
                 pos = t0 + st * tpw + tok
                 if blk * block_size + pos < end and pos < block_size:
-                    unpack(vw, st * wpl, vals)
+                    unpack(vw, st * wpl, vals, magic)
                     sc, z = float32(1), float32(0)
                     if quantized:
                         sc, z = ptx.halves(vsz[st])
@@ -340,7 +341,7 @@ def launch_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
                      context_lens: torch.Tensor, scale: float | None, max_context_len: int | None,
                      out: torch.Tensor | None, partition: int | None, warps: int, bits: int,
                      k_scale_zero: torch.Tensor | None = None, v_scale_zero: torch.Tensor | None = None,
-                     steps: int = 4, min_blocks: int = 0) -> torch.Tensor:
+                     steps: int | None = None, min_blocks: int = 0) -> torch.Tensor:
     """Shared launcher of the fp16 and quantized caches (see `paged_attention`)."""
     batch, n_heads, head_dim = q.shape
     kv_heads, block_size = k_cache.shape[1], k_cache.shape[2]
@@ -366,23 +367,25 @@ def launch_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     acc_part = L.workspace("attention.acc", (parts * head_dim,), torch.float32, q.device)
     # scale/zero pairs as one int32 word per token; fp16 caches have none (any int32 array fills the slot)
     k_sz, v_sz = ((t.view(torch.int32).reshape(-1) if t is not None else context_lens) for t in (k_scale_zero, v_scale_zero))
+    # a tile of 8-bit or 4-bit codes is half or a quarter of the bytes: take more steps per tile
+    # so that as many bytes are in flight per warp as with fp16
+    steps = steps or (4 if bits == 16 else 8)
     kernel = make_kernel(head_dim, block_size, heads, bits, warps, steps, min_blocks)
     scale_log2 = np.float32((scale if scale is not None else head_dim ** -0.5) * LOG2E)
+    used = batch * n_heads * n_parts
     L.launch(kernel, (batch * kv_heads * groups, n_parts), (32 * warps,), q.view(torch.int32),
-             k_cache.view(torch.int32), v_cache.view(torch.int32), k_sz, v_sz, block_tables, context_lens, scale_log2, partition,
-             out.view(-1), m_part[:batch * n_heads * n_parts], l_part[:batch * n_heads * n_parts],
-             acc_part[:batch * n_heads * n_parts * head_dim])
+             k_cache.view(torch.int32), v_cache.view(torch.int32), k_sz, v_sz, block_tables, context_lens,
+             scale_log2, partition, MAGIC, out.view(-1), m_part[:used], l_part[:used], acc_part[:used * head_dim])
     if n_parts > 1:
-        L.launch(combine, (batch * n_heads,), (COMBINE_THREADS,), m_part[:batch * n_heads * n_parts],
-                 l_part[:batch * n_heads * n_parts], acc_part, context_lens, partition, n_heads, head_dim,
-                 out.view(-1))
+        L.launch(combine, (batch * n_heads,), (COMBINE_THREADS,), m_part[:used], l_part[:used], acc_part,
+                 context_lens, partition, n_heads, head_dim, out.view(-1))
     return out
 
 
 def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_tables: torch.Tensor,
                     context_lens: torch.Tensor, scale: float | None = None, max_context_len: int | None = None,
                     out: torch.Tensor | None = None, partition: int | None = None, warps: int = 4,
-                    steps: int = 4) -> torch.Tensor:
+                    steps: int | None = None) -> torch.Tensor:
     """Decode attention over an fp16 paged cache: q [B, H, D] fp16 -> [B, H, D] fp16.
 
     `max_context_len` (an upper bound the caller knows on the host) fixes the number of

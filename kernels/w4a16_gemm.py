@@ -51,7 +51,7 @@ def make_kernel(rows: int, tx: int, ty: int, min_blocks: int = 1):
             wq[u] = ptx.load_u32(qweight, (k0 + u) * words + word)
 
     @cuda.jit(device=True, inline="always")
-    def fma_round(wq, x, half_k, k0, offset, scale, xq, xv, acc):
+    def fma_round(wq, x, half_k, k0, offset, scale, xq, xv, acc, magic):
         """acc[8m + c] += W.T[k, c] * X[m, k] for the 8 rows k0 .. k0 + 7 held in wq."""
         for u in range(ROUND):
             if u % 2 == 0:  # one word of X holds this row and the next
@@ -64,14 +64,14 @@ def make_kernel(rows: int, tx: int, ty: int, min_blocks: int = 1):
             hi = lo >> uint32(16)
             for j in range(4):
                 mask = NIBBLE << uint32(4 * j)
-                w_even = (ptx.as_float((lo & mask) | MAGIC) - offset[2 * j]) * scale[2 * j]
-                w_odd = (ptx.as_float((hi & mask) | MAGIC) - offset[2 * j + 1]) * scale[2 * j + 1]
+                w_even = (ptx.as_float((lo & mask) | magic) - offset[2 * j]) * scale[2 * j]  # one LOP3:
+                w_odd = (ptx.as_float((hi & mask) | magic) - offset[2 * j + 1]) * scale[2 * j + 1]  # see dot_round
                 for m in range(rows):
                     acc[8 * m + 2 * j] += w_even * xv[m]
                     acc[8 * m + 2 * j + 1] += w_odd * xv[m]
 
     @L.kernel(threads=tx * ty, min_blocks=min_blocks)
-    def gemm(x, qweight, qzeros, scales, group_size, partial, counters, out):
+    def gemm(x, qweight, qzeros, scales, group_size, magic, partial, counters, out):
         # x: fp16 [rows, K] as int32 pairs; scales: fp16 [K/g, N] as int32 pairs; out: fp16 [rows, N]
         k_rows, words = qweight.shape
         n = words * 8
@@ -107,10 +107,10 @@ def make_kernel(rows: int, tx: int, ty: int, min_blocks: int = 1):
                     s_even, s_odd = ptx.halves(ptx.load_u32(scales, g * (n // 2) + 4 * word + j))
                     scale[2 * j], scale[2 * j + 1] = s_even * step, s_odd * step
                     step *= float32(1 / 16)
-                fma_round(w0, x, half_k, k0, offset, scale, xq, xv, acc)
-                fma_round(w1, x, half_k, k0 + ROUND, offset, scale, xq, xv, acc)
-                fma_round(w2, x, half_k, k0 + 2 * ROUND, offset, scale, xq, xv, acc)
-                fma_round(w3, x, half_k, k0 + 3 * ROUND, offset, scale, xq, xv, acc)
+                fma_round(w0, x, half_k, k0, offset, scale, xq, xv, acc, magic)
+                fma_round(w1, x, half_k, k0 + ROUND, offset, scale, xq, xv, acc, magic)
+                fma_round(w2, x, half_k, k0 + 2 * ROUND, offset, scale, xq, xv, acc, magic)
+                fma_round(w3, x, half_k, k0 + 3 * ROUND, offset, scale, xq, xv, acc, magic)
 
         # add up the ty slices of this block through shared memory (rows padded to an odd stride)
         red = cuda.shared.array(red_size, float32)
@@ -173,7 +173,7 @@ def w4a16_gemm(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, sca
     partial = L.workspace("w4a16_gemm.partial", (max(splits, 2) * m * n,), torch.float32, x.device)
     counters = L.workspace("w4a16_gemm.counters", (tiles,), torch.int32, x.device)
     L.launch(make_kernel(m, tx, ty, min_blocks), (tiles, splits), (tx, ty), x.view(torch.int32), qweight, qzeros,
-             scales.view(torch.int32), group_size, partial, counters, out.view(-1))
+             scales.view(torch.int32), group_size, MAGIC, partial, counters, out.view(-1))
     return out
 
 

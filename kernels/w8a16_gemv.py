@@ -24,7 +24,8 @@ UNROLL = 4  # 16-byte loads in flight per lane
 WORDS_IN_FLIGHT = 4 * UNROLL
 BYTE = np.uint32(0xFF)
 SIGN = np.uint32(0x80)
-OFFSET = np.float32(2.0**23 + 128)  # the float (b ^ 0x80) | MAGIC is 2**23 + 128 + b
+SIGN_MAGIC = MAGIC | SIGN  # (b ^ 0x80) | MAGIC == b ^ SIGN_MAGIC: the float 2**23 + 128 + b
+OFFSET = np.float32(2.0**23 + 128)
 
 
 def reference(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, group_size: int) -> torch.Tensor:
@@ -38,7 +39,9 @@ def dequantize_int8(qweight: torch.Tensor, scales: torch.Tensor, group_size: int
 
 
 @L.kernel(threads=32 * WARPS)
-def gemv8(x, qweight, scales, group_size, out):
+def gemv8(x, qweight, scales, group_size, sign_magic, out):
+    # sign_magic = SIGN_MAGIC as an argument, so that it sits in a register and
+    # (w & 0xFF) ^ sign_magic is one LOP3 (see w4a16_gemv.dot_round)
     # x: fp16 [K] as int32 pairs; qweight: int8 [N, K] as int32 [N, K/4]; scales fp16 [N, K/g]
     n_rows, row_words = qweight.shape
     lane = cuda.threadIdx.x % 32
@@ -61,10 +64,10 @@ def gemv8(x, qweight, scales, group_size, out):
                         x0, x1 = ptx.halves(x01)
                         x2, x3 = ptx.halves(x23)
                         w = wq[4 * u + i]
-                        dot += (ptx.as_float(((w & BYTE) ^ SIGN) | MAGIC) - OFFSET) * x0
-                        dot += (ptx.as_float((((w >> uint32(8)) & BYTE) ^ SIGN) | MAGIC) - OFFSET) * x1
-                        dot += (ptx.as_float((((w >> uint32(16)) & BYTE) ^ SIGN) | MAGIC) - OFFSET) * x2
-                        dot += (ptx.as_float(((w >> uint32(24)) ^ SIGN) | MAGIC) - OFFSET) * x3
+                        dot += (ptx.as_float((w & BYTE) ^ sign_magic) - OFFSET) * x0
+                        dot += (ptx.as_float(((w >> uint32(8)) & BYTE) ^ sign_magic) - OFFSET) * x1
+                        dot += (ptx.as_float(((w >> uint32(16)) & BYTE) ^ sign_magic) - OFFSET) * x2
+                        dot += (ptx.as_float((w >> uint32(24)) ^ sign_magic) - OFFSET) * x3
                     total += dot * float32(scales[row, (4 * c) // group_size])
     for offset in (16, 8, 4, 2, 1):
         total += ptx.shfl_xor(total, offset)
@@ -89,7 +92,7 @@ def w8a16_gemv(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, gro
     if out is None:
         out = torch.empty(*x.shape[:-1], n, dtype=torch.float16, device=x.device)
     L.launch(gemv8, (-(-n // WARPS),), (32 * WARPS,), x.view(torch.int32), qweight.view(torch.int32),
-             scales, group_size, out.view(-1))
+             scales, group_size, SIGN_MAGIC, out.view(-1))
     return out
 
 
