@@ -7,9 +7,14 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# Under `pytest -n N` each worker gets its share of the cores: torch with more threads than
+# cores slows down many times over. Subprocesses (CLI, server) inherit the setting.
+_workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _workers)))
 try:
     import torch
 
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     if not torch.cuda.is_available():
         os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
 except ImportError:
