@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from pathlib import Path
 
 from labkit.errors import UserError
 
@@ -27,8 +28,14 @@ COMMANDS = {
 }
 
 
+def _exists(module: str) -> bool:
+    """Whether labkit ships this module, without importing its package (which may import torch)."""
+    path = Path(__file__).parent.joinpath(*module.split(".")[1:])
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
 def _available() -> dict[str, tuple[str, str]]:
-    return {name: spec for name, spec in COMMANDS.items() if importlib.util.find_spec(spec[0]) is not None}
+    return {name: spec for name, spec in COMMANDS.items() if _exists(spec[0])}
 
 
 def usage() -> str:
