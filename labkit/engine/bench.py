@@ -215,8 +215,13 @@ def load_hf(spec: str, device: str, dtype: torch.dtype, shape: str | None):
 
     if shape:
         cfg = transformers.LlamaConfig(**{k: v for k, v in SHAPES[shape].items() if k != "head_dim"})
-        with torch.device(device):
-            model = transformers.LlamaForCausalLM(cfg).to(dtype)
+        previous = torch.get_default_dtype()
+        torch.set_default_dtype(dtype)
+        try:
+            with torch.device(device):
+                model = transformers.LlamaForCausalLM(cfg)
+        finally:
+            torch.set_default_dtype(previous)
         return model.eval()
     from labkit.models import resolve
 
@@ -251,7 +256,7 @@ def make_llm(args, weights: str, scheduler: str = "continuous", prefix: bool = T
                   weights=None if weights in ("fp32", "fp16") else weights)
     if args.shape:
         model = random_model(args.shape, args.device, torch.float16)
-        return LLM(model, tokenizer=Tokenizer(resolve("embedded")), **common)
+        return LLM(model, tokenizer=Tokenizer(args.tokenizer or resolve("embedded")), **common)
     return LLM(args.model, device=args.device, **common)
 
 
@@ -292,11 +297,8 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
-def _free(*objs) -> None:
-    for o in objs:
-        if hasattr(o, "close"):
-            o.close()
-    del objs
+def _free() -> None:
+    """Give back the memory of engines and models the caller has dropped."""
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -304,11 +306,11 @@ def _free(*objs) -> None:
 
 # ----------------------------------------------------------------------------- the runs
 
-def text_ids(vocab: int) -> list[int]:
+def text_ids(vocab: int, tokenizer: str | None = None) -> list[int]:
     from labkit.eval import eval_text
     from labkit.models import Tokenizer, resolve
 
-    ids = Tokenizer(resolve("embedded")).encode(eval_text())
+    ids = Tokenizer(tokenizer or resolve("embedded")).encode(eval_text())
     return [i for i in ids if i < vocab]
 
 
@@ -324,7 +326,9 @@ def run_static(args, result: dict, source: list[int]) -> None:
                 row["weight_bytes"] = weight_bytes(llm.model)
             rows.append(row)
             _log(f"static {row}")
-        _free(llm)
+        llm.close()
+        del llm
+        _free()
     if not args.no_hf:
         hf = load_hf(args.model, args.device, torch.float16 if args.device.startswith("cuda") else torch.float32,
                      args.shape)
@@ -334,7 +338,8 @@ def run_static(args, result: dict, source: list[int]) -> None:
                    **hf_static(hf, b, prompts, args.output_len, 0)}
             rows.append(row)
             _log(f"static {row}")
-        _free(hf)
+        del hf
+        _free()
     result["static"] = rows
 
 
@@ -347,13 +352,16 @@ def run_dynamic(args, result: dict, source: list[int], vocab: int) -> None:
         llm.generate([reqs[0].prompt], _params(2))
         rows.append({**drive_engine(llm, reqs, scheduler), "weights": weights})
         _log(f"dynamic {rows[-1]}")
-        _free(llm)
-    if not args.no_hf:
+        llm.close()
+        del llm
+        _free()
+    if not (args.no_hf or args.no_hf_dynamic):
         hf = load_hf(args.model, args.device, torch.float16 if args.device.startswith("cuda") else torch.float32,
                      args.shape)
         rows.append(drive_hf(hf, reqs, args.max_batch_size, 0))
         _log(f"dynamic {rows[-1]}")
-        _free(hf)
+        del hf
+        _free()
     lengths = {"prompt_tokens": percentiles([len(r.prompt) for r in reqs], 1),
                "output_tokens": percentiles([r.output_len for r in reqs], 1)}
     result["dynamic"] = {"workload": {"requests": len(reqs), "rate_req_s": args.rate, "scale": args.scale,
@@ -379,7 +387,9 @@ def run_multi_turn(args, result: dict, source: list[int]) -> None:
             history = history + o.token_ids
         out["with_prefix_cache" if prefix else "without"] = {"ttft_ms": [round(1000 * t, 1) for t in ttft],
                                                              "final_history_tokens": len(history)}
-        _free(llm)
+        llm.close()
+        del llm
+        _free()
         _log(f"multi-turn prefix={prefix}: {out}")
     result["multi_turn"] = out
 
@@ -430,6 +440,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None)
     p.add_argument("--backend", default=None, choices=["torch", "numba"])
     p.add_argument("--shape", choices=sorted(SHAPES), help="random weights of this model's shapes (GPU)")
+    p.add_argument("--tokenizer", default=None, help="folder with tokenizer.json for --shape (default: the embedded model's)")
     p.add_argument("--weights", default=None,
                    help="comma list of weight formats for the engine: fp32|fp16|bf16|int8|int4 "
                         "(default: fp32,int4 on CPU, fp16,int4 on GPU); the last one serves dynamic and multi-turn")
@@ -448,6 +459,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-max-entry-count", type=float, default=0.5)
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
     p.add_argument("--no-hf", action="store_true", help="skip the HF transformers peer")
+    p.add_argument("--no-hf-dynamic", action="store_true", help="HF only in the static mode (it is slow on long loads)")
     p.add_argument("--out", default=None, help="also write the JSON here")
     return p
 
@@ -473,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
               "backend": args.backend, "torch": torch.__version__}
     result["copy_bandwidth_gbs"] = round(copy_bandwidth(args.device) / 1e9, 1) if gpu else None
     vocab = SHAPES[args.shape]["vocab_size"] if args.shape else 49152
-    source = text_ids(vocab)
+    source = text_ids(vocab, args.tokenizer)
     if args.mode in ("all", "static"):
         run_static(args, result, source)
     if args.mode in ("all", "dynamic"):

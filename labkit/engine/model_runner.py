@@ -125,9 +125,16 @@ class NumbaAttention(PagedAttention):
         from labkit.kernels.kv_quant import write_kv
 
         kv = self.kv
-        write_kv(k, v, self.inputs.slot_mapping, kv.k[layer], kv.v[layer],
-                 None if kv.k_sz is None else kv.k_sz[layer], None if kv.v_sz is None else kv.v_sz[layer],
-                 bits=kv.quant_policy or 16)
+        if kv.quant_policy:
+            k_sz, v_sz = kv.k_sz[layer], kv.v_sz[layer]
+        else:   # unused by fp16 writes, but passed: under the CUDA simulator an argument must not alias another
+            k_sz, v_sz = self.unused_sz()
+        write_kv(k, v, self.inputs.slot_mapping, kv.k[layer], kv.v[layer], k_sz, v_sz, bits=kv.quant_policy or 16)
+
+    def unused_sz(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if not hasattr(self.kv, "unused_sz"):
+            self.kv.unused_sz = tuple(self.kv.k.new_zeros(1, 1, 1, 2) for _ in range(2))
+        return self.kv.unused_sz
 
     def decode(self, layer: int, q: torch.Tensor) -> torch.Tensor:
         from labkit.kernels.kv_quant import paged_attention_quant
