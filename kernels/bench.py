@@ -280,7 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="labkit bench kernels", description=__doc__.split("\n")[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.add_argument("--quick", action="store_true", help="a few shapes only")
-    parser.add_argument("--only", nargs="*", choices=["checks", "linear", "dispatch", "attention", "graph", "sweep"],
+    parser.add_argument("--only", nargs="*",
+                        choices=["checks", "linear", "steps", "dispatch", "attention", "graph", "sweep"],
                         help="run only these parts (sweep: kernel variants, not run by default)")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
@@ -288,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from labkit.kernels import measure
 
-    parts = set(args.only or ["checks", "linear", "dispatch", "attention", "graph"])
+    parts = set(args.only or ["checks", "linear", "steps", "dispatch", "attention", "graph"])
     start = time.time()
     result: dict = {"device": torch.cuda.get_device_name(), "date": datetime.date.today().isoformat(),
                     "command": "labkit bench kernels " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -300,6 +301,11 @@ def main(argv: list[str] | None = None) -> int:
         result["graph"] = graph_capture_check()
     if "linear" in parts:
         result["kernels"] += linear_rows(result["copy_gbps"], args.quick)
+    if "steps" in parts:
+        from labkit.kernels import gemv_steps
+
+        result["kernels"] += [_finish(row, result["copy_gbps"]) for row in gemv_steps.bench()]
+        _free()
     if "dispatch" in parts:
         result["dispatch"] = dispatch_rows(args.quick)
     if "attention" in parts:

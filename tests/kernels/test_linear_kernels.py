@@ -77,3 +77,18 @@ def test_bad_shapes_are_one_clear_error():
         w4a16_gemv.w4a16_gemv(torch.zeros(64, dtype=torch.float16), *layer, 32)
     with pytest.raises(ValueError, match="rows"):
         w4a16_gemm.w4a16_gemm(torch.zeros(9, 64, dtype=torch.float16), *layer, 32)
+
+
+@pytest.mark.parametrize("step", ["naive", "per_word", "split_k", "fast"])
+def test_gemv_steps_of_the_course(step, seed):
+    from labkit.kernels import gemv_steps
+
+    gen = torch.Generator().manual_seed(seed)
+    n, k, g = 96, 64, 32
+    layer = random_int4_layer(n, k, g, launch.device(), gen)
+    x = torch.randn(k, generator=gen).half().to(launch.device())
+    w = dequantize_int4(*layer, g).double()
+    want, abs_want = x.double() @ w.t(), x.double().abs() @ w.abs().t()
+    out = measure.poisoned((n,), torch.float16, launch.device())
+    gemv_steps.run(step, x, *layer, g, out=out)
+    measure.assert_close(step, out, want, measure.dot_tolerance(k, want, abs_want))
