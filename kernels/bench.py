@@ -230,14 +230,15 @@ def compiler_report() -> list[dict]:
     and the blocks per SM the register file allows: what limits occupancy."""
     from labkit.kernels import dequant, paged_attention, w4a16_gemm, w4a16_gemv, w8a16_gemv
 
-    kernels = {
-        "w4a16_gemv": (w4a16_gemv.make_kernel(*w4a16_gemv.plan(4096, 4096)), 128),
-        "w4a16_gemm M=8": (w4a16_gemm.make_kernel(8, *w4a16_gemm.plan(8, 4096, 4096)[:2]), 128),
+    gemv_tile, gemm_tile = w4a16_gemv.plan(4096, 4096), w4a16_gemm.plan(8, 4096, 4096)[:2]
+    kernels = {  # the same factory arguments as the launchers use, so these are the compiled kernels
+        "w4a16_gemv": (w4a16_gemv.make_kernel(*gemv_tile), gemv_tile[0] * gemv_tile[1]),
+        "w4a16_gemm M=8": (w4a16_gemm.make_kernel(8, *gemm_tile, 1), gemm_tile[0] * gemm_tile[1]),
         "dequant": (dequant.dequant, 256),
         "w8a16_gemv": (w8a16_gemv.gemv8, 32 * w8a16_gemv.WARPS),
-        "paged_attention MHA": (paged_attention.make_kernel(128, 16, 1, 16, 4, 4), 128),
-        "paged_attention GQA": (paged_attention.make_kernel(128, 16, 4, 16, 4, 4), 128),
-        "paged_attention int8 GQA": (paged_attention.make_kernel(128, 16, 4, 8, 4, 4), 128),
+        "paged_attention MHA": (paged_attention.make_kernel(128, 16, 1, 16, 4, 4, 0), 128),
+        "paged_attention GQA": (paged_attention.make_kernel(128, 16, 4, 16, 4, 4, 0), 128),
+        "paged_attention int8 GQA": (paged_attention.make_kernel(128, 16, 4, 8, 4, 8, 0), 128),
     }
     rows = []
     for name, (kernel, threads) in kernels.items():

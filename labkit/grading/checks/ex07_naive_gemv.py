@@ -49,9 +49,12 @@ def matches_the_reference(impl):
 def every_column_written_once(impl):
     n, k, g = 40, 64, 32  # 40 columns: the second block of 32 threads has 24 idle threads
     x, layer = _layer(n, k, g, seed=2)
-    got = _run(impl, x, layer, g)
-    missing = int(torch.isnan(got.float()).sum())
+    guarded = measure.poisoned((n + 32,), torch.float16, launch.device())  # out, then 32 guard elements
+    impl.gemv(x, *layer, g, guarded[:n])
+    got = guarded.cpu().float()
+    missing = int(torch.isnan(got[:n]).sum())
     assert missing == 0, f"{missing} of {n} outputs were not written"
+    assert bool(torch.isnan(got[n:]).all()), "threads with n >= N wrote past the end of out: check n < out.shape[0]"
 
 
 @check(points=1)
