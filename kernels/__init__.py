@@ -1,4 +1,18 @@
-"""Numba CUDA kernels, installed as `labkit.kernels`. Imports nothing from labkit."""
+"""Numba CUDA kernels, installed as `labkit.kernels` (never imported as a top-level `kernels`:
+Hugging Face publishes a package of that name). Imports nothing from the rest of labkit.
 
-if __name__ == "kernels":  # imported from the repo root as a top-level module
-    raise ImportError("import labkit.kernels, not kernels: a top-level 'kernels' clashes with Hugging Face's package")
+Each kernel file reads the same way: reference (torch) -> kernel (Numba) -> launch -> check
+-> bench. Without a GPU the kernels run in Numba's CUDA simulator (see launch.py).
+
+- packing.py        the int4 layout shared by the quantizer and the kernels (pure torch)
+- w4a16_gemv.py     int4 weights x one fp16 row, near the memory-bandwidth limit
+- w4a16_gemm.py     int4 weights x 2..8 rows
+- dequant.py        int4 -> fp16 weights, for large batches (then cuBLAS)
+- dispatch.py       w4a16_linear / w8a16_linear: the kernel for the number of rows
+- w8a16_gemv.py     int8 weights x one fp16 row
+- paged_attention.py  decode attention over a paged fp16 cache, split-K for long contexts
+- kv_quant.py       int8/int4 KV cache: quantized writes and attention over the codes
+- gemv_steps.py     the course's path from a naive GEMV to w4a16_gemv
+- launch.py, ptx.py, splitk.py, measure.py   launch plumbing, PTX primitives, split-K, timing
+- bench.py          `labkit bench kernels`
+"""

@@ -59,11 +59,6 @@ def kernel(threads: int, min_blocks: int = 1, fastmath: bool = False) -> Any:
     return cuda.jit(launch_bounds=(threads, min_blocks) if min_blocks else threads, fastmath=fastmath)
 
 
-def kernels_available() -> bool:
-    """True when Numba kernels can run here: a CUDA GPU, or the simulator."""
-    return SIMULATOR or (torch.cuda.is_available() and cuda.is_available())
-
-
 def device() -> torch.device:
     """Where kernel inputs must live: the GPU, or the CPU under the simulator."""
     return torch.device("cpu") if SIMULATOR else torch.device("cuda")
