@@ -51,13 +51,16 @@ def test_dequantize_formula(seed):
     assert torch.equal(got.double(), wt.t().half().double())
 
 
-def test_quantize_error_is_at_most_half_a_step(seed):
+def test_quantize_error_is_at_most_one_step(seed):
+    # half a step from rounding, plus up to half a step at the ends of a group's range, where
+    # the integer zero point has shifted the grid and codes clamp to [0, 15]
     gen = torch.Generator().manual_seed(seed)
     w = torch.randn(24, 96, generator=gen)
     qweight, qzeros, scales = packing.quantize_int4(w, 32)
     err = (packing.dequantize_int4(qweight, qzeros, scales.float(), 32) - w).abs()
     step = scales.float().repeat_interleave(32, 0).t()
-    assert bool((err <= 0.5 * step + 1e-6).all())
+    assert bool((err <= step * (1 + 1e-3)).all())
+    assert float((err <= 0.5 * step * (1 + 1e-3)).float().mean()) > 0.95  # inside the range: half a step
 
 
 @pytest.mark.parametrize("bad", [torch.full((2, 8), 16), torch.full((2, 8), -1), torch.zeros(2, 6)])
