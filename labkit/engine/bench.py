@@ -134,6 +134,8 @@ def engine_static(llm, batch: int, prompts: list[list[int]], output_len: int) ->
     from labkit.models.sampling import SamplingParams
 
     params = SamplingParams(temperature=0, max_tokens=output_len, ignore_eos=True)
+    runner = llm.engine.runner
+    runner.event_pairs = [] if runner.graphs else None
     _sync()
     start = time.perf_counter()
     outs = llm.generate(prompts[:batch], params)
@@ -141,7 +143,11 @@ def engine_static(llm, batch: int, prompts: list[list[int]], output_len: int) ->
     total = time.perf_counter() - start
     ttft = [o.first_token_time - start for o in outs]
     steps = [b - a for o in outs for a, b in zip(o.token_times, o.token_times[1:])]
-    return _static_row(batch, total, output_len, ttft, float(np.mean(steps)) if steps else float("nan"))
+    row = _static_row(batch, total, output_len, ttft, float(np.mean(steps)) if steps else float("nan"))
+    if runner.event_pairs:   # the decode graph's own GPU time: the rest of a step is host work
+        row["graph_gpu_ms"] = round(float(np.median([a.elapsed_time(b) for a, b in runner.event_pairs])), 3)
+    runner.event_pairs = None
+    return row
 
 
 def _static_row(batch: int, total: float, output_len: int, ttft: list[float], step: float) -> dict:
@@ -250,7 +256,7 @@ def make_llm(args, weights: str, scheduler: str = "continuous", prefix: bool = T
     from labkit.engine import LLM
     from labkit.models import Tokenizer, resolve
 
-    common = dict(backend=args.backend, scheduler=scheduler, enable_prefix_caching=prefix,
+    common = dict(backend=args.backend, scheduler=scheduler, enable_prefix_caching=prefix, compile=args.compile,
                   max_batch_size=max_batch or args.max_batch_size, max_model_len=args.max_model_len,
                   cache_max_entry_count=args.cache_max_entry_count,
                   weights=None if weights in ("fp32", "fp16") else weights)
@@ -459,6 +465,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-max-entry-count", type=float, default=0.5)
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
     p.add_argument("--no-hf", action="store_true", help="skip the HF transformers peer")
+    p.add_argument("--compile", action="store_true", help="torch.compile the decode step before graph capture (GPU)")
     p.add_argument("--no-hf-dynamic", action="store_true", help="HF only in the static mode (it is slow on long loads)")
     p.add_argument("--out", default=None, help="also write the JSON here")
     return p

@@ -62,11 +62,11 @@ class Engine:
     def __init__(self, model: Llama, tokenizer: Tokenizer, kv: PagedKVCache, *, backend: str = "torch",
                  max_batch_size: int = 32, max_num_batched_tokens: int = 512, enable_prefix_caching: bool = True,
                  max_model_len: int = 2048, scheduler: str = "continuous", use_cuda_graph: bool | None = None,
-                 record_timeline: bool = False):
+                 record_timeline: bool = False, compile: bool = False):
         self.model, self.tokenizer, self.kv = model, tokenizer, kv
         self.block_manager = BlockManager(kv.num_blocks, kv.block_size, enable_prefix_caching)
         self.scheduler = Scheduler(self.block_manager, max_batch_size, max_num_batched_tokens, scheduler)
-        self.runner = ModelRunner(model, kv, backend, max_batch_size, max_model_len, use_cuda_graph)
+        self.runner = ModelRunner(model, kv, backend, max_batch_size, max_model_len, use_cuda_graph, compile)
         self.eos_ids = set(model.config.eos_ids) | tokenizer.eos_token_ids
         self.requests: dict[str, Request] = {}
         self._adds: deque[Request] = deque()

@@ -45,6 +45,8 @@ class PagedKVCache:
         self.k = torch.zeros(shape, dtype=code_dtype, device=device)
         self.v = torch.zeros(shape, dtype=code_dtype, device=device)
         self.k_sz = self.v_sz = None
+        # fp16 caches have no scale/zero pairs; kernels still take an argument there (unused)
+        self.unused_sz = tuple(torch.zeros(1, 1, 1, 2, dtype=torch.float16, device=device) for _ in range(2))
         if quant_policy:
             self.k_sz = torch.zeros(shape[:-1] + (2,), dtype=torch.float16, device=device)
             self.v_sz = torch.zeros(shape[:-1] + (2,), dtype=torch.float16, device=device)

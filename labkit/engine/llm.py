@@ -62,12 +62,13 @@ class LLM:
                  max_model_len: int | None = None, scheduler: str = "continuous",
                  tokenizer: Tokenizer | None = None, dtype: torch.dtype | None = None, weights: str | None = None,
                  max_num_batched_tokens: int | None = None, use_cuda_graph: bool | None = None,
-                 record_timeline: bool = False):
+                 record_timeline: bool = False, compile: bool = False):
         """`model` is a MODEL spec ('embedded', a folder, a hub id) or a built `Llama` (then pass
         `tokenizer`). The KV cache gets `num_blocks` blocks, or `cache_max_entry_count` of the
         free memory (capped at what `max_batch_size` requests of `max_model_len` tokens use).
         `weights` ('bf16', 'int8', 'int4') converts the linear layers at load time for speed
-        (labkit.engine.weights; a model object passed in is converted in place)."""
+        (labkit.engine.weights; a model object passed in is converted in place). `compile`
+        runs the decode step through torch.compile before capturing it in CUDA graphs (GPU)."""
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
         if not 0 < cache_max_entry_count <= 1:
@@ -103,7 +104,8 @@ class LLM:
         self.engine = Engine(self.model, tokenizer, kv, backend=backend, max_batch_size=max_batch_size,
                              max_num_batched_tokens=max_num_batched_tokens,
                              enable_prefix_caching=enable_prefix_caching, max_model_len=self.max_model_len,
-                             scheduler=scheduler, use_cuda_graph=use_cuda_graph, record_timeline=record_timeline)
+                             scheduler=scheduler, use_cuda_graph=use_cuda_graph, record_timeline=record_timeline,
+                             compile=compile)
         self._lock = threading.Lock()       # one step at a time
         self._wakeup = threading.Event()
         self._worker: threading.Thread | None = None

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from labkit.engine import ops
 from labkit.engine.kv_cache import PagedKVCache
 from labkit.engine.scheduler import Batch
 from labkit.engine.sequence import Sequence
@@ -122,35 +123,23 @@ class NumbaAttention(PagedAttention):
         pass   # the kernels take the slot mapping and block tables as they are
 
     def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
-        from labkit.kernels.kv_quant import write_kv
-
         kv = self.kv
         if kv.quant_policy:
             k_sz, v_sz = kv.k_sz[layer], kv.v_sz[layer]
         else:   # unused by fp16 writes, but passed: under the CUDA simulator an argument must not alias another
-            k_sz, v_sz = self.unused_sz()
-        write_kv(k, v, self.inputs.slot_mapping, kv.k[layer], kv.v[layer], k_sz, v_sz, bits=kv.quant_policy or 16)
-
-    def unused_sz(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if not hasattr(self.kv, "unused_sz"):
-            self.kv.unused_sz = tuple(self.kv.k.new_zeros(1, 1, 1, 2) for _ in range(2))
-        return self.kv.unused_sz
+            k_sz, v_sz = kv.unused_sz
+        ops.write_kv(k, v, self.inputs.slot_mapping, kv.k[layer], kv.v[layer], k_sz, v_sz, kv.quant_policy or 16)
 
     def decode(self, layer: int, q: torch.Tensor) -> torch.Tensor:
-        from labkit.kernels.kv_quant import paged_attention_quant
-        from labkit.kernels.paged_attention import paged_attention
-
         kv, inp = self.kv, self.inputs
-        args = (inp.block_tables, inp.context_lens)
-        if kv.quant_policy:
-            return paged_attention_quant(q.contiguous(), kv.k[layer], kv.v[layer], kv.k_sz[layer], kv.v_sz[layer],
-                                         *args, bits=kv.quant_policy, max_context_len=inp.max_context)
-        return paged_attention(q.contiguous(), kv.k[layer], kv.v[layer], *args, max_context_len=inp.max_context)
+        k_sz, v_sz = (kv.k_sz[layer], kv.v_sz[layer]) if kv.quant_policy else kv.unused_sz
+        return ops.paged_attention(q.contiguous(), kv.k[layer], kv.v[layer], k_sz, v_sz, inp.block_tables,
+                                   inp.context_lens, kv.quant_policy or 16, inp.max_context)
 
 
 class ModelRunner:
     def __init__(self, model: Llama, kv: PagedKVCache, backend: str = "torch", max_batch_size: int = 32,
-                 max_model_len: int = 2048, use_cuda_graph: bool | None = None):
+                 max_model_len: int = 2048, use_cuda_graph: bool | None = None, compile: bool = False):
         if backend not in ("torch", "numba"):
             raise ValueError(f"backend must be 'torch' or 'numba', got {backend!r}")
         self.model, self.kv, self.backend = model, kv, backend
@@ -158,6 +147,11 @@ class ModelRunner:
         self.attention_cls = NumbaAttention if backend == "numba" else PagedAttention
         self.max_blocks = -(-max_model_len // kv.block_size)
         self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, StepInputs, torch.Tensor]] = {}
+        self.decode_forward = self.forward
+        self.event_pairs: list | None = None   # set to [] to time graph replays on the GPU (bench)
+        if compile:   # fuse the small element-wise kernels of the decode step (see labkit.engine.ops)
+            ops.route_quant_linears(model)
+            self.decode_forward = torch.compile(self.forward, dynamic=False, fullgraph=True)
         if use_cuda_graph is None:
             use_cuda_graph = self.device.type == "cuda"
         if use_cuda_graph:
@@ -251,11 +245,11 @@ class ModelRunner:
                 side.wait_stream(torch.cuda.current_stream())
                 with torch.cuda.stream(side):
                     for _ in range(2):   # warm up: kernels compiled, workspaces allocated
-                        self.forward(inputs)
+                        self.decode_forward(inputs)
                 torch.cuda.current_stream().wait_stream(side)
                 graph = torch.cuda.CUDAGraph()
                 with torch.cuda.graph(graph, pool=pool):
-                    out = self.forward(inputs)
+                    out = self.decode_forward(inputs)
             pool = graph.pool()
             self.graphs[B] = (graph, inputs, out)
         torch.cuda.synchronize()
@@ -270,5 +264,12 @@ class ModelRunner:
         static.slot_mapping.fill_(scratch * self.kv.block_size)[:B] = inputs.slot_mapping
         static.block_tables.fill_(scratch)[:B, :inputs.block_tables.shape[1]] = inputs.block_tables
         static.context_lens.fill_(1)[:B] = inputs.context_lens
-        graph.replay()
+        if self.event_pairs is not None:   # GPU time of the replay alone, read later (no sync here)
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            graph.replay()
+            end.record()
+            self.event_pairs.append((start, end))
+        else:
+            graph.replay()
         return out[:B]
