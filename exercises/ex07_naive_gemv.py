@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from labkit.kernels import launch  # first: without a GPU it selects the CUDA simulator for numba
+from labkit.kernels import launch  # first: without a GPU, labkit.kernels selects numba's CUDA simulator
 from labkit.kernels.packing import AWQ_REVERSE_ORDER  # noqa: F401  (column c of a word is in this nibble)
 from numba import cuda, float32  # noqa: F401,E402  (float32: accumulate in it)
 

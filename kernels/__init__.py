@@ -16,3 +16,20 @@ Each kernel file reads the same way: reference (torch) -> kernel (Numba) -> laun
 - launch.py, ptx.py, splitk.py, measure.py   launch plumbing, PTX primitives, split-K, timing
 - bench.py          `labkit bench kernels`
 """
+import os
+import sys
+
+import numpy as np
+import torch
+
+if not hasattr(np, "row_stack"):  # numba-cuda 0.30 still calls np.row_stack, removed in numpy 2.5
+    np.row_stack = np.vstack
+
+if "NUMBA_ENABLE_CUDASIM" not in os.environ and "numba.cuda" not in sys.modules and not torch.cuda.is_available():
+    # No GPU: run kernels in Numba's CUDA simulator (correct, slow), chosen before any module here
+    # imports numba.cuda, so that kernels and exercises run on any laptop.
+    os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
+    if "numba" in sys.modules:
+        from numba.core import config as _config
+
+        _config.reload_config()

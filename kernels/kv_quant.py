@@ -115,9 +115,10 @@ def write_kv(k_new: torch.Tensor, v_new: torch.Tensor, slots: torch.Tensor, k_ca
               "quantized caches need k_scale_zero and v_scale_zero")
     if n_tokens == 0:
         return
-    # fp16 caches have no scales: the caches fill those argument slots (whatever the caller passed,
-    # the kernel is compiled for 4-D fp16 there)
-    k_sz, v_sz = (k_scale_zero, v_scale_zero) if bits != 16 else (k_cache, v_cache)
+    if bits == 16:  # fp16 caches have no scales: a placeholder of the same type fills those slots
+        k_sz = v_sz = L.workspace("kv_quant.no_scales", (1, 1, 1, 2), torch.float16, k_new.device)
+    else:
+        k_sz, v_sz = k_scale_zero, v_scale_zero
     L.launch(write_kernel, (-(-n_tokens * kv_heads // WARPS), 2), (32 * WARPS,), k_new.contiguous(),
              v_new.contiguous(), slots, bits, k_cache, v_cache, k_sz, v_sz)
 

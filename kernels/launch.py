@@ -16,29 +16,14 @@ sequence of launches for a few microseconds, which is why rule 1 matters on a GP
 
 Under the CUDA simulator (`NUMBA_ENABLE_CUDASIM=1`) tensors live on the CPU and are handed
 to the kernel as numpy views of the same memory, so the same launch code runs in CI. Where
-there is no GPU and nobody chose, importing this module selects the simulator (before
-numba.cuda is first imported), so that the kernels and exercises run on any laptop.
+there is no GPU and nobody chose, importing `labkit.kernels` selects the simulator.
 """
 from __future__ import annotations
 
-import os
-import sys
 from typing import Any
 
-import numpy as np
 import torch
-
-if not hasattr(np, "row_stack"):  # numba-cuda 0.30 still calls np.row_stack, removed in numpy 2.5
-    np.row_stack = np.vstack
-
-if "NUMBA_ENABLE_CUDASIM" not in os.environ and "numba.cuda" not in sys.modules and not torch.cuda.is_available():
-    os.environ["NUMBA_ENABLE_CUDASIM"] = "1"  # no GPU: run kernels in Numba's CUDA simulator
-    if "numba" in sys.modules:
-        from numba.core import config as _config
-
-        _config.reload_config()
-
-from numba import config, cuda  # noqa: E402
+from numba import config, cuda
 
 SIMULATOR = bool(config.ENABLE_CUDASIM)
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from labkit.kernels import launch  # first: without a GPU it selects the CUDA simulator for numba
+from labkit.kernels import launch  # first: without a GPU, labkit.kernels selects numba's CUDA simulator
 from labkit.kernels.packing import AWQ_REVERSE_ORDER
 from numba import cuda, float32  # noqa: E402
 
