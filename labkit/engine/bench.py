@@ -325,8 +325,8 @@ def run_static(args, result: dict, source: list[int]) -> None:
     rows = []
     for weights in args.weights:
         llm = make_llm(args, weights, max_batch=max(args.batch_sizes))
-        llm.generate(prompts[:2], _params(4))   # warm up
         for b in args.batch_sizes:
+            llm.generate(prompts[:b], _params(3))   # warm up this shape (kernels compiled for it)
             row = {"server": f"labkit {weights}", **engine_static(llm, b, prompts, args.output_len)}
             if b == 1:
                 row["weight_bytes"] = weight_bytes(llm.model)

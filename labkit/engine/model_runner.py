@@ -151,7 +151,7 @@ class ModelRunner:
         self.event_pairs: list | None = None   # set to [] to time graph replays on the GPU (bench)
         if compile:   # fuse the small element-wise kernels of the decode step (see labkit.engine.ops)
             ops.route_quant_linears(model)
-            self.decode_forward = torch.compile(self.forward, dynamic=False, fullgraph=True)
+            self.decode_forward = torch.compile(self.forward, fullgraph=True)   # batch size turns symbolic after the first recompile
         if use_cuda_graph is None:
             use_cuda_graph = self.device.type == "cuda"
         if use_cuda_graph:
@@ -211,6 +211,8 @@ class ModelRunner:
         cache = self.attention_cls(self.kv, inputs)
         for layer in m.model.layers:
             x = layer(x, cos, sin, cache)
+        if inputs.logits_indices.numel() == 0:   # a prefill chunk that ends mid-prompt samples nothing
+            return x.new_empty(0, m.config.vocab_size, dtype=torch.float32)
         return m.lm_head(m.model.norm(x[0, inputs.logits_indices])).float()
 
     @torch.inference_mode()
