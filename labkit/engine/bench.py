@@ -480,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
     args.batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     args.hf_batch_sizes = [int(b) for b in args.hf_batch_sizes.split(",")] if args.hf_batch_sizes else None
     args.requests = args.requests or (200 if gpu else 48)
-    args.rate = args.rate or (20.0 if gpu else 4.0)
+    args.rate = args.rate or 20.0
     args.scale = args.scale or (1.0 if gpu else 0.25)
     args.max_model_len = args.max_model_len or (4096 if gpu else 1024)
     if args.threads:
