@@ -3,7 +3,9 @@
 Read it in this order: `sequence` (a request's state), `block_manager` (blocks, reference
 counts, the prefix hash chain), `scheduler` (who runs in the next step), `kv_cache` and
 `model_runner` (one step through the model over the paged cache), `engine` (the step loop),
-`llm` (the front object: generate, chat, stream).
+`llm` (the front object: generate, chat, stream). Around them: `weights` (int8/int4 weights
+for speed), `ops` (the kernels as custom ops for torch.compile), `bench` (`labkit bench
+engine`), `widgets` (notebook 08's live benchmark).
 """
 from labkit.engine.engine import StreamDelta
 from labkit.engine.llm import LLM, ChatSession, RequestOutput

@@ -8,11 +8,13 @@ attention needs to know where one request ends and the next begins: that is the
 first in the row and are attended to together over their block tables; each prefill chunk
 is attended to on its own (there are few of them per step).
 
-Backends: `torch` gathers the blocks and calls `scaled_dot_product_attention` (any device,
-the reference); `numba` writes K/V and runs decode attention with the kernels of
-`labkit.kernels`. On a GPU, decode-only steps replay a CUDA graph captured per batch-size
-bucket: a decode step is hundreds of small launches, and replaying them costs a few
-microseconds instead of tens per launch.
+Backends: `torch` (any device, the reference) writes and gathers rows of the cache with one
+`index_copy_` / `index_select` per layer, attends decodes with a few small matmuls and
+prefill chunks with `scaled_dot_product_attention`; `numba` writes K/V and runs decode
+attention with the kernels of `labkit.kernels` (fp16, int8 or int4 caches). On a GPU,
+decode-only steps replay a CUDA graph captured per batch-size bucket: a decode step is
+hundreds of small launches, and replaying them costs a few microseconds instead of tens per
+launch. With `compile=True` the step is first run through `torch.compile` (see `ops`).
 """
 from __future__ import annotations
 
