@@ -14,6 +14,7 @@ import importlib
 import importlib.util
 import os
 import pkgutil
+import sys
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
@@ -59,6 +60,7 @@ def load_impl(path: str | Path, name: str | None = None) -> ModuleType:
         raise FileNotFoundError(f"no such implementation file: {path}")
     spec = importlib.util.spec_from_file_location(name or f"impl_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses and pickling look the module up by name
     spec.loader.exec_module(module)  # type: ignore[union-attr]
     return module
 
