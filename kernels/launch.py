@@ -27,6 +27,38 @@ from numba import config, cuda
 
 SIMULATOR = bool(config.ENABLE_CUDASIM)
 
+if SIMULATOR:
+    import sys
+    import threading
+
+    import numpy as np
+    from numba.core import types
+    from numba.cuda.simulator.kernelapi import FakeCUDAShared
+    from numba.np import numpy_support
+
+    _shared_lock = threading.Lock()
+    _dynamic_shared_array = FakeCUDAShared.array
+
+    def _shared_array(self, shape, dtype, alignment=None):
+        """The simulator's `cuda.shared.array`, made safe for the threads of a block.
+
+        The simulator keys a block's shared arrays by the calling line and creates one on
+        first use without a lock: two threads arriving together could each create their own,
+        and a thread writing to the array that lost left garbage for the others (seen as rare
+        failures of the attention tests). Same keying, under a lock.
+        """
+        if shape == 0 or alignment is not None:  # dynamic shared memory, or the simulator's error
+            return _dynamic_shared_array(self, shape, dtype, alignment)
+        caller = sys._getframe(1)
+        key = (caller.f_code.co_filename, caller.f_lineno)
+        with _shared_lock:
+            if key not in self._allocations:
+                np_dtype = numpy_support.as_dtype(dtype) if isinstance(dtype, types.Type) else dtype
+                self._allocations[key] = np.empty(shape, np_dtype)
+            return self._allocations[key]
+
+    FakeCUDAShared.array = _shared_array
+
 
 def kernel(threads: int, min_blocks: int = 1, fastmath: bool = False) -> Any:
     """`cuda.jit` for a kernel launched with `threads` threads per block, `min_blocks` of
