@@ -17,6 +17,7 @@ from typing import AsyncIterator
 import torch
 
 from labkit.engine.engine import Engine, Request, StreamDelta
+from labkit.engine.fuse import fuse_projections
 from labkit.engine.kv_cache import PagedKVCache, bytes_per_block
 from labkit.engine.sequence import Sequence
 from labkit.models.llama import Llama
@@ -67,7 +68,8 @@ class LLM:
         `tokenizer`). The KV cache gets `num_blocks` blocks, or `cache_max_entry_count` of the
         free memory (capped at what `max_batch_size` requests of `max_model_len` tokens use).
         `weights` ('bf16', 'int8', 'int4') converts the linear layers at load time for speed
-        (labkit.engine.weights; a model object passed in is converted in place). `compile`
+        (labkit.engine.weights; a model object passed in is converted in place, and its q/k/v and
+        gate/up projections are merged, labkit.engine.fuse). `compile`
         runs the decode step through torch.compile before capturing it in CUDA graphs (GPU)."""
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
@@ -82,6 +84,7 @@ class LLM:
 
             device = device or ("cuda" if torch.cuda.is_available() else "cpu")
             self.model, tokenizer = load_model(model, device=device, dtype=dtype, backend=backend)
+        fuse_projections(self.model)   # q/k/v and gate/up as one matmul each (labkit.engine.fuse)
         if weights is not None:
             from labkit.engine.weights import convert
 

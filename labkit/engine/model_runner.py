@@ -48,6 +48,18 @@ class StepInputs:
         return self.context_lens.shape[0]
 
 
+@dataclass
+class HostStep:
+    """A flattened step as Python lists, before it goes to the device."""
+    ids: list[int] = field(default_factory=list)
+    pos: list[int] = field(default_factory=list)
+    slots: list[int] = field(default_factory=list)
+    tables: list[list[int]] = field(default_factory=list)     # block tables of the decodes
+    lens: list[int] = field(default_factory=list)             # context lengths of the decodes
+    logits_at: list[int] = field(default_factory=list)
+    prefills: list[tuple[int, int, int, list[int]]] = field(default_factory=list)  # (start, n, context, blocks)
+
+
 class PagedAttention:
     """The model's `cache` for one step (torch backend): writes the step's K/V into the paged
     cache and attends over it. The index arithmetic is done once per step, not per layer."""
@@ -148,7 +160,7 @@ class ModelRunner:
         self.device = model.model.embed_tokens.weight.device
         self.attention_cls = NumbaAttention if backend == "numba" else PagedAttention
         self.max_blocks = -(-max_model_len // kv.block_size)
-        self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, StepInputs, torch.Tensor]] = {}
+        self.graphs: dict[int, tuple] = {}   # bucket -> (graph, device buffers, pinned host buffers, logits)
         self.decode_forward = self.forward
         self.event_pairs: list | None = None   # set to [] to time graph replays on the GPU (bench)
         if compile:   # fuse the small element-wise kernels of the decode step (see labkit.engine.ops)
@@ -160,44 +172,46 @@ class ModelRunner:
             self.capture_graphs(max_batch_size)
 
     # ------------------------------------------------------------------ inputs
-    def prepare(self, batch: Batch) -> tuple[StepInputs, list[Sequence]]:
-        """Flatten a batch (decodes first); returns the inputs and the sequences that sample."""
+    def prepare(self, batch: Batch) -> tuple[HostStep, list[Sequence]]:
+        """Flatten a batch (decodes first); returns the step and the sequences that sample."""
         bs = self.kv.block_size
         order = sorted(range(len(batch)), key=lambda i: batch.num_tokens[i] != 1)
-        ids, pos, slots, tables, lens, logits_at, prefills, sampling = [], [], [], [], [], [], [], []
+        step, sampling = HostStep(), []
         for seq in batch.padding:   # static batching's finished rows: computed, written to scratch, unused
             context = seq.num_computed
-            ids.append(seq.token_ids[-1])
-            pos.append(context - 1)
-            slots.append(self.kv.scratch_block * bs)
-            tables.append(seq.block_table[:-(-context // bs)])
-            lens.append(context)
+            step.ids.append(seq.token_ids[-1])
+            step.pos.append(context - 1)
+            step.slots.append(self.kv.scratch_block * bs)
+            step.tables.append(seq.block_table[:-(-context // bs)])
+            step.lens.append(context)
         for i in order:
             seq, n = batch.seqs[i], batch.num_tokens[i]
-            start, context = len(ids), seq.num_computed + n
-            ids += seq.token_ids[seq.num_computed:context]
-            pos += range(seq.num_computed, context)
-            slots += [seq.block_table[p // bs] * bs + p % bs for p in range(seq.num_computed, context)]
+            start, context = len(step.ids), seq.num_computed + n
+            step.ids += seq.token_ids[seq.num_computed:context]
+            step.pos += range(seq.num_computed, context)
+            step.slots += [seq.block_table[p // bs] * bs + p % bs for p in range(seq.num_computed, context)]
             used = seq.block_table[:-(-context // bs)]
             if n == 1:
-                tables.append(used)
-                lens.append(context)
+                step.tables.append(used)
+                step.lens.append(context)
             else:
-                prefills.append((start, n, context, used))
+                step.prefills.append((start, n, context, used))
             if context == len(seq):
-                logits_at.append(len(ids) - 1)
+                step.logits_at.append(len(step.ids) - 1)
                 sampling.append(seq)
-        width = max((len(t) for t in tables), default=0)
+        return step, sampling
+
+    def to_device(self, step: HostStep) -> StepInputs:
+        width = max((len(t) for t in step.tables), default=0)
         dev = self.device
         tensor = lambda x, dt: torch.tensor(x, dtype=dt, device=dev)  # noqa: E731
-        inputs = StepInputs(
-            input_ids=tensor(ids, torch.long), positions=tensor(pos, torch.long),
-            slot_mapping=tensor(slots, torch.long),
-            block_tables=tensor([t + [-1] * (width - len(t)) for t in tables], torch.int32).reshape(len(tables), width),
-            context_lens=tensor(lens, torch.int32), logits_indices=tensor(logits_at, torch.long),
-            max_context=max(lens, default=0), needs_mask=len(lens) > 1,
-            prefills=[(s, n, c, tensor(b, torch.long)) for s, n, c, b in prefills])
-        return inputs, sampling
+        return StepInputs(
+            input_ids=tensor(step.ids, torch.long), positions=tensor(step.pos, torch.long),
+            slot_mapping=tensor(step.slots, torch.long),
+            block_tables=tensor([t + [-1] * (width - len(t)) for t in step.tables], torch.int32).reshape(len(step.tables), width),
+            context_lens=tensor(step.lens, torch.int32), logits_indices=tensor(step.logits_at, torch.long),
+            max_context=max(step.lens, default=0), needs_mask=len(step.lens) > 1,
+            prefills=[(s, n, c, tensor(b, torch.long)) for s, n, c, b in step.prefills])
 
     # ------------------------------------------------------------------ forward
     def forward(self, inputs: StepInputs) -> torch.Tensor:
@@ -219,10 +233,10 @@ class ModelRunner:
 
     @torch.inference_mode()
     def run(self, batch: Batch) -> tuple[torch.Tensor, list[Sequence]]:
-        inputs, sampling = self.prepare(batch)
-        if not inputs.prefills and self.graphs and inputs.num_decodes <= max(self.graphs):
-            return self._replay(inputs), sampling
-        return self.forward(inputs), sampling
+        step, sampling = self.prepare(batch)
+        if not step.prefills and self.graphs and len(step.lens) <= max(self.graphs):
+            return self._replay(step), sampling
+        return self.forward(self.to_device(step)), sampling
 
     # ------------------------------------------------------------------ CUDA graphs
     def graph_buckets(self, max_batch_size: int) -> list[int]:
@@ -231,19 +245,18 @@ class ModelRunner:
     def capture_graphs(self, max_batch_size: int) -> None:
         """One graph per batch-size bucket, over static input buffers padded to the bucket.
 
-        Padding rows write to the scratch block and attend to one token of it. Buckets are
-        captured largest first so the smaller ones reuse its memory pool.
+        The integer inputs of a bucket are views of two device buffers, filled each step from
+        two pinned host buffers by two asynchronous copies (instead of a dozen small
+        transfers and fills). Padding rows write to the scratch block and attend to one token
+        of it. Buckets are captured largest first so the smaller ones reuse its memory pool.
         """
-        pool, dev = None, self.device
+        pool = None
         for B in reversed(self.graph_buckets(max_batch_size)):
-            scratch = self.kv.scratch_block
-            inputs = StepInputs(
-                input_ids=torch.zeros(B, dtype=torch.long, device=dev),
-                positions=torch.zeros(B, dtype=torch.long, device=dev),
-                slot_mapping=torch.full((B,), scratch * self.kv.block_size, dtype=torch.long, device=dev),
-                block_tables=torch.full((B, self.max_blocks), scratch, dtype=torch.int32, device=dev),
-                context_lens=torch.ones(B, dtype=torch.int32, device=dev),
-                logits_indices=torch.arange(B, device=dev), max_context=self.max_blocks * self.kv.block_size)
+            buffers, inputs = self.graph_inputs(B)
+            staging = tuple(torch.empty_like(b, device="cpu").pin_memory() for b in buffers)
+            self.fill(staging, HostStep(), B)
+            for device_buffer, host_buffer in zip(buffers, staging):
+                device_buffer.copy_(host_buffer)
             with torch.inference_mode():
                 side = torch.cuda.Stream()
                 side.wait_stream(torch.cuda.current_stream())
@@ -255,19 +268,43 @@ class ModelRunner:
                 with torch.cuda.graph(graph, pool=pool):
                     out = self.decode_forward(inputs)
             pool = graph.pool()
-            self.graphs[B] = (graph, inputs, out)
+            self.graphs[B] = (graph, buffers, staging, out)
         torch.cuda.synchronize()
 
-    def _replay(self, inputs: StepInputs) -> torch.Tensor:
-        B = inputs.num_decodes
+    def graph_inputs(self, B: int) -> tuple[tuple[torch.Tensor, torch.Tensor], StepInputs]:
+        """The static inputs of a bucket of B rows, as views of two integer buffers."""
+        dev, mb = self.device, self.max_blocks
+        longs = torch.zeros(3, B, dtype=torch.long, device=dev)         # ids, positions, slots
+        ints = torch.zeros(B * mb + B, dtype=torch.int32, device=dev)   # block tables, context lengths
+        inputs = StepInputs(input_ids=longs[0], positions=longs[1], slot_mapping=longs[2],
+                            block_tables=ints[:B * mb].view(B, mb), context_lens=ints[B * mb:],
+                            logits_indices=torch.arange(B, device=dev), max_context=mb * self.kv.block_size)
+        return (longs, ints), inputs
+
+    def fill(self, buffers: tuple[torch.Tensor, torch.Tensor], step: HostStep, bucket: int) -> None:
+        """Write a decode step, padded to `bucket` rows, into buffers laid out as `graph_inputs`'s."""
+        longs, ints = buffers
+        B, mb, scratch = len(step.lens), self.max_blocks, self.kv.scratch_block
+        longs[:2].zero_()
+        longs[2].fill_(scratch * self.kv.block_size)
+        tables = ints[:bucket * mb].view(bucket, mb)
+        tables.fill_(scratch)
+        ints[bucket * mb:].fill_(1)
+        if B:
+            width = max(len(t) for t in step.tables)
+            longs[:, :B] = torch.tensor([step.ids, step.pos, step.slots])
+            ints[bucket * mb:bucket * mb + B] = torch.tensor(step.lens, dtype=torch.int32)
+            tables[:B, :width] = torch.tensor([t + [scratch] * (width - len(t)) for t in step.tables], dtype=torch.int32)
+
+    def _replay(self, step: HostStep) -> torch.Tensor:
+        B = len(step.lens)
         bucket = min(b for b in self.graphs if b >= B)
-        graph, static, out = self.graphs[bucket]
-        scratch = self.kv.scratch_block
-        static.input_ids[:B] = inputs.input_ids
-        static.positions[:B] = inputs.positions
-        static.slot_mapping.fill_(scratch * self.kv.block_size)[:B] = inputs.slot_mapping
-        static.block_tables.fill_(scratch)[:B, :inputs.block_tables.shape[1]] = inputs.block_tables
-        static.context_lens.fill_(1)[:B] = inputs.context_lens
+        graph, buffers, staging, out = self.graphs[bucket]
+        self.fill(staging, step, bucket)
+        for device_buffer, host_buffer in zip(buffers, staging):
+            # the host buffers are rewritten only after this step's logits were read, which
+            # waits for the stream, so the copies are long done by then
+            device_buffer.copy_(host_buffer, non_blocking=True)
         if self.event_pairs is not None:   # GPU time of the replay alone, read later (no sync here)
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()

@@ -166,7 +166,7 @@ class LayerRunner:
         inputs, hooks = {}, []
         for attr in LINEAR_NAMES:
             for parent in (layer.self_attn, layer.mlp):
-                if hasattr(parent, attr):
+                if isinstance(getattr(parent, attr, None), nn.Module):
                     hooks.append(getattr(parent, attr).register_forward_hook(
                         lambda m, args, out, a=attr: inputs.__setitem__(a, args[0].detach())))
         try:

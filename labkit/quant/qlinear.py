@@ -76,6 +76,28 @@ class QuantLinear(nn.Module):
             module.bias = linear.bias.detach().float().clone()
         return module.to(linear.weight.device)
 
+    @classmethod
+    def concat(cls, parts: list["QuantLinear"]) -> "QuantLinear":
+        """One layer computing the outputs of `parts` (same input, same format) side by side.
+
+        Every quantity is per output channel, so this is concatenation along N: int4 codes and
+        zeros are packed 8 output channels per word (N of each part is a multiple of 8)."""
+        first = parts[0]
+        fmt = lambda m: (m.in_features, m.bits, m.group_size, m.act_bits, m.backend, m.bias is None)  # noqa: E731
+        if any(fmt(m) != fmt(first) for m in parts):
+            raise ValueError("only layers with the same input, format, backend and bias use can be concatenated")
+        module = cls(first.in_features, sum(m.out_features for m in parts), first.bits,
+                     rtn.PER_CHANNEL if first.per_channel else first.group_size, first.bias is not None,
+                     first.act_bits, first.backend).to(first.qweight.device)
+        dim = 1 if first.bits == 4 else 0   # int4: [K, N / 8]; int8: [N, K]
+        module.qweight = torch.cat([m.qweight for m in parts], dim)
+        module.scales = torch.cat([m.scales for m in parts], dim)
+        if first.bits == 4:
+            module.qzeros = torch.cat([m.qzeros for m in parts], 1)
+        if first.bias is not None:
+            module.bias = torch.cat([m.bias for m in parts])
+        return module
+
     def load_codes(self, qw: rtn.Quantized) -> None:
         """Store RTN codes ([N, K] codes, [N, K // g] scales/zeros) in this module's layout."""
         if self.bits == 4:
