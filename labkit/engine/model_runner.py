@@ -60,6 +60,9 @@ class HostStep:
     prefills: list[tuple[int, int, int, list[int]]] = field(default_factory=list)  # (start, n, context, blocks)
 
 
+STATIC_FIELDS = ("input_ids", "positions", "slot_mapping", "block_tables", "context_lens")   # what a replay refreshes
+
+
 class PagedAttention:
     """The model's `cache` for one step (torch backend): writes the step's K/V into the paged
     cache and attends over it. The index arithmetic is done once per step, not per layer."""
@@ -160,7 +163,7 @@ class ModelRunner:
         self.device = model.model.embed_tokens.weight.device
         self.attention_cls = NumbaAttention if backend == "numba" else PagedAttention
         self.max_blocks = -(-max_model_len // kv.block_size)
-        self.graphs: dict[int, tuple] = {}   # bucket -> (graph, device buffers, pinned host buffers, logits)
+        self.graphs: dict[int, tuple] = {}   # bucket -> (graph, static inputs, their pinned host copies, logits)
         self.decode_forward = self.forward
         self.event_pairs: list | None = None   # set to [] to time graph replays on the GPU (bench)
         if compile:   # fuse the small element-wise kernels of the decode step (see labkit.engine.ops)
@@ -245,18 +248,19 @@ class ModelRunner:
     def capture_graphs(self, max_batch_size: int) -> None:
         """One graph per batch-size bucket, over static input buffers padded to the bucket.
 
-        The integer inputs of a bucket are views of two device buffers, filled each step from
-        two pinned host buffers by two asynchronous copies (instead of a dozen small
-        transfers and fills). Padding rows write to the scratch block and attend to one token
-        of it. Buckets are captured largest first so the smaller ones reuse its memory pool.
+        Each step is written into pinned host copies of those buffers and sent with
+        asynchronous copies (instead of a dozen small blocking transfers and fills). The
+        buffers stay separate tensors: inputs that alias one storage confuse torch.compile
+        across the recompiles of the buckets. Padding rows write to the scratch block and
+        attend to one token of it. Buckets are captured largest first so the smaller ones
+        reuse its memory pool.
         """
         pool = None
         for B in reversed(self.graph_buckets(max_batch_size)):
-            buffers, inputs = self.graph_inputs(B)
-            staging = tuple(torch.empty_like(b, device="cpu").pin_memory() for b in buffers)
+            inputs, staging = self.graph_inputs(B), self.graph_inputs(B, pinned=True)
             self.fill(staging, HostStep(), B)
-            for device_buffer, host_buffer in zip(buffers, staging):
-                device_buffer.copy_(host_buffer)
+            for field_ in STATIC_FIELDS:
+                getattr(inputs, field_).copy_(getattr(staging, field_))
             with torch.inference_mode():
                 side = torch.cuda.Stream()
                 side.wait_stream(torch.cuda.current_stream())
@@ -268,43 +272,44 @@ class ModelRunner:
                 with torch.cuda.graph(graph, pool=pool):
                     out = self.decode_forward(inputs)
             pool = graph.pool()
-            self.graphs[B] = (graph, buffers, staging, out)
+            self.graphs[B] = (graph, inputs, staging, out)
         torch.cuda.synchronize()
 
-    def graph_inputs(self, B: int) -> tuple[tuple[torch.Tensor, torch.Tensor], StepInputs]:
-        """The static inputs of a bucket of B rows, as views of two integer buffers."""
-        dev, mb = self.device, self.max_blocks
-        longs = torch.zeros(3, B, dtype=torch.long, device=dev)         # ids, positions, slots
-        ints = torch.zeros(B * mb + B, dtype=torch.int32, device=dev)   # block tables, context lengths
-        inputs = StepInputs(input_ids=longs[0], positions=longs[1], slot_mapping=longs[2],
-                            block_tables=ints[:B * mb].view(B, mb), context_lens=ints[B * mb:],
-                            logits_indices=torch.arange(B, device=dev), max_context=mb * self.kv.block_size)
-        return (longs, ints), inputs
+    def graph_inputs(self, B: int, pinned: bool = False) -> StepInputs:
+        """The static inputs of a bucket of B rows (on the device, or in pinned host memory)."""
+        dev, mb = ("cpu" if pinned else self.device), self.max_blocks
+        new = lambda *shape, dtype=torch.long: (torch.zeros(*shape, dtype=dtype, device=dev)  # noqa: E731
+                                                .pin_memory() if pinned else torch.zeros(*shape, dtype=dtype, device=dev))
+        return StepInputs(input_ids=new(B), positions=new(B), slot_mapping=new(B),
+                          block_tables=new(B, mb, dtype=torch.int32), context_lens=new(B, dtype=torch.int32),
+                          logits_indices=torch.arange(B, device=dev), max_context=mb * self.kv.block_size)
 
-    def fill(self, buffers: tuple[torch.Tensor, torch.Tensor], step: HostStep, bucket: int) -> None:
-        """Write a decode step, padded to `bucket` rows, into buffers laid out as `graph_inputs`'s."""
-        longs, ints = buffers
-        B, mb, scratch = len(step.lens), self.max_blocks, self.kv.scratch_block
-        longs[:2].zero_()
-        longs[2].fill_(scratch * self.kv.block_size)
-        tables = ints[:bucket * mb].view(bucket, mb)
-        tables.fill_(scratch)
-        ints[bucket * mb:].fill_(1)
+    def fill(self, inputs: StepInputs, step: HostStep, bucket: int) -> None:
+        """Write a decode step, padded to `bucket` rows, into static inputs (`graph_inputs`)."""
+        B, scratch = len(step.lens), self.kv.scratch_block
+        inputs.input_ids.zero_()
+        inputs.positions.zero_()
+        inputs.slot_mapping.fill_(scratch * self.kv.block_size)
+        inputs.block_tables.fill_(scratch)
+        inputs.context_lens.fill_(1)
         if B:
             width = max(len(t) for t in step.tables)
-            longs[:, :B] = torch.tensor([step.ids, step.pos, step.slots])
-            ints[bucket * mb:bucket * mb + B] = torch.tensor(step.lens, dtype=torch.int32)
-            tables[:B, :width] = torch.tensor([t + [scratch] * (width - len(t)) for t in step.tables], dtype=torch.int32)
+            inputs.input_ids[:B] = torch.tensor(step.ids)
+            inputs.positions[:B] = torch.tensor(step.pos)
+            inputs.slot_mapping[:B] = torch.tensor(step.slots)
+            inputs.context_lens[:B] = torch.tensor(step.lens, dtype=torch.int32)
+            inputs.block_tables[:B, :width] = torch.tensor([t + [scratch] * (width - len(t)) for t in step.tables],
+                                                           dtype=torch.int32)
 
     def _replay(self, step: HostStep) -> torch.Tensor:
         B = len(step.lens)
         bucket = min(b for b in self.graphs if b >= B)
-        graph, buffers, staging, out = self.graphs[bucket]
+        graph, inputs, staging, out = self.graphs[bucket]
         self.fill(staging, step, bucket)
-        for device_buffer, host_buffer in zip(buffers, staging):
-            # the host buffers are rewritten only after this step's logits were read, which
-            # waits for the stream, so the copies are long done by then
-            device_buffer.copy_(host_buffer, non_blocking=True)
+        for field_ in STATIC_FIELDS:
+            # the pinned copies are rewritten only after this step's logits were read, which
+            # waits for the stream, so these copies are long done by then
+            getattr(inputs, field_).copy_(getattr(staging, field_), non_blocking=True)
         if self.event_pairs is not None:   # GPU time of the replay alone, read later (no sync here)
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()

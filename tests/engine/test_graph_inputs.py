@@ -24,13 +24,13 @@ def test_padded_static_inputs_give_the_same_logits(tiny, tokenizer, h):
         written = {slot // runner.kv.block_size for slot in step.slots}   # rewritten by the real rows
         untouched = [b for b in range(runner.kv.num_blocks) if b not in written]   # the scratch block is not listed
         before = runner.kv.k[:, untouched].clone()
-        buffers, inputs = runner.graph_inputs(8)
-        runner.fill(buffers, step, 8)
+        inputs = runner.graph_inputs(8)
+        runner.fill(inputs, step, 8)
         got = runner.forward(inputs)
         empty = runner.graph_inputs(8)
-        runner.fill(empty[0], HostStep(), 8)                   # an empty step: all padding
+        runner.fill(empty, HostStep(), 8)                      # an empty step: all padding
     # float64 inside (summation order may differ), float32 logits out: at most one rounding apart
     torch.testing.assert_close(got[:3], want, rtol=0, atol=2 * torch.finfo(torch.float32).eps * want.abs().max().item())
     assert torch.equal(runner.kv.k[:, untouched], before)   # padding rows wrote only to the scratch block
     assert inputs.context_lens.tolist() == step.lens + [1] * 5
-    assert set(empty[1].block_tables.flatten().tolist()) == {runner.kv.scratch_block}
+    assert set(empty.block_tables.flatten().tolist()) == {runner.kv.scratch_block}
