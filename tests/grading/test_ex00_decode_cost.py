@@ -1,33 +1,17 @@
 """Exercise 00 (decode cost): solutions score full marks, stubs zero, typical mistakes lose points."""
-from pathlib import Path
-
 import pytest
 
-from labkit.grading import grade, project_root
 
 EXERCISE = "ex00_decode_cost"
 
 
-def _grade_variant(tmp_path: Path, old: str, new: str):
-    """Grade the solution with one realistic mistake written into it."""
-    source = (project_root() / "solutions" / f"{EXERCISE}.py").read_text()
-    assert old in source, f"the solution no longer contains {old!r}"
-    path = tmp_path / f"{EXERCISE}.py"
-    path.write_text(source.replace(old, new))
-    return grade(EXERCISE, path)
+def test_solution_full_marks(g):
+    report = g.solution(EXERCISE)
+    assert report.score == report.max > 0, g.failed(report)
 
 
-def _failed(report) -> dict[str, str]:
-    return {r.name: r.message for r in report.results if not r.passed}
-
-
-def test_solution_full_marks():
-    report = grade(EXERCISE, project_root() / "solutions" / f"{EXERCISE}.py")
-    assert report.score == report.max > 0, _failed(report)
-
-
-def test_stub_scores_zero():
-    report = grade(EXERCISE, project_root() / "exercises" / f"{EXERCISE}.py")
+def test_stub_scores_zero(g):
+    report = g.stub(EXERCISE)
     assert report.score == 0
     assert all(r.message == "not implemented yet" for r in report.results)
 
@@ -65,17 +49,17 @@ def test_stub_scores_zero():
      "return decode_bytes(config, batch, context, weight_bits, kv_bits) / decode_flops(config, batch, context)",
      "arithmetic_intensity", None),
 ])
-def test_typical_mistakes_lose_points(tmp_path, old, new, check, hint):
-    report = _grade_variant(tmp_path, old, new)
-    failed = _failed(report)
+def test_typical_mistakes_lose_points(tmp_path, old, new, check, hint, g):
+    report = g.variant(EXERCISE, tmp_path, old, new)
+    failed = g.failed(report)
     assert report.score < report.max
     assert check in failed, f"{check} should fail; failures: {failed}"
     if hint:
         assert hint in failed[check], failed[check]
 
 
-def test_hard_coded_head_dim_loses_points(tmp_path):
+def test_hard_coded_head_dim_loses_points(tmp_path, g):
     """head_dim = hidden // heads is true of Llama-2 but not of every model."""
-    report = _grade_variant(tmp_path, "q = config.num_attention_heads * config.head_dim",
+    report = g.variant(EXERCISE, tmp_path, "q = config.num_attention_heads * config.head_dim",
                             "q = config.hidden_size")
-    assert "matmul_params" in _failed(report)
+    assert "matmul_params" in g.failed(report)

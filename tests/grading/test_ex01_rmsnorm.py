@@ -1,36 +1,16 @@
 """Exercise 01a (RMSNorm, RoPE): solutions score full marks, stubs zero, typical mistakes lose points."""
-from pathlib import Path
-
 import pytest
-
-from labkit.grading import grade, project_root
 
 EXERCISE = "ex01_rmsnorm"
 
 
-def _grade_source(tmp_path: Path, source: str):
-    path = tmp_path / f"{EXERCISE}.py"
-    path.write_text(source)
-    return grade(EXERCISE, path)
+def test_solution_full_marks(g):
+    report = g.solution(EXERCISE)
+    assert report.score == report.max > 0, g.failed(report)
 
 
-def _grade_variant(tmp_path: Path, old: str, new: str):
-    source = (project_root() / "solutions" / f"{EXERCISE}.py").read_text()
-    assert old in source, f"the solution no longer contains {old!r}"
-    return _grade_source(tmp_path, source.replace(old, new))
-
-
-def _failed(report) -> dict[str, str]:
-    return {r.name: r.message for r in report.results if not r.passed}
-
-
-def test_solution_full_marks():
-    report = grade(EXERCISE, project_root() / "solutions" / f"{EXERCISE}.py")
-    assert report.score == report.max > 0, _failed(report)
-
-
-def test_stub_scores_zero():
-    assert grade(EXERCISE, project_root() / "exercises" / f"{EXERCISE}.py").score == 0
+def test_stub_scores_zero(g):
+    assert g.stub(EXERCISE).score == 0
 
 
 @pytest.mark.parametrize("old, new, check, hint", [
@@ -57,25 +37,23 @@ def test_stub_scores_zero():
     ("torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)", "torch.cat((x1 * cos + x2 * sin, x2 * cos - x1 * sin), dim=-1)",
      "apply_rope_matches_reference", None),
 ])
-def test_typical_mistakes_lose_points(tmp_path, old, new, check, hint):
-    report = _grade_variant(tmp_path, old, new)
-    failed = _failed(report)
+def test_typical_mistakes_lose_points(tmp_path, old, new, check, hint, g):
+    report = g.variant(EXERCISE, tmp_path, old, new)
+    failed = g.failed(report)
     assert check in failed, f"{check} should fail; failures: {failed}"
     if hint:
         assert hint in failed[check], failed[check]
 
 
-def test_interleaved_pairs_lose_points(tmp_path):
+def test_interleaved_pairs_lose_points(tmp_path, g):
     """GPT-J style RoPE rotates neighbours (2i, 2i+1); Llama checkpoints expect (i, i + D/2)."""
-    source = (project_root() / "solutions" / f"{EXERCISE}.py").read_text()
     old = "    x1, x2 = x.float().chunk(2, dim=-1)\n    out = torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)\n"
     new = ("    x1, x2 = x.float()[..., 0::2], x.float()[..., 1::2]\n"
            "    out = torch.stack((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1).flatten(-2)\n")
-    assert old in source
-    failed = _failed(_grade_source(tmp_path, source.replace(old, new)))
+    failed = g.failed(g.variant(EXERCISE, tmp_path, old, new))
     assert "neighbouring pairs" in failed["apply_rope_matches_reference"]
 
 
-def test_position_ignored_loses_points(tmp_path):
-    report = _grade_variant(tmp_path, "angles = positions[..., None].float()", "angles = 0 * positions[..., None].float()")
-    assert "apply_rope_matches_reference" in _failed(report)
+def test_position_ignored_loses_points(tmp_path, g):
+    report = g.variant(EXERCISE, tmp_path, "angles = positions[..., None].float()", "angles = 0 * positions[..., None].float()")
+    assert "apply_rope_matches_reference" in g.failed(report)

@@ -1,32 +1,17 @@
 """Exercise 01b (sampling filters): solutions score full marks, stubs zero, typical mistakes lose points."""
-from pathlib import Path
-
 import pytest
 
-from labkit.grading import grade, project_root
 
 EXERCISE = "ex01_top_p"
 
 
-def _grade_variant(tmp_path: Path, old: str, new: str):
-    source = (project_root() / "solutions" / f"{EXERCISE}.py").read_text()
-    assert old in source, f"the solution no longer contains {old!r}"
-    path = tmp_path / f"{EXERCISE}.py"
-    path.write_text(source.replace(old, new))
-    return grade(EXERCISE, path)
+def test_solution_full_marks(g):
+    report = g.solution(EXERCISE)
+    assert report.score == report.max > 0, g.failed(report)
 
 
-def _failed(report) -> dict[str, str]:
-    return {r.name: r.message for r in report.results if not r.passed}
-
-
-def test_solution_full_marks():
-    report = grade(EXERCISE, project_root() / "solutions" / f"{EXERCISE}.py")
-    assert report.score == report.max > 0, _failed(report)
-
-
-def test_stub_scores_zero():
-    assert grade(EXERCISE, project_root() / "exercises" / f"{EXERCISE}.py").score == 0
+def test_stub_scores_zero(g):
+    assert g.stub(EXERCISE).score == 0
 
 
 @pytest.mark.parametrize("old, new, check, hint", [
@@ -50,15 +35,15 @@ def test_stub_scores_zero():
     # top-k with k=0 treated literally
     ("if k <= 0 or k >= logits.shape[-1]:", "if k >= logits.shape[-1]:", "top_k_keeps_k_largest", None),
 ])
-def test_typical_mistakes_lose_points(tmp_path, old, new, check, hint):
-    report = _grade_variant(tmp_path, old, new)
-    failed = _failed(report)
+def test_typical_mistakes_lose_points(tmp_path, old, new, check, hint, g):
+    report = g.variant(EXERCISE, tmp_path, old, new)
+    failed = g.failed(report)
     assert report.score < report.max
     assert check in failed, f"{check} should fail; failures: {failed}"
     if hint:
         assert hint in failed[check], failed[check]
 
 
-def test_top_p_that_drops_the_top_token_loses_points(tmp_path):
-    report = _grade_variant(tmp_path, "mass_above >= p", "(mass_above + probs) > p")
-    assert {"top_p_keeps_the_nucleus", "top_p_edge_cases"} <= set(_failed(report))
+def test_top_p_that_drops_the_top_token_loses_points(tmp_path, g):
+    report = g.variant(EXERCISE, tmp_path, "mass_above >= p", "(mass_above + probs) > p")
+    assert {"top_p_keeps_the_nucleus", "top_p_edge_cases"} <= set(g.failed(report))

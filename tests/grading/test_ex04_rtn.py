@@ -1,29 +1,12 @@
 """Exercises 04a/04b/05 (quantization): solutions score full marks, stubs zero, typical mistakes lose points."""
-from pathlib import Path
-
 import pytest
-
-from labkit.grading import grade, project_root
-
-
-def _grade_variant(exercise: str, tmp_path: Path, old: str, new: str):
-    """Grade the solution with one realistic mistake written into it."""
-    source = (project_root() / "solutions" / f"{exercise}.py").read_text()
-    assert old in source, f"the solution no longer contains {old!r}"
-    path = tmp_path / f"{exercise}.py"
-    path.write_text(source.replace(old, new))
-    return grade(exercise, path)
-
-
-def _failed(report) -> dict[str, str]:
-    return {r.name: r.message for r in report.results if not r.passed}
 
 
 @pytest.mark.parametrize("exercise", ["ex04_rtn", "ex04_int4_packing", "ex05_awq_search"])
-def test_solution_full_marks_and_stub_zero(exercise):
-    report = grade(exercise, project_root() / "solutions" / f"{exercise}.py")
-    assert report.score == report.max > 0, _failed(report)
-    stub = grade(exercise, project_root() / "exercises" / f"{exercise}.py")
+def test_solution_full_marks_and_stub_zero(exercise, g):
+    report = g.solution(exercise)
+    assert report.score == report.max > 0, g.failed(report)
+    stub = g.stub(exercise)
     assert stub.score == 0 and all(r.message == "not implemented yet" for r in stub.results)
 
 
@@ -70,9 +53,9 @@ def test_solution_full_marks_and_stub_zero(exercise):
     ("ex05_awq_search", "act_mean = x.abs().mean(dim=0)", "act_mean = x.abs().amax(dim=0)",
      "finds_the_reference_alpha", "mean of |x|"),
 ])
-def test_typical_mistakes_lose_points(tmp_path, exercise, old, new, check, hint):
-    report = _grade_variant(exercise, tmp_path, old, new)
-    failed = _failed(report)
+def test_typical_mistakes_lose_points(tmp_path, exercise, old, new, check, hint, g):
+    report = g.variant(exercise, tmp_path, old, new)
+    failed = g.failed(report)
     assert check in failed, f"{check} should fail; failed: {failed}"
     assert report.score < report.max
     if hint:

@@ -1,29 +1,12 @@
 """Exercises 06 and 08 (KV cache, batching): solutions score full marks, stubs zero, typical mistakes lose points."""
-from pathlib import Path
-
 import pytest
-
-from labkit.grading import grade, project_root
-
-
-def _grade_variant(exercise: str, tmp_path: Path, old: str, new: str):
-    """Grade the solution with one realistic mistake written into it."""
-    source = (project_root() / "solutions" / f"{exercise}.py").read_text()
-    assert old in source, f"the solution no longer contains {old!r}"
-    path = tmp_path / f"{exercise}.py"
-    path.write_text(source.replace(old, new))
-    return grade(exercise, path)
-
-
-def _failed(report) -> dict[str, str]:
-    return {r.name: r.message for r in report.results if not r.passed}
 
 
 @pytest.mark.parametrize("exercise", ["ex06_kv_cache", "ex08_batching"])
-def test_solution_full_marks_and_stub_zero(exercise):
-    report = grade(exercise, project_root() / "solutions" / f"{exercise}.py")
-    assert report.score == report.max > 0, _failed(report)
-    stub = grade(exercise, project_root() / "exercises" / f"{exercise}.py")
+def test_solution_full_marks_and_stub_zero(exercise, g):
+    report = g.solution(exercise)
+    assert report.score == report.max > 0, g.failed(report)
+    stub = g.stub(exercise)
     assert stub.score == 0 and all(r.message == "not implemented yet" for r in stub.results)
 
 
@@ -71,13 +54,13 @@ def test_solution_full_marks_and_stub_zero(exercise):
     ("ex08_batching", "while waiting and len(running) < max_batch and budget > 0:", "while waiting and budget > 0:",
      "admission_respects_batch_size_and_budget", "batch is full"),
 ])
-def test_typical_mistakes_lose_points(tmp_path, exercise, old, new, check, hint):
-    report = grade(exercise, project_root() / "solutions" / f"{exercise}.py")
-    variant = _grade_variant(exercise, tmp_path, old, new)
+def test_typical_mistakes_lose_points(tmp_path, exercise, old, new, check, hint, g):
+    report = g.solution(exercise)
+    variant = g.variant(exercise, tmp_path, old, new)
     if check is None:   # an equivalent rewrite: must keep full marks (the checks are not brittle)
-        assert variant.score == report.max, _failed(variant)
+        assert variant.score == report.max, g.failed(variant)
         return
-    failed = _failed(variant)
+    failed = g.failed(variant)
     assert check in failed and variant.score < report.max, (check, failed)
     if hint:
         assert hint in failed[check], failed[check]

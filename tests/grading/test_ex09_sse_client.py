@@ -1,32 +1,17 @@
 """Exercise 09 (SSE client): solutions score full marks, stubs zero, typical mistakes lose points."""
-from pathlib import Path
-
 import pytest
 
-from labkit.grading import grade, project_root
 
 EXERCISE = "ex09_sse_client"
 
 
-def _grade_variant(tmp_path: Path, old: str, new: str):
-    source = (project_root() / "solutions" / f"{EXERCISE}.py").read_text()
-    assert old in source, f"the solution no longer contains {old!r}"
-    path = tmp_path / f"{EXERCISE}.py"
-    path.write_text(source.replace(old, new))
-    return grade(EXERCISE, path)
+def test_solution_full_marks(g):
+    report = g.solution(EXERCISE)
+    assert report.score == report.max > 0, g.failed(report)
 
 
-def _failed(report) -> dict[str, str]:
-    return {r.name: r.message for r in report.results if not r.passed}
-
-
-def test_solution_full_marks():
-    report = grade(EXERCISE, project_root() / "solutions" / f"{EXERCISE}.py")
-    assert report.score == report.max > 0, _failed(report)
-
-
-def test_stub_scores_zero():
-    report = grade(EXERCISE, project_root() / "exercises" / f"{EXERCISE}.py")
+def test_stub_scores_zero(g):
+    report = g.stub(EXERCISE)
     assert report.score == 0 and all(r.message == "not implemented yet" for r in report.results)
 
 
@@ -58,9 +43,9 @@ def test_stub_scores_zero():
     ('        if "error" in event:\n            raise RuntimeError(event["error"].get("message", "the server failed"))\n',
      "", "accumulate_raises_on_error_event", None),
 ])
-def test_typical_mistakes_lose_points(tmp_path, old, new, check, hint):
-    report = _grade_variant(tmp_path, old, new)
-    failed = _failed(report)
+def test_typical_mistakes_lose_points(tmp_path, old, new, check, hint, g):
+    report = g.variant(EXERCISE, tmp_path, old, new)
+    failed = g.failed(report)
     assert report.score < report.max
     assert check in failed, f"{check} should fail; failures: {failed}"
     if hint:
