@@ -38,7 +38,7 @@ def test_every_package_folder_is_packaged():
 
 def test_kernels_only_as_labkit_kernels():
     code = ("import importlib, labkit.kernels\n"
-            "try:\n    import kernels\nexcept ImportError:\n    print('refused')\n")
+            "try:\n    importlib.import_module('kernels')\nexcept ImportError:\n    print('refused')\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert out.stdout.strip() == "refused", out.stderr
 
