@@ -259,8 +259,7 @@ class ModelRunner:
         for B in reversed(self.graph_buckets(max_batch_size)):
             inputs, staging = self.graph_inputs(B), self.graph_inputs(B, pinned=True)
             self.fill(staging, HostStep(), B)
-            for field_ in STATIC_FIELDS:
-                getattr(inputs, field_).copy_(getattr(staging, field_))
+            _send(staging, inputs)
             with torch.inference_mode():
                 side = torch.cuda.Stream()
                 side.wait_stream(torch.cuda.current_stream())
@@ -278,8 +277,11 @@ class ModelRunner:
     def graph_inputs(self, B: int, pinned: bool = False) -> StepInputs:
         """The static inputs of a bucket of B rows (on the device, or in pinned host memory)."""
         dev, mb = ("cpu" if pinned else self.device), self.max_blocks
-        new = lambda *shape, dtype=torch.long: (torch.zeros(*shape, dtype=dtype, device=dev)  # noqa: E731
-                                                .pin_memory() if pinned else torch.zeros(*shape, dtype=dtype, device=dev))
+
+        def new(*shape: int, dtype: torch.dtype = torch.long) -> torch.Tensor:
+            t = torch.zeros(*shape, dtype=dtype, device=dev)
+            return t.pin_memory() if pinned else t
+
         return StepInputs(input_ids=new(B), positions=new(B), slot_mapping=new(B),
                           block_tables=new(B, mb, dtype=torch.int32), context_lens=new(B, dtype=torch.int32),
                           logits_indices=torch.arange(B, device=dev), max_context=mb * self.kv.block_size)
@@ -306,10 +308,7 @@ class ModelRunner:
         bucket = min(b for b in self.graphs if b >= B)
         graph, inputs, staging, out = self.graphs[bucket]
         self.fill(staging, step, bucket)
-        for field_ in STATIC_FIELDS:
-            # the pinned copies are rewritten only after this step's logits were read, which
-            # waits for the stream, so these copies are long done by then
-            getattr(inputs, field_).copy_(getattr(staging, field_), non_blocking=True)
+        _send(staging, inputs)
         if self.event_pairs is not None:   # GPU time of the replay alone, read later (no sync here)
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
@@ -319,3 +318,10 @@ class ModelRunner:
         else:
             graph.replay()
         return out[:B]
+
+
+def _send(staging: StepInputs, inputs: StepInputs) -> None:
+    """Copy the pinned host inputs to the graph's static inputs, asynchronously: the host copies
+    are rewritten only after the step's logits were read, which waits for the stream."""
+    for name in STATIC_FIELDS:
+        getattr(inputs, name).copy_(getattr(staging, name), non_blocking=True)
