@@ -50,7 +50,7 @@ def _free() -> None:
 
 def correctness() -> list[dict]:
     """Every kernel's check() on fresh random inputs, on this GPU (real compiled kernels)."""
-    from labkit.kernels import dequant, kv_quant, paged_attention, w4a16_gemm, w4a16_gemv, w8a16_gemv
+    from labkit.kernels import dequant, kv_quant, paged_attention, w4a16_gemm, w4a16_gemv, w4a16_tc, w8a16_gemv
 
     checks: list[tuple[str, Callable[[], object]]] = [
         ("w4a16_gemv 4096x4096", lambda: w4a16_gemv.check(4096, 4096, 128, tile=None)),
@@ -58,6 +58,9 @@ def correctness() -> list[dict]:
         ("w4a16_gemv odd", lambda: w4a16_gemv.check(96, 192, 64)),
         ("w4a16_gemm M=8", lambda: w4a16_gemm.check(8, 4096, 4096, 128, tile=None)),
         ("w4a16_gemm M=3 odd", lambda: w4a16_gemm.check(3, 40, 96, 32)),
+        ("w4a16_tc M=1", lambda: w4a16_tc.check(1, 11008, 4096, 128, tile=None)),
+        ("w4a16_tc M=8", lambda: w4a16_tc.check(8, 4096, 11008, 128, tile=None)),
+        ("w4a16_tc M=3 odd", lambda: w4a16_tc.check(3, 136, 160, 32)),
         ("dequant", lambda: dequant.check(4096, 1024, 128)),
         ("w8a16_gemv", lambda: w8a16_gemv.check(4096, 4096, 4096)),
         ("paged_attention GQA split", lambda: paged_attention.check((1, 700, 4099), 32, 8, 128, 16, None, 4)),
@@ -116,15 +119,17 @@ def graph_capture_check() -> dict:
 
 
 def linear_rows(copy_gbps: float, quick: bool) -> list[dict]:
-    from labkit.kernels import w4a16_gemm, w4a16_gemv, w8a16_gemv
+    from labkit.kernels import w4a16_gemm, w4a16_gemv, w4a16_tc, w8a16_gemv
 
     rows = []
     for n, k in (LINEAR_SHAPES[:2] if quick else LINEAR_SHAPES):
         rows.append(_finish(w4a16_gemv.bench(n, k, 128), copy_gbps))
         for m in (2, 4, 8):
             rows.append(_finish(w4a16_gemm.bench(m, n, k, 128), copy_gbps))
+        for m in (1, 2, 4, 8):
+            rows.append(_finish(w4a16_tc.bench(m, n, k, 128), copy_gbps))
         rows.append(_finish(w8a16_gemv.bench(n, k), copy_gbps))
-        _log(f"linear {n}x{k}: " + ", ".join(f"{r['kernel']} {r['us']:.1f} us" for r in rows[-5:]))
+        _log(f"linear {n}x{k}: " + ", ".join(f"{r['kernel']} {r['us']:.1f} us" for r in rows[-9:]))
         _free()
     return rows
 
@@ -184,13 +189,13 @@ def dispatch_rows(quick: bool) -> list[dict]:
     from labkit.kernels.packing import random_int4_layer
 
     rows = []
-    for n, k in (LINEAR_SHAPES[:1] if quick else LINEAR_SHAPES[:3]):
+    for n, k in (LINEAR_SHAPES[:1] if quick else LINEAR_SHAPES[:4]):
         layers = [random_int4_layer(n, k, 128, "cuda") for _ in range(measure.sets_for(k * n // 2))]
         for m in DISPATCH_ROWS:
             x = torch.randn(m, k, device="cuda").half()
             times = {}
-            for kernel in ("gemv", "gemm", "dequant_matmul"):
-                if (kernel == "gemv") != (m == 1):
+            for kernel in ("gemv", "gemm", "tc", "dequant_matmul"):
+                if (kernel == "gemv") != (m == 1) or (kernel == "tc" and m > 8):
                     continue
                 times[kernel] = measure.time_us(
                     lambda i: dispatch.w4a16_linear(x, *layers[i], 128, kernel=kernel), len(layers))

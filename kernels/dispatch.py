@@ -4,7 +4,11 @@ Which kernel wins depends on M, the rows of X (tokens in the step):
 
 - M = 1 (decode, batch 1): memory-bound; the GEMV streams int4 at close to copy bandwidth.
 - M = 2..GEMM_UP_TO: still few flops per weight byte; the GEMM dequantizes each weight once
-  and reuses it for every row (8 rows per launch, so M = 9..16 takes two launches).
+  and reuses it for every row (8 rows per launch, so M = 9..16 takes two launches). From
+  M = 4 to 8 on wide layers (N >= 2K: the fused QKV and gate/up projections, the LM head)
+  the tensor-core kernel (w4a16_tc.py) is faster: its fp32 math runs in mma instructions,
+  where the GEMM's FMAs grow with M; on narrow layers it must split K into many blocks,
+  and their M x N partial sums cost more than it saves.
 - Larger M (prefill, big batches): compute-bound; dequantize to fp16 once and let cuBLAS
   run the matmul on tensor cores.
 
@@ -21,7 +25,7 @@ import torch.nn.functional as F
 from labkit.kernels.packing import dequantize_int4
 
 GEMM_UP_TO = 16  # largest M for which the GEMM beat dequantize + matmul on an H100
-KERNELS = ("gemv", "gemm", "dequant_matmul", "torch")
+KERNELS = ("gemv", "gemm", "tc", "dequant_matmul", "torch")
 
 
 def choose(m: int, n: int, k: int, group_size: int) -> str:
@@ -30,6 +34,8 @@ def choose(m: int, n: int, k: int, group_size: int) -> str:
         return "dequant_matmul"
     if m == 1 and n % 32 == 0:
         return "gemv"
+    if 4 <= m <= 8 and n >= 2 * k and group_size & (group_size - 1) == 0:
+        return "tc"
     if m <= GEMM_UP_TO:
         return "gemm"
     return "dequant_matmul"
@@ -56,7 +62,7 @@ def w4a16_linear(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, s
 
 def _run(kernel: str, x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor,
          group_size: int) -> torch.Tensor:
-    from labkit.kernels import dequant, w4a16_gemm, w4a16_gemv
+    from labkit.kernels import dequant, w4a16_gemm, w4a16_gemv, w4a16_tc
 
     if kernel == "gemv":
         return w4a16_gemv.w4a16_gemv(x, qweight, qzeros, scales, group_size)
@@ -65,6 +71,8 @@ def _run(kernel: str, x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tens
         parts = [w4a16_gemm.w4a16_gemm(x[i:i + step], qweight, qzeros, scales, group_size)
                  for i in range(0, x.shape[0], step)]
         return parts[0] if len(parts) == 1 else torch.cat(parts)
+    if kernel == "tc":
+        return w4a16_tc.w4a16_tc(x, qweight, qzeros, scales, group_size)
     if kernel == "dequant_matmul":
         return x @ dequant.dequantize_t(qweight, qzeros, scales, group_size)
     raise ValueError(f"unknown kernel {kernel!r}; expected one of {KERNELS}")

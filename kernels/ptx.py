@@ -10,6 +10,10 @@ two float32, `rint` rounds half to even like `torch.round`, and `load_cg` reads 
 (for values another block wrote during this launch), and `shfl_xor` exchanges a value
 with another lane of the warp (the simulator has no warp shuffles of its own).
 
+The tensor-core kernel (w4a16_tc.py) adds `prmt` (pick 4 of 8 bytes), `lop3_and_or` (one
+instruction for (a & b) | c), `hfma2`/`hmul2` (two fp16 operations in one word) and
+`mma_16816` (one warp multiplies a 16 x 16 fp16 tile by a 16 x 8 one, fp32 accumulators).
+
 Under the CUDA simulator (`NUMBA_ENABLE_CUDASIM=1`) kernels are ordinary Python, so each
 primitive also has a numpy twin with the same meaning; kernels call the names defined
 here and run unchanged on both.
@@ -58,15 +62,58 @@ if SIMULATOR:
         """a.flat[i], read from L2 (bypassing L1)."""
         return a.reshape(-1)[i]
 
-    def shfl_xor(value, offset):
-        """The `value` of lane (lane ^ offset) of this warp; every lane of the warp must call it.
+    def prmt(a, b, selector):
+        """Bytes of (b:a) picked by the 4 low nibbles of selector (byte i <- byte sel_i of b:a)."""
+        pool = (int(_u32(b)) << 32) | int(_u32(a))
+        sel = int(selector)
+        return _u32(sum(((pool >> (8 * ((sel >> (4 * i)) & 7))) & 0xFF) << (8 * i) for i in range(4)))
+
+    def lop3_and_or(a, b, c):
+        """(a & b) | c."""
+        return _u32((int(_u32(a)) & int(_u32(b))) | int(_u32(c)))
+
+    def _h2(u):
+        return np.array([_u32(u)]).view(np.float16).astype(np.float64)
+
+    def _pack_h2(v):
+        return np.array(v, dtype=np.float64).astype(np.float16).view(np.uint32)[0]
+
+    def hfma2(a, b, c):
+        """a * b + c on the two fp16 halves of each word, rounded once (as fma.rn.f16x2)."""
+        return _pack_h2(_h2(a) * _h2(b) + _h2(c))  # exact in float64 for fp16 inputs
+
+    def hmul2(a, b):
+        """a * b on the two fp16 halves of each word, rounded to fp16."""
+        return _pack_h2(_h2(a) * _h2(b))
+
+    def mma_16816(a0, a1, a2, a3, b0, b1, c0, c1, c2, c3):
+        """D = A @ B + C for the warp: A 16 x 16 fp16, B 16 x 8 fp16, C/D 16 x 8 fp32.
+
+        Lane (g, t) = (lane // 4, lane % 4) holds A[g, 2t:2t+2] (a0), A[g+8, 2t:2t+2] (a1),
+        A[g, 2t+8:2t+10] (a2), A[g+8, 2t+8:2t+10] (a3), B[2t:2t+2, g] (b0), B[2t+8:2t+10, g]
+        (b1) and C/D[g, 2t:2t+2] (c0, c1), C/D[g+8, 2t:2t+2] (c2, c3): PTX's m16n8k16 layout.
+        """
+        lanes = _warp_gather((a0, a1, a2, a3, b0, b1, c0, c1, c2, c3))
+        A, B, C = np.zeros((16, 16)), np.zeros((16, 8)), np.zeros((16, 8))
+        for lane, (ra0, ra1, ra2, ra3, rb0, rb1, *rc) in enumerate(lanes):
+            g, t = divmod(lane, 4)
+            A[g, 2 * t:2 * t + 2], A[g + 8, 2 * t:2 * t + 2] = _h2(ra0), _h2(ra1)
+            A[g, 2 * t + 8:2 * t + 10], A[g + 8, 2 * t + 8:2 * t + 10] = _h2(ra2), _h2(ra3)
+            B[2 * t:2 * t + 2, g], B[2 * t + 8:2 * t + 10, g] = _h2(rb0), _h2(rb1)
+            C[g, 2 * t:2 * t + 2], C[g + 8, 2 * t:2 * t + 2] = rc[:2], rc[2:]
+        D = (A @ B + C).astype(np.float32)
+        g, t = divmod(threading.current_thread().thread_id % 32, 4)
+        return D[g, 2 * t], D[g, 2 * t + 1], D[g + 8, 2 * t], D[g + 8, 2 * t + 1]
+
+    def _warp_gather(value):
+        """Every lane's `value`, in lane order; every lane of the warp must call it.
 
         Simulated threads of a warp meet at a barrier, publish their values, and meet again
         before anyone may overwrite them.
         """
         me = threading.current_thread()
         block = me._manager
-        warp, lane = divmod(me.thread_id, 32)
+        warp = me.thread_id // 32
         with _warp_lock:
             if not hasattr(block, "labkit_warps"):
                 block.labkit_warps = {}
@@ -74,11 +121,15 @@ if SIMULATOR:
                 size = min(32, int(np.prod(block._block_dim)) - 32 * warp)
                 block.labkit_warps[warp] = (threading.Barrier(size, timeout=120), {})
         barrier, slots = block.labkit_warps[warp]
-        slots[lane] = value
+        slots[me.thread_id % 32] = value
         barrier.wait()
-        got = slots[lane ^ offset]
+        got = [slots[lane] for lane in sorted(slots)]
         barrier.wait()
         return got
+
+    def shfl_xor(value, offset):
+        """The `value` of lane (lane ^ offset) of this warp; every lane of the warp must call it."""
+        return _warp_gather(value)[(threading.current_thread().thread_id % 32) ^ offset]
 
     _warp_lock = threading.Lock()
 
@@ -146,6 +197,50 @@ else:
                                                      builder.extract_value(res, 1)])
 
         return ret(u), codegen
+
+    def _word(builder, v):
+        """An integer argument as the 32-bit register PTX wants."""
+        if v.type.width == 32:
+            return v
+        return builder.trunc(v, ir.IntType(32)) if v.type.width > 32 else builder.zext(v, ir.IntType(32))
+
+    def _asm(text: str, outs: str, ins: str):
+        """An intrinsic running one PTX snippet: `outs`/`ins` are constraint letters per operand
+        (r: 32-bit integer register, f: float32 register); integers come back as uint32."""
+        llvm = {"r": ir.IntType(32), "f": ir.FloatType()}
+        nb = {"r": types.uint32, "f": types.float32}
+        ret = nb[outs[0]] if len(outs) == 1 else types.Tuple([nb[c] for c in outs])
+
+        def typer(typingctx, *args):
+            def codegen(context, builder, sig, llargs):
+                vals = [_word(builder, v) if c == "r" else builder.fptrunc(v, ir.FloatType())
+                        if v.type != ir.FloatType() else v for v, c in zip(llargs, ins)]
+                out_type = llvm[outs[0]] if len(outs) == 1 else ir.LiteralStructType([llvm[c] for c in outs])
+                fn = ir.InlineAsm(ir.FunctionType(out_type, [llvm[c] for c in ins]), text,
+                                  ",".join(["=" + c for c in outs] + list(ins)))
+                res = builder.call(fn, vals)
+                if len(outs) == 1:
+                    return res
+                return context.make_tuple(builder, ret, [builder.extract_value(res, i) for i in range(len(outs))])
+
+            return ret(*args), codegen
+
+        return typer
+
+    def _intrinsic(n_args: int, typer):
+        """`typer` as an intrinsic of exactly n_args arguments (Numba wants a fixed arity)."""
+        names = ", ".join(f"a{i}" for i in range(n_args))
+        scope = {"typer": typer}
+        exec(f"def fn(typingctx, {names}):\n    return typer(typingctx, {names})", scope)
+        return intrinsic(scope["fn"])
+
+    prmt = _intrinsic(3, _asm("prmt.b32 $0, $1, $2, $3;", "r", "rrr"))
+    lop3_and_or = _intrinsic(3, _asm("lop3.b32 $0, $1, $2, $3, 0xEA;", "r", "rrr"))  # 0xEA: (a & b) | c
+    hfma2 = _intrinsic(3, _asm("fma.rn.f16x2 $0, $1, $2, $3;", "r", "rrr"))
+    hmul2 = _intrinsic(2, _asm("mul.rn.f16x2 $0, $1, $2;", "r", "rr"))
+    mma_16816 = _intrinsic(10, _asm(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {$0, $1, $2, $3}, {$4, $5, $6, $7}, "
+        "{$8, $9}, {$10, $11, $12, $13};", "ffff", "rrrrrrffff"))
 
     @cuda.jit(device=True, inline="always")
     def rint(x):

@@ -4,7 +4,7 @@ from measure.dot_tolerance (fp32 accumulation, fp16 output), not from tuning."""
 import pytest
 import torch
 
-from labkit.kernels import dequant, dispatch, launch, measure, w4a16_gemm, w4a16_gemv, w8a16_gemv
+from labkit.kernels import dequant, dispatch, launch, measure, w4a16_gemm, w4a16_gemv, w4a16_tc, w8a16_gemv
 from labkit.kernels.packing import dequantize_int4, random_int4_layer
 
 
@@ -30,6 +30,22 @@ def test_w4a16_gemm(m, n, k, g, tile, seed):
     assert w4a16_gemm.check(m, n, k, g, tile, seed=seed) >= 0
 
 
+@pytest.mark.parametrize("m, n, k, g, tile", [
+    (1, 64, 64, 32, (1, 1, 3, 1)),      # one warp, one block, two slabs
+    (3, 136, 160, 32, (2, 2, 3, 1)),    # N = 136: a partial block of columns; groups of 2 slabs
+    (8, 48, 512, 128, (2, 1, 8, 1)),    # 8 rows (all of the mma's B columns); 7 slabs in flight
+    (2, 200, 384, 64, (2, 3, 5, 1)),    # K over 3 blocks of 8 slabs, the ring turning mid-group
+])
+def test_w4a16_tc(m, n, k, g, tile, seed):
+    assert w4a16_tc.check(m, n, k, g, tile, seed=seed) >= 0
+
+
+def test_w4a16_tc_rejects_what_it_cannot_run():
+    qweight, qzeros, scales = random_int4_layer(64, 96, 96, launch.device())
+    with pytest.raises(ValueError, match="power-of-two group_size"):
+        w4a16_tc.w4a16_tc(torch.zeros(1, 96).half(), qweight, qzeros, scales, 96)
+
+
 def test_dequant_is_exact(seed):
     assert dequant.check(40, 96, 32, seed=seed) == 0.0
 
@@ -43,11 +59,14 @@ def test_dispatch_choice():
     assert dispatch.choose(1, 4096, 4096, 128) == "gemv"
     assert dispatch.choose(1, 40, 4096, 128) == "gemm"            # N % 32 != 0: no 16-byte loads
     assert dispatch.choose(4, 4096, 4096, 128) == "gemm"
+    assert dispatch.choose(8, 12288, 4096, 128) == "tc"            # wide layer: tensor cores
+    assert dispatch.choose(2, 12288, 4096, 128) == "gemm"
     assert dispatch.choose(dispatch.GEMM_UP_TO + 1, 4096, 4096, 128) == "dequant_matmul"
     assert dispatch.choose(1, 4096, 4096, 48) == "dequant_matmul"  # group size not a multiple of 32
 
 
-@pytest.mark.parametrize("kernel, m", [("gemv", 1), ("gemm", 3), ("gemm", 11), ("dequant_matmul", 4), ("torch", 2)])
+@pytest.mark.parametrize("kernel, m", [("gemv", 1), ("gemm", 3), ("gemm", 11), ("tc", 5), ("dequant_matmul", 4),
+                                       ("torch", 2)])
 def test_w4a16_linear_paths(kernel, m, seed):
     gen = torch.Generator().manual_seed(seed)
     n, k, g = 64, 64, 32
