@@ -4,11 +4,12 @@ Which kernel wins depends on M, the rows of X (tokens in the step):
 
 - M = 1 (decode, batch 1): memory-bound; the GEMV streams int4 at close to copy bandwidth.
 - M = 2..GEMM_UP_TO: still few flops per weight byte; the GEMM dequantizes each weight once
-  and reuses it for every row (8 rows per launch, so M = 9..16 takes two launches). From
-  M = 4 to 8 on wide layers (N >= 2K: the fused QKV and gate/up projections, the LM head)
-  the tensor-core kernel (w4a16_tc.py) is faster: its fp32 math runs in mma instructions,
-  where the GEMM's FMAs grow with M; on narrow layers it must split K into many blocks,
-  and their M x N partial sums cost more than it saves.
+  and reuses it for every row (8 rows per launch, so M = 9..16 takes two launches). On
+  wide layers the tensor-core kernel (w4a16_tc.py) is faster up to M = 8: from M = 4 when
+  N >= 2K (the gate/up projection, 11008 x 4096), from M = 2 when N >= 3K (fused QKV, the
+  LM head). Its multiply-adds run in mma instructions, where the GEMM's FMAs grow with M;
+  on narrow layers it must split K over many blocks, and their M x N partial sums cost
+  more than it saves.
 - Larger M (prefill, big batches): compute-bound; dequantize to fp16 once and let cuBLAS
   run the matmul on tensor cores.
 
@@ -34,7 +35,8 @@ def choose(m: int, n: int, k: int, group_size: int) -> str:
         return "dequant_matmul"
     if m == 1 and n % 32 == 0:
         return "gemv"
-    if 4 <= m <= 8 and n >= 2 * k and group_size & (group_size - 1) == 0:
+    wide = n >= 3 * k or (m >= 4 and n >= 2 * k)
+    if 2 <= m <= 8 and wide and group_size & (group_size - 1) == 0:
         return "tc"
     if m <= GEMM_UP_TO:
         return "gemm"

@@ -59,8 +59,10 @@ def test_dispatch_choice():
     assert dispatch.choose(1, 4096, 4096, 128) == "gemv"
     assert dispatch.choose(1, 40, 4096, 128) == "gemm"            # N % 32 != 0: no 16-byte loads
     assert dispatch.choose(4, 4096, 4096, 128) == "gemm"
-    assert dispatch.choose(8, 12288, 4096, 128) == "tc"            # wide layer: tensor cores
-    assert dispatch.choose(2, 12288, 4096, 128) == "gemm"
+    assert dispatch.choose(8, 12288, 4096, 128) == "tc"            # wide layers: tensor cores
+    assert dispatch.choose(2, 12288, 4096, 128) == "tc"
+    assert dispatch.choose(2, 11008, 4096, 128) == "gemm"
+    assert dispatch.choose(4, 11008, 4096, 128) == "tc"
     assert dispatch.choose(dispatch.GEMM_UP_TO + 1, 4096, 4096, 128) == "dequant_matmul"
     assert dispatch.choose(1, 4096, 4096, 48) == "dequant_matmul"  # group size not a multiple of 32
 
