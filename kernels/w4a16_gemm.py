@@ -24,7 +24,7 @@ from numba import cuda, float32, uint32
 
 from labkit.kernels import launch as L
 from labkit.kernels import measure, ptx, splitk
-from labkit.kernels.packing import dequantize_int4, random_int4_layer
+from labkit.kernels.packing import dequantize_int4
 from labkit.kernels.w4a16_gemv import MAGIC, NIBBLE
 
 CHUNK = 32  # rows of K per task, all loaded before use ...
@@ -180,28 +180,16 @@ def w4a16_gemm(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, sca
 def check(m: int = 3, n: int = 40, k: int = 96, group_size: int = 32,
           tile: tuple[int, int, int] | None = (4, 2, 2), seed: int | None = None) -> float:
     """Run the kernel on fresh random inputs; return the relative error (raises if too large)."""
-    gen = torch.Generator().manual_seed(seed) if seed is not None else None
-    dev = L.device()
-    qweight, qzeros, scales = random_int4_layer(n, k, group_size, dev, gen)
-    x = torch.randn(m, k, generator=gen).half().to(dev)
-    w = dequantize_int4(qweight, qzeros, scales, group_size).double()
-    want, abs_want = x.double() @ w.t(), x.double().abs() @ w.abs().t()
-    out = measure.poisoned((m, n), torch.float16, dev)
-    w4a16_gemm(x, qweight, qzeros, scales, group_size, out=out, tile=tile)
-    return measure.assert_close(f"w4a16_gemm M={m} N={n} K={k} g={group_size}", out, want,
-                                measure.dot_tolerance(k, want, abs_want))
+    def run(x, qweight, qzeros, scales, group_size, out):
+        w4a16_gemm(x, qweight, qzeros, scales, group_size, out=out, tile=tile)
+
+    return measure.check_int4_linear("w4a16_gemm", run, m, n, k, group_size, seed)
 
 
 def bench(m: int, n: int, k: int, group_size: int = 128) -> dict:
     """Time the kernel and fp16 torch.matmul for M rows on one layer shape (GPU only)."""
-    layer_bytes = k * n // 2 + (k // group_size) * n * 5 // 2
-    sets = measure.sets_for(layer_bytes)
-    layers = [random_int4_layer(n, k, group_size, "cuda") for _ in range(sets)]
-    x = torch.randn(m, k, device="cuda").half()
-    out = torch.empty(m, n, device="cuda", dtype=torch.float16)
-    us = measure.time_us(lambda i: w4a16_gemm(x, *layers[i], group_size, out=out), sets)
-    dense = [torch.randn(k, n, device="cuda").half() for _ in range(measure.sets_for(2 * k * n))]
-    torch_us = measure.time_us(lambda i: torch.matmul(x, dense[i], out=out), len(dense))
-    return {"kernel": "w4a16_gemm", "shape": f"M={m} N={n} K={k} g={group_size}", "us": us,
-            "bytes": layer_bytes + 2 * m * (k + n), "flops": 2 * m * n * k, "torch_us": torch_us,
-            "tile": list(plan(m, n, k))}
+    def run(x, qweight, qzeros, scales, group_size, out):
+        w4a16_gemm(x, qweight, qzeros, scales, group_size, out=out)
+
+    row = measure.bench_int4_linear("w4a16_gemm", run, m, n, k, group_size)
+    return {**row, "tile": list(plan(m, n, k))}
