@@ -121,10 +121,11 @@ def sets_for(nbytes_per_set: int, l2_bytes: int = 50 << 20) -> int:
     return max(2, min(16, -(-4 * l2_bytes // max(nbytes_per_set, 1))))
 
 
-def check_int4_linear(name: str, run: Callable[..., object], m: int, n: int, k: int, group_size: int,
-                      seed: int | None) -> float:
-    """Check an int4 linear kernel `run(x, qweight, qzeros, scales, group_size, out)` for M rows
-    of X on fresh random inputs against float64 over the dequantized weights."""
+def check_int4_linear(kernel: Callable[..., object], m: int, n: int, k: int, group_size: int, seed: int | None,
+                      **options: object) -> float:
+    """Check an int4 linear kernel, called as `kernel(x, qweight, qzeros, scales, group_size,
+    out=out, **options)`, for M rows of X on fresh random inputs against float64 over the
+    dequantized weights."""
     from labkit.kernels.launch import device
     from labkit.kernels.packing import dequantize_int4, random_int4_layer
 
@@ -134,13 +135,14 @@ def check_int4_linear(name: str, run: Callable[..., object], m: int, n: int, k: 
     w = dequantize_int4(qweight, qzeros, scales, group_size).double()
     want, abs_want = x.double() @ w.t(), x.double().abs() @ w.abs().t()
     out = poisoned((m, n), torch.float16, device())
-    run(x, qweight, qzeros, scales, group_size, out)
-    return assert_close(f"{name} M={m} N={n} K={k} g={group_size}", out, want, dot_tolerance(k, want, abs_want))
+    kernel(x, qweight, qzeros, scales, group_size, out=out, **options)
+    return assert_close(f"{kernel.__name__} M={m} N={n} K={k} g={group_size}", out, want,
+                        dot_tolerance(k, want, abs_want))
 
 
-def bench_int4_linear(name: str, run: Callable[..., object], m: int, n: int, k: int, group_size: int) -> dict:
-    """Time `run(x, qweight, qzeros, scales, group_size, out)` and fp16 torch.matmul for M rows
-    on one layer shape (GPU only): a bench row without the derived columns."""
+def bench_int4_linear(kernel: Callable[..., object], m: int, n: int, k: int, group_size: int) -> dict:
+    """Time `kernel(x, qweight, qzeros, scales, group_size, out=out)` and fp16 torch.matmul for
+    M rows on one layer shape (GPU only): a bench row without the derived columns."""
     from labkit.kernels.packing import random_int4_layer
 
     layer_bytes = k * n // 2 + (k // group_size) * n * 5 // 2  # codes, fp16 scales, packed zeros
@@ -148,9 +150,9 @@ def bench_int4_linear(name: str, run: Callable[..., object], m: int, n: int, k: 
     layers = [random_int4_layer(n, k, group_size, "cuda") for _ in range(sets)]
     x = torch.randn(m, k, device="cuda").half()
     out = torch.empty(m, n, device="cuda", dtype=torch.float16)
-    us = time_us(lambda i: run(x, *layers[i], group_size, out), sets)
+    us = time_us(lambda i: kernel(x, *layers[i], group_size, out=out), sets)
     dense = [torch.randn(k, n, device="cuda").half() for _ in range(sets_for(2 * k * n))]
     torch_us = time_us(lambda i: torch.matmul(x, dense[i], out=out), len(dense))
-    return {"kernel": name, "shape": f"M={m} N={n} K={k} g={group_size}", "us": us,
+    return {"kernel": kernel.__name__, "shape": f"M={m} N={n} K={k} g={group_size}", "us": us,
             "bytes": layer_bytes + 2 * m * (k + n), "flops": 2 * m * n * k, "torch_us": torch_us}
 

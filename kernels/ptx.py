@@ -182,22 +182,6 @@ else:
 
         return types.float32(u), codegen
 
-    @intrinsic
-    def halves(typingctx, u):
-        ret = types.UniTuple(types.float32, 2)
-
-        def codegen(context, builder, sig, args):
-            word = args[0] if args[0].type.width == 32 else builder.trunc(args[0], ir.IntType(32))
-            f32 = ir.FloatType()
-            asm = ir.InlineAsm(ir.FunctionType(ir.LiteralStructType([f32, f32]), [ir.IntType(32)]),
-                               "{ .reg .f16 lo, hi; mov.b32 {lo, hi}, $2; "
-                               "cvt.f32.f16 $0, lo; cvt.f32.f16 $1, hi; }", "=f,=f,r")
-            res = builder.call(asm, [word])
-            return context.make_tuple(builder, ret, [builder.extract_value(res, 0),
-                                                     builder.extract_value(res, 1)])
-
-        return ret(u), codegen
-
     def _word(builder, v):
         """An integer argument as the 32-bit register PTX wants."""
         if v.type.width == 32:
@@ -228,12 +212,15 @@ else:
         return typer
 
     def _intrinsic(n_args: int, typer):
-        """`typer` as an intrinsic of exactly n_args arguments (Numba wants a fixed arity)."""
+        """`typer` as an intrinsic of exactly n_args arguments: Numba lowers `*args` of an
+        intrinsic as one tuple argument, so the signature is written out."""
         names = ", ".join(f"a{i}" for i in range(n_args))
         scope = {"typer": typer}
         exec(f"def fn(typingctx, {names}):\n    return typer(typingctx, {names})", scope)
         return intrinsic(scope["fn"])
 
+    halves = _intrinsic(1, _asm("{ .reg .f16 lo, hi; mov.b32 {lo, hi}, $2; cvt.f32.f16 $0, lo; cvt.f32.f16 $1, hi; }",
+                                "ff", "r"))
     prmt = _intrinsic(3, _asm("prmt.b32 $0, $1, $2, $3;", "r", "rrr"))
     lop3_and_or = _intrinsic(3, _asm("lop3.b32 $0, $1, $2, $3, 0xEA;", "r", "rrr"))  # 0xEA: (a & b) | c
     hfma2 = _intrinsic(3, _asm("fma.rn.f16x2 $0, $1, $2, $3;", "r", "rrr"))

@@ -180,16 +180,10 @@ def w4a16_gemm(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, sca
 def check(m: int = 3, n: int = 40, k: int = 96, group_size: int = 32,
           tile: tuple[int, int, int] | None = (4, 2, 2), seed: int | None = None) -> float:
     """Run the kernel on fresh random inputs; return the relative error (raises if too large)."""
-    def run(x, qweight, qzeros, scales, group_size, out):
-        w4a16_gemm(x, qweight, qzeros, scales, group_size, out=out, tile=tile)
-
-    return measure.check_int4_linear("w4a16_gemm", run, m, n, k, group_size, seed)
+    return measure.check_int4_linear(w4a16_gemm, m, n, k, group_size, seed, tile=tile)
 
 
 def bench(m: int, n: int, k: int, group_size: int = 128) -> dict:
     """Time the kernel and fp16 torch.matmul for M rows on one layer shape (GPU only)."""
-    def run(x, qweight, qzeros, scales, group_size, out):
-        w4a16_gemm(x, qweight, qzeros, scales, group_size, out=out)
-
-    row = measure.bench_int4_linear("w4a16_gemm", run, m, n, k, group_size)
+    row = measure.bench_int4_linear(w4a16_gemm, m, n, k, group_size)
     return {**row, "tile": list(plan(m, n, k))}

@@ -4,26 +4,21 @@ import sys
 
 from labkit.cli import main
 
-MARKER = "import labkit.kernels, not kernels"  # in kernels/__init__.py of a labkit checkout
+CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # holds labkit/ and, in a checkout, kernels/
 
 
 def drop_checkout_root(path: list[str]) -> list[str]:
     """sys.path without the labkit checkout's root.
 
     `python -m` puts the current folder first on sys.path. In a checkout that makes kernels/
-    (installed as labkit.kernels) importable as a top-level `kernels`, the name of a Hugging
+    (installed as labkit.kernels) importable under its folder name, the name of a Hugging
     Face package that transformers probes for, and the probe then fails on kernels/'s guard.
-    labkit itself is already imported and finds its modules through labkit.__path__.
+    labkit itself is already imported and finds its modules through labkit.__path__. Only a
+    checkout (a folder with pyproject.toml beside labkit/) is dropped, never site-packages.
     """
-    def is_root(entry: str) -> bool:
-        init = os.path.join(os.path.abspath(entry or os.curdir), "kernels", "__init__.py")
-        try:
-            with open(init, encoding="utf-8") as f:
-                return MARKER in f.read()
-        except OSError:
-            return False
-
-    return [entry for entry in path if not is_root(entry)]
+    if not os.path.isfile(os.path.join(CHECKOUT, "pyproject.toml")):
+        return path
+    return [entry for entry in path if os.path.abspath(entry or os.curdir) != CHECKOUT]
 
 
 if __name__ == "__main__":
