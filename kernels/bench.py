@@ -149,7 +149,7 @@ def sweep_rows() -> list[dict]:
     for n, k in ((4096, 4096), (32000, 4096)):
         layers = [random_int4_layer(n, k, 128, "cuda") for _ in range(measure.sets_for(k * n // 2))]
         x = torch.randn(8, k, device="cuda").half()
-        for tile in ((8, 16), (8, 32), (4, 32)):
+        for tile in ((4, 32, 4, 3, 2), (8, 32, 4, 3, 1), (8, 32, 2, 2, 1), (8, 16, 8, 3, 1)):
             timed("w4a16_gemv", f"N={n} K={k}", {"tile": tile},
                   lambda i: w4a16_gemv.w4a16_gemv(x[:1], *layers[i], 128, tile=tile), len(layers))
         if n == 4096:
@@ -235,7 +235,7 @@ def compiler_report() -> list[dict]:
     and the blocks per SM the register file allows: what limits occupancy."""
     from labkit.kernels import dequant, paged_attention, w4a16_gemm, w4a16_gemv, w8a16_gemv
 
-    gemv_tile, gemm_tile = w4a16_gemv.plan(4096, 4096), w4a16_gemm.plan(8, 4096, 4096)[:2]
+    gemv_tile, gemm_tile = w4a16_gemv.plan(4096, 4096, 128), w4a16_gemm.plan(8, 4096, 4096)[:2]
     kernels = {  # the same factory arguments as the launchers use, so these are the compiled kernels
         "w4a16_gemv": (w4a16_gemv.make_kernel(*gemv_tile), gemv_tile[0] * gemv_tile[1]),
         "w4a16_gemm M=8": (w4a16_gemm.make_kernel(8, *gemm_tile, 1), gemm_tile[0] * gemm_tile[1]),

@@ -6,21 +6,26 @@ good when it streams them at close to the copy bandwidth. What that takes, in or
 
 - Coalesced, wide loads. Rows of `qweight` are K-major: thread `tx` of a block reads words
   4tx..4tx+3 of a row with one 16-byte load, so 8 threads read 128 contiguous bytes.
-- Bytes in flight. Each thread owns one task of CHUNK=16 rows and issues all 16 loads
-  (256 bytes) before using any; K is split over `ty` threads per block and over blocks
-  (splitk.py), so there are tens of thousands of such threads: enough outstanding loads
-  to cover the memory latency (Little's law: ~3 TB/s x ~1 us = ~3 MB in flight), and
-  blocks that compute while others wait.
-- Cheap dequantization. Converting 32 nibbles per load with int->float instructions
-  (quarter rate) would make the kernel compute-bound. Instead, OR-ing a nibble into the
-  mantissa of 2**23 (bits 0x4B000000) gives the float 2**23 + q exactly; subtracting 2**23
-  leaves q. Nibble m of each 16-bit half sits at bits 4m, so it is masked in place
-  (giving 16**m * q) and the activation is pre-scaled by 16**-m (exact: a power of two).
-  Per weight: one logic op, one add, one fma.
-- Zero points and scales once per task: sum_k x_k (q_k - z) s = s (sum_k x_k q_k - z sum_k x_k)
+- Bytes in flight, all the time. A thread owns 32 columns and a run of `rounds` x 8 rows
+  of K inside one quantization group, and streams it through a ring of `depth` register
+  stages: while it computes one round of 8 rows, the next depth - 1 rounds are loading
+  (Little's law: ~3 TB/s x ~1 us = ~3 MB must be in flight across the GPU). A thread that
+  loads everything first and then computes leaves the memory idle while it computes, and
+  a kernel that does that in whole waves of blocks runs at half the bandwidth (measured:
+  the previous version of this kernel, 43-58% of copy bandwidth on an H100).
+- Two instructions per weight. A nibble masked in place is the bit pattern of a
+  *subnormal* float: nibble m of a 16-bit half, at bits 4m, reads as q * 16**m * 2**-149.
+  Scaling the activation by 2**100 * 16**-m (exact: powers of two) turns one FFMA into
+  acc += q * x * 2**-49, exactly, and GPUs do FMAs on subnormal inputs at full speed (no
+  flush to zero without fastmath). Per weight: one AND, one FFMA. (The classic trick ORs the
+  nibble into the mantissa of 2**23 and subtracts 2**23 again: a third instruction.)
+- Zero points and scales once per run: sum_k x_k (q_k - z) s = s (sum_k x_k q_k - z sum_k x_k)
   within a group, so the inner loop never touches z or s.
 - A cheap reduction: partial sums go through padded shared memory (no bank conflicts),
   and across blocks through one split-K workspace, not atomics.
+
+`MAGIC` and friends are the 2**23 constants of the classic trick, which the kernels that
+convert a weight once and use it several times (GEMM, dequantize, attention) still use.
 """
 from __future__ import annotations
 
@@ -34,13 +39,13 @@ from labkit.kernels import launch as L
 from labkit.kernels import measure, ptx, splitk
 from labkit.kernels.packing import dequantize_int4, random_int4_layer
 
-CHUNK = 16  # rows of K per thread, all loaded at once: 16 x 16 bytes in flight
-ROUND = 8  # rows per unrolled round (two rounds per task; registers must be indexed by constants)
+ROUND = 8  # rows per round: one 16-byte load per row and thread, plus 8 activations (16 bytes)
 ROUND_WORDS = 4 * ROUND
-MAGIC = np.uint32(0x4B000000)  # bits of the float 2**23 (passed to kernels as an argument: see dot_round)
+X_SCALE = tuple(np.float32(2.0 ** (100 - 4 * m)) for m in range(4))  # x * 2**100 / 16**m
+UNSCALE = np.float32(2.0**49)  # subnormal q (2**-149) times x * 2**100 is q * x * 2**-49
+MAGIC = np.uint32(0x4B000000)  # bits of the float 2**23 (the classic trick, see above)
 MAGIC_F = np.float32(2.0**23)
 NIBBLE = np.uint32(0xF)
-SIXTEENTH = np.float32(1 / 16)
 
 
 def reference(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor,
@@ -50,85 +55,104 @@ def reference(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scal
     return x.double() @ w.t()
 
 
-@cuda.jit(device=True, inline="always")
-def dot_round(wq, xq, xs, acc, magic):
-    """acc[c] += x_k * 16**m q_k[c] over 8 rows (words wq, activations xq); returns sum x_k.
-
-    `magic` is MAGIC, but passed in as a kernel argument: a value the compiler cannot see
-    stays in a register, and (word & mask) | magic becomes one LOP3 instruction; with two
-    literal operands ptxas emits two (seen in the SASS: 2 LOP3 + FADD + FFMA per weight).
-    """
-    xsum = float32(0)
+@L.inlined
+def load_round(qweight, x, row, words, quad, wq, xq, stage):
+    """Into register stage `stage`: the 16-byte loads of rows row..row+7 and of their activations."""
     for u in range(ROUND):
-        x_even, x_odd = ptx.halves(xq[u // 2])
-        xk = x_even if u % 2 == 0 else x_odd
-        xsum += xk
-        xs[0] = xk
-        for m in range(1, 4):
-            xs[m] = xs[m - 1] * SIXTEENTH  # nibble m is read in place, i.e. times 16**m
-        for wi in range(4):
-            lo = wq[4 * u + wi]
-            hi = lo >> uint32(16)  # odd columns live in the high half
-            for m in range(4):
-                mask = NIBBLE << uint32(4 * m)
-                acc[8 * wi + 2 * m] += (ptx.as_float((lo & mask) | magic) - MAGIC_F) * xs[m]
-                acc[8 * wi + 2 * m + 1] += (ptx.as_float((hi & mask) | magic) - MAGIC_F) * xs[m]
-    return xsum
+        w0, w1, w2, w3 = ptx.load_u32x4_once(qweight, (row + u) * words + quad * 4)
+        b = ROUND_WORDS * stage + 4 * u
+        wq[b], wq[b + 1], wq[b + 2], wq[b + 3] = w0, w1, w2, w3
+    x0, x1, x2, x3 = ptx.load_u32x4(x, row // 2)
+    xq[4 * stage], xq[4 * stage + 1], xq[4 * stage + 2], xq[4 * stage + 3] = x0, x1, x2, x3
 
 
-@cuda.jit(device=True, inline="always")
-def load_round(qweight, xw, k0, words, quad, wq, xq):
-    """Issue the 16-byte loads of 8 rows of weights and of their 8 activations."""
-    for u in range(ROUND):
-        w0, w1, w2, w3 = ptx.load_u32x4(qweight, (k0 + u) * words + quad * 4)
-        wq[4 * u], wq[4 * u + 1], wq[4 * u + 2], wq[4 * u + 3] = w0, w1, w2, w3
-    xq[0], xq[1], xq[2], xq[3] = ptx.load_u32x4(xw, k0 // 2)
+@L.inlined
+def dot_round(wq, xq, stage, acc, xsum):
+    """acc[c] += q_k[c] * x_k * 2**-49 over the 8 rows of register stage `stage`; xsum[0] += sum x_k."""
+    for p in range(ROUND // 2):
+        x_even, x_odd = ptx.halves(xq[4 * stage + p])
+        for u in range(2):
+            xk = x_even if u == 0 else x_odd
+            xsum[0] += xk
+            xs0, xs1, xs2, xs3 = xk * X_SCALE[0], xk * X_SCALE[1], xk * X_SCALE[2], xk * X_SCALE[3]
+            for wi in range(4):
+                lo = wq[ROUND_WORDS * stage + 4 * (2 * p + u) + wi]
+                hi = lo >> uint32(16)  # odd columns live in the high half
+                for m in range(4):
+                    xs = xs0 if m == 0 else xs1 if m == 1 else xs2 if m == 2 else xs3
+                    mask = NIBBLE << uint32(4 * m)
+                    acc[8 * wi + 2 * m] += ptx.as_float(lo & mask) * xs
+                    acc[8 * wi + 2 * m + 1] += ptx.as_float(hi & mask) * xs
+
+
+def fill_step(i: int):
+    """Prologue step i: round i into stage i."""
+
+    @L.inlined
+    def fill(qweight, x, row0, words, quad, wq, xq, acc, xsum, unused):
+        load_round(qweight, x, row0 + ROUND * i, words, quad, wq, xq, i)
+
+    return fill
+
+
+def turn_step(i: int, rounds: int, depth: int):
+    """Step i: load round i + depth - 1 into the stage round i - 1 left free, then compute round i."""
+    ahead = i + depth - 1
+
+    @L.inlined
+    def turn(qweight, x, row0, words, quad, wq, xq, acc, xsum, unused):
+        if ahead < rounds:  # constants: decided when the kernel is compiled
+            load_round(qweight, x, row0 + ROUND * ahead, words, quad, wq, xq, ahead % depth)
+        dot_round(wq, xq, i % depth, acc, xsum)
+
+    return turn
 
 
 @functools.lru_cache(maxsize=None)
-def make_kernel(tx: int, ty: int):
-    """The GEMV kernel for blocks of tx x ty threads (tx column quads, ty tasks of K)."""
+def make_kernel(tx: int, ty: int, rounds: int, depth: int, min_blocks: int = 1):
+    """The GEMV for blocks of tx x ty threads (tx column quads, ty runs of `rounds` x 8 rows of
+    K), streaming each run through `depth` register stages (depth - 1 rounds in flight)."""
     red_size = ty * tx * 33  # one padded row of 33 floats per thread: conflict-free
+    fill = L.unrolled(fill_step, min(depth - 1, rounds))
+    turn = L.unrolled(lambda i: turn_step(i, rounds, depth), rounds)
+    run_rows, ring_words, ring_x = ROUND * rounds, ROUND_WORDS * depth, 4 * depth
 
-    @L.kernel(threads=tx * ty)
-    def gemv(x, qweight, qzeros, scales, group_size, magic, partial, counters, out):
+    @L.kernel(threads=tx * ty, min_blocks=min_blocks)
+    def gemv(x, qweight, qzeros, scales, group_size, partial, counters, out):
         # x: fp16 [K] as int32 pairs; scales: fp16 [K/g, N] as int32 pairs; out: fp16 [N]
         words = qweight.shape[1]
         n = words * 8
         tix, tiy = cuda.threadIdx.x, cuda.threadIdx.y
         quad = cuda.blockIdx.x * tx + tix  # this thread owns columns 32*quad .. 32*quad + 31
-        task = cuda.blockIdx.y * ty + tiy  # ... and rows CHUNK*task .. CHUNK*task + CHUNK - 1
+        row0 = (cuda.blockIdx.y * ty + tiy) * run_rows  # ... and rows row0 .. row0 + run_rows - 1
         acc = cuda.local.array(32, float32)
-        wa = cuda.local.array(ROUND_WORDS, uint32)
-        wb = cuda.local.array(ROUND_WORDS, uint32)
-        xa = cuda.local.array(4, uint32)
-        xb = cuda.local.array(4, uint32)
-        xs = cuda.local.array(4, float32)
+        wq = cuda.local.array(ring_words, uint32)
+        xq = cuda.local.array(ring_x, uint32)
+        xsum = cuda.local.array(1, float32)
         zq = cuda.local.array(4, uint32)
         sq = cuda.local.array(16, uint32)
         for c in range(32):
             acc[c] = 0
-        if quad * 4 < words and task < qweight.shape[0] // CHUNK:
-            k0 = task * CHUNK
-            g = k0 // group_size
-            load_round(qweight, x, k0, words, quad, wa, xa)  # every load first: the thread waits
-            load_round(qweight, x, k0 + ROUND, words, quad, wb, xb)  # for them, not for arithmetic
-            z0, z1, z2, z3 = ptx.load_u32x4(qzeros, g * words + quad * 4)
+        xsum[0] = 0
+        if quad * 4 < words and row0 < qweight.shape[0]:
+            g = row0 // group_size  # the run lies inside one group
+            fill(qweight, x, row0, words, quad, wq, xq, acc, xsum, 0)
+            z0, z1, z2, z3 = ptx.load_u32x4(qzeros, g * words + quad * 4)  # needed only at the end
             zq[0], zq[1], zq[2], zq[3] = z0, z1, z2, z3
             for i in range(4):
                 s0, s1, s2, s3 = ptx.load_u32x4(scales, g * (n // 2) + quad * 16 + 4 * i)
                 sq[4 * i], sq[4 * i + 1], sq[4 * i + 2], sq[4 * i + 3] = s0, s1, s2, s3
-            xsum = dot_round(wa, xa, xs, acc, magic) + dot_round(wb, xb, xs, acc, magic)
+            turn(qweight, x, row0, words, quad, wq, xq, acc, xsum, 0)
             # this group's zero points and scales: s * (sum_k x_k q_k - z * sum_k x_k)
             for wi in range(4):
                 for m in range(4):
                     s_even, s_odd = ptx.halves(sq[4 * wi + m])
-                    z_even = ptx.as_float(((zq[wi] >> uint32(4 * m)) & NIBBLE) | MAGIC) - MAGIC_F
-                    z_odd = ptx.as_float(((zq[wi] >> uint32(4 * m + 16)) & NIBBLE) | MAGIC) - MAGIC_F
-                    acc[8 * wi + 2 * m] = s_even * (acc[8 * wi + 2 * m] - z_even * xsum)
-                    acc[8 * wi + 2 * m + 1] = s_odd * (acc[8 * wi + 2 * m + 1] - z_odd * xsum)
+                    z_even = float32((zq[wi] >> uint32(4 * m)) & NIBBLE)
+                    z_odd = float32((zq[wi] >> uint32(4 * m + 16)) & NIBBLE)
+                    acc[8 * wi + 2 * m] = s_even * (acc[8 * wi + 2 * m] * UNSCALE - z_even * xsum[0])
+                    acc[8 * wi + 2 * m + 1] = s_odd * (acc[8 * wi + 2 * m + 1] * UNSCALE - z_odd * xsum[0])
 
-        # add the ty tasks of this block ...
+        # add the ty runs of this block ...
         red = cuda.shared.array(red_size, float32)
         tid = tiy * tx + tix
         for c in range(32):
@@ -155,50 +179,59 @@ def make_kernel(tx: int, ty: int):
     return gemv
 
 
-def plan(n: int, k: int) -> tuple[int, int]:
-    """Block shape (tx, ty): 8 column quads (256 columns, 128-byte rows) x 32 tasks of 16 rows.
+def plan(n: int, k: int, group_size: int) -> tuple[int, int, int, int, int]:
+    """(tx, ty, rounds, depth, min_blocks): runs of 4 rounds (32 rows) through 3 register
+    stages, 32 runs per block along K, and 4 column quads per block (8 on very wide layers).
 
-    One task per thread: the K dimension is covered by ceil(K / (16 * ty)) blocks per
-    column tile, so a 4096 x 4096 layer runs 128 blocks of 256 threads and a 32000 x 4096
-    one 1000, and the SMs overlap one block's loads with another's arithmetic. (On an H100,
-    ty = 32 beat 16 by 4-17%: fewer partial sums to add across blocks.)
+    Chosen on an H100 among 20 variants (docs/benchmarks.md, GEMV sweep): runs of 32 rows
+    beat 16 (more loads in flight per thread) and 64 or 128 (too few threads for a layer of
+    4096 columns); 4 quads per block beat 8 by 2-4% except on the 32000-column LM head,
+    where 8 won by 5%. Runs shrink when the group is smaller than 32 rows.
     """
-    return (8 if n >= 256 else max(1, n // 32)), 32
+    rounds = 4
+    while (group_size // ROUND) % rounds:
+        rounds //= 2
+    tx = 8 if n >= 16384 else 4
+    tx = min(tx, max(1, n // 32))
+    return tx, 32, rounds, 3, 2 if tx * 32 <= 128 else 1
 
 
 def w4a16_gemv(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor,
                group_size: int, out: torch.Tensor | None = None,
-               tile: tuple[int, int] | None = None) -> torch.Tensor:
+               tile: tuple[int, int, int, int, int] | None = None) -> torch.Tensor:
     """x @ W.T for a single row x ([K] or [1, K], fp16) and AWQ-packed int4 W: fp16 [..., N].
 
-    Needs N % 32 == 0 (each thread loads 16 bytes = 32 columns), group_size % 16 == 0 and
-    16-byte aligned tensors; `dispatch.w4a16_linear` falls back otherwise.
-    `tile` = (tx, ty) overrides `plan` (tests use tiny blocks in the simulator).
+    Needs N % 32 == 0 (each thread loads 16 bytes = 32 columns), group_size % 8 == 0 and
+    16-byte aligned tensors; `dispatch.w4a16_linear` falls back otherwise. `tile` =
+    (tx, ty, rounds, depth, min_blocks) overrides `plan` (tests use tiny blocks in the
+    simulator); a run of rounds x 8 rows must divide the group.
     """
     k, words = qweight.shape
     n = words * 8
     L.require(x.dtype == torch.float16 and x.numel() == k and x.is_contiguous(),
               f"w4a16_gemv wants a contiguous fp16 x with {k} elements, got {x.dtype} {tuple(x.shape)}")
     L.require(n % 32 == 0, f"w4a16_gemv needs N % 32 == 0 (16-byte loads), got N={n}")
-    L.require(group_size % CHUNK == 0 and k % group_size == 0,
-              f"w4a16_gemv needs group_size % {CHUNK} == 0 and K % group_size == 0, got g={group_size}, K={k}")
+    L.require(group_size % ROUND == 0 and k % group_size == 0,
+              f"w4a16_gemv needs group_size % {ROUND} == 0 and K % group_size == 0, got g={group_size}, K={k}")
     L.require(qzeros.shape == (k // group_size, words) and scales.shape == (k // group_size, n),
               "w4a16_gemv: qzeros/scales shapes do not match qweight")
     for t in (x, qweight, qzeros, scales):
         L.require(t.is_contiguous() and t.data_ptr() % 16 == 0, "w4a16_gemv needs contiguous 16-byte aligned tensors")
-    tx, ty = tile or plan(n, k)
-    tiles, splits = -(-n // (32 * tx)), -(-k // (CHUNK * ty))
+    tx, ty, rounds, depth, min_blocks = tile or plan(n, k, group_size)
+    L.require(group_size % (ROUND * rounds) == 0,
+              f"w4a16_gemv: runs of {ROUND * rounds} rows must divide the group size {group_size}")
+    tiles, splits = -(-n // (32 * tx)), -(-k // (ROUND * rounds * ty))
     if out is None:
         out = torch.empty(*x.shape[:-1], n, dtype=torch.float16, device=x.device)
     partial = L.workspace("w4a16_gemv.partial", (max(splits, 2) * n,), torch.float32, x.device)
     counters = L.workspace("w4a16_gemv.counters", (tiles,), torch.int32, x.device)
-    L.launch(make_kernel(tx, ty), (tiles, splits), (tx, ty), x.view(torch.int32), qweight, qzeros,
-             scales.view(torch.int32), group_size, MAGIC, partial, counters, out.view(-1))
+    L.launch(make_kernel(tx, ty, rounds, depth, min_blocks), (tiles, splits), (tx, ty), x.view(torch.int32),
+             qweight, qzeros, scales.view(torch.int32), group_size, partial, counters, out.view(-1))
     return out
 
 
 def check(n: int = 96, k: int = 192, group_size: int = 64,
-          tile: tuple[int, int] | None = (2, 2), seed: int | None = None) -> float:
+          tile: tuple[int, int, int, int, int] | None = (2, 2, 2, 2, 1), seed: int | None = None) -> float:
     """Run the kernel on fresh random inputs; return the relative error (raises if too large)."""
     gen = torch.Generator().manual_seed(seed) if seed is not None else None
     dev = L.device()
@@ -224,4 +257,4 @@ def bench(n: int, k: int, group_size: int = 128) -> dict:
     torch_us = measure.time_us(lambda i: torch.matmul(x, dense[i], out=out), len(dense))
     nbytes = layer_bytes + 2 * k + 2 * n
     return {"kernel": "w4a16_gemv", "shape": f"N={n} K={k} g={group_size}", "us": us,
-            "bytes": nbytes, "flops": 2 * n * k, "torch_us": torch_us, "tile": list(plan(n, k))}
+            "bytes": nbytes, "flops": 2 * n * k, "torch_us": torch_us, "tile": list(plan(n, k, group_size))}

@@ -1,8 +1,8 @@
 """W4A16 on tensor cores: Y = X @ W.T for M = 1..8 rows of X, W AWQ-packed int4.
 
-The CUDA-core kernels (w4a16_gemv.py, w4a16_gemm.py) spend about three instructions per
-weight (mask, convert, multiply-add in fp32). At batch 1 that is ~70% of the time the
-weights take to stream, so loads and arithmetic must overlap almost perfectly to approach
+The CUDA-core kernels spend two (w4a16_gemv.py, one row) or more (w4a16_gemm.py: a convert,
+then one fp32 multiply-add per row) instructions per weight. At batch 1 that is about half
+the time the weights take to stream, so loads and arithmetic must overlap well to approach
 the bandwidth limit, and at M = 8 the fp32 FMAs alone set the speed. This kernel moves the
 multiply-adds to tensor cores and halves the dequantization:
 

@@ -9,9 +9,10 @@ from labkit.kernels.packing import dequantize_int4, random_int4_layer
 
 
 @pytest.mark.parametrize("n, k, g, tile", [
-    (96, 192, 64, (2, 2)),     # N not a multiple of the 64-column tile; K over 6 blocks
-    (64, 80, 16, (1, 2)),      # K = 5 tasks of 16 rows in blocks of 2: uneven
-    (160, 256, 128, (4, 3)),     # group 128, 16 tasks in blocks of 3: uneven
+    (96, 192, 64, (2, 2, 2, 2, 1)),     # N not a multiple of the 64-column tile; K over 6 blocks
+    (64, 80, 16, (1, 2, 2, 3, 1)),      # K = 5 runs of 16 rows in blocks of 2: uneven; all rounds in flight
+    (160, 256, 128, (4, 3, 4, 3, 1)),   # group 128, 8 runs of 32 rows in blocks of 3; the ring turns
+    (64, 96, 32, (2, 4, 1, 2, 1)),      # one round per run: 12 runs, 3 groups
 ])
 def test_w4a16_gemv(n, k, g, tile, seed):
     assert w4a16_gemv.check(n, k, g, tile, seed=seed) >= 0
