@@ -21,13 +21,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
 from labkit.engine import ops
 from labkit.engine.kv_cache import PagedKVCache
 from labkit.engine.scheduler import Batch
 from labkit.engine.sequence import Sequence
-from labkit.models.llama import Llama
+from labkit.models.llama import Llama, attention
 
 
 @dataclass
@@ -126,10 +125,14 @@ class PagedAttention:
 
 
 def _causal(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """q [H, n, D] are the last n of the S keys [H_kv, S, D]: query i sees keys 0 .. S - n + i."""
+    """q [H, n, D] are the last n of the S keys [H_kv, S, D]: query i sees keys 0 .. S - n + i.
+
+    Called with a batch dimension: given 3-D inputs, SDPA on a GPU falls back to its
+    unfused "math" implementation (seen on an H100: half a millisecond of host time and a
+    materialized score matrix per layer and chunk)."""
     n, S = q.shape[1], k.shape[1]
     mask = torch.ones(n, S, dtype=torch.bool, device=q.device).tril(S - n) if n > 1 else None
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=q.shape[0] != k.shape[0])
+    return attention(q[None], k[None], v[None], mask)[0]
 
 
 class NumbaAttention(PagedAttention):
