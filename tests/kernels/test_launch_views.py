@@ -22,3 +22,34 @@ def test_views_are_cached_by_value_and_own_nothing():
     del t
     gc.collect()
     assert alive() is None                                         # the cached view did not keep it
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_fast_launch_passes_the_same_arguments_as_numba():
+    import numpy as np
+    from numba import cuda
+
+    from labkit.kernels import launch as L
+
+    @cuda.jit
+    def affine(x, out, a, b, c):   # out[i, j] = x[i, j] * a + b + c, over a 2-D array
+        i, j = cuda.grid(2)
+        if i < x.shape[0] and j < x.shape[1]:
+            out[i, j] = x[i, j] * a + b + c
+
+    def run(x):
+        out = torch.full_like(x, float("nan"))
+        L.launch(affine, (2, 3), (16, 16), x, out, 0.5, 3, np.uint32(7))
+        torch.cuda.synchronize()
+        return out
+
+    x = torch.randn(20, 40, device="cuda", dtype=torch.float32)
+    first = run(x)                                                  # through Numba: types and compiles
+    key = next(k for k in L._fast if k and k[0] is affine)
+    assert L._fast[key]                                             # ... and records the fast entry
+    y = torch.randn(30, 33, device="cuda", dtype=torch.float32)    # new shape and address: the fast path
+    for got, inp in ((first, x), (run(y), y), (run(x), x)):
+        assert torch.equal(got, inp * 0.5 + 10)
+    strided = torch.randn(40, 20, device="cuda").t()               # not contiguous: always through Numba
+    assert torch.equal(run(strided), strided * 0.5 + 10)
