@@ -11,8 +11,9 @@ good when it streams them at close to the copy bandwidth. What that takes, in or
   stages: while it computes one round of 8 rows, the next depth - 1 rounds are loading
   (Little's law: ~3 TB/s x ~1 us = ~3 MB must be in flight across the GPU). A thread that
   loads everything first and then computes leaves the memory idle while it computes, and
-  a kernel that does that in whole waves of blocks runs at half the bandwidth (measured:
-  the previous version of this kernel, 43-58% of copy bandwidth on an H100).
+  a kernel that does that in whole waves of blocks runs at half the bandwidth (measured on
+  an H100: the previous version of this kernel, 43-58% of the copy bandwidth on the large
+  Llama layers; this one 55-75%, docs/benchmarks.md).
 - Two instructions per weight. A nibble masked in place is the bit pattern of a
   *subnormal* float: nibble m of a 16-bit half, at bits 4m, reads as q * 16**m * 2**-149.
   Scaling the activation by 2**100 * 16**-m (exact: powers of two) turns one FFMA into
