@@ -29,11 +29,6 @@ from numba import config, cuda
 
 SIMULATOR = bool(config.ENABLE_CUDASIM)
 
-if not SIMULATOR:
-    from numba.cuda import dispatcher as _numba_dispatcher  # its own launch API (cuda.core), for _fast_launch
-    from numba.cuda import types
-    from numba.cuda.typing.typeof import Purpose, typeof
-
 if SIMULATOR:
     import sys
     import threading
@@ -64,6 +59,10 @@ if SIMULATOR:
             return self._allocations[key]
 
     FakeCUDAShared.array = _shared_array
+else:
+    from numba.cuda import dispatcher as _numba_dispatcher  # its own launch API (cuda.core), for _fast_launch
+    from numba.cuda import types
+    from numba.cuda.typing.typeof import Purpose, typeof
 
 
 def kernel(threads: int, min_blocks: int = 1, fastmath: bool = False) -> Any:

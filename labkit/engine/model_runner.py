@@ -253,8 +253,9 @@ class ModelRunner:
 
         Each step is written into pinned host copies of those buffers, and the graph starts
         with the asynchronous copies from them (instead of a dozen small blocking transfers
-        and fills, or five launches from the host per step). The buffers stay separate tensors: inputs that alias one storage confuse torch.compile
-        across the recompiles of the buckets. Padding rows write to the scratch block and
+        and fills, or five launches from the host per step). The buffers stay separate
+        tensors: inputs that alias one storage confuse torch.compile across the recompiles
+        of the buckets. Padding rows write to the scratch block and
         attend to one token of it. Buckets are captured largest first so the smaller ones
         reuse its memory pool.
         """
