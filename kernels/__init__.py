@@ -17,8 +17,9 @@ Each kernel file reads the same way: reference (torch) -> kernel (Numba) -> laun
 - launch.py, ptx.py, splitk.py, measure.py   launch plumbing, PTX primitives, split-K, timing
 - bench.py          `labkit bench kernels`
 """
-if __name__ == "kernels":  # imported from the repo root as a top-level module
-    raise ImportError("import labkit.kernels, not kernels: a top-level 'kernels' clashes with Hugging Face's package")
+if __name__ != "labkit.kernels":  # e.g. found as a top-level module from the repository root
+    raise ImportError(f"this folder is labkit.kernels, not {__name__!r}: a top-level 'kernels' clashes with "
+                      "Hugging Face's package")
 
 import os
 import sys

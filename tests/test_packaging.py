@@ -37,9 +37,9 @@ def test_every_package_folder_is_packaged():
 
 
 def test_kernels_only_as_labkit_kernels():
-    # kernels/__init__.py run under its folder's name, as a top-level import from the root would run it
+    # kernels/__init__.py run as a top-level module (any name but labkit.kernels) refuses to load
     code = ("import importlib.util, labkit.kernels\n"
-            "spec = importlib.util.spec_from_file_location('kernels', 'kernels/__init__.py')\n"
+            "spec = importlib.util.spec_from_file_location('checkout_folder', 'kernels/__init__.py')\n"
             "try:\n    spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
             "except ImportError:\n    print('refused')\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
