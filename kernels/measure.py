@@ -155,4 +155,3 @@ def bench_int4_linear(kernel: Callable[..., object], m: int, n: int, k: int, gro
     torch_us = time_us(lambda i: torch.matmul(x, dense[i], out=out), len(dense))
     return {"kernel": kernel.__name__, "shape": f"M={m} N={n} K={k} g={group_size}", "us": us,
             "bytes": layer_bytes + 2 * m * (k + n), "flops": 2 * m * n * k, "torch_us": torch_us}
-

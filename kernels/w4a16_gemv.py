@@ -38,7 +38,7 @@ from numba import cuda, float32, uint32
 
 from labkit.kernels import launch as L
 from labkit.kernels import measure, ptx, splitk
-from labkit.kernels.packing import dequantize_int4, random_int4_layer
+from labkit.kernels.packing import dequantize_int4
 
 ROUND = 8  # rows per round: one 16-byte load per row and thread, plus 8 activations (16 bytes)
 ROUND_WORDS = 4 * ROUND
@@ -234,28 +234,10 @@ def w4a16_gemv(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, sca
 def check(n: int = 96, k: int = 192, group_size: int = 64,
           tile: tuple[int, int, int, int, int] | None = (2, 2, 2, 2, 1), seed: int | None = None) -> float:
     """Run the kernel on fresh random inputs; return the relative error (raises if too large)."""
-    gen = torch.Generator().manual_seed(seed) if seed is not None else None
-    dev = L.device()
-    qweight, qzeros, scales = random_int4_layer(n, k, group_size, dev, gen)
-    x = torch.randn(k, generator=gen).half().to(dev)
-    w = dequantize_int4(qweight, qzeros, scales, group_size).double()
-    want, abs_want = x.double() @ w.t(), x.double().abs() @ w.abs().t()
-    out = measure.poisoned((n,), torch.float16, dev)
-    w4a16_gemv(x, qweight, qzeros, scales, group_size, out=out, tile=tile)
-    return measure.assert_close(f"w4a16_gemv N={n} K={k} g={group_size}", out, want,
-                                measure.dot_tolerance(k, want, abs_want))
+    return measure.check_int4_linear(w4a16_gemv, 1, n, k, group_size, seed, tile=tile)
 
 
 def bench(n: int, k: int, group_size: int = 128) -> dict:
     """Time the kernel and fp16 torch.matmul on one layer shape (GPU only)."""
-    layer_bytes = k * n // 2 + (k // group_size) * n * 2 + (k // group_size) * n // 2
-    sets = measure.sets_for(layer_bytes)
-    layers = [random_int4_layer(n, k, group_size, "cuda") for _ in range(sets)]
-    x = torch.randn(1, k, device="cuda").half()
-    out = torch.empty(1, n, device="cuda", dtype=torch.float16)
-    us = measure.time_us(lambda i: w4a16_gemv(x, *layers[i], group_size, out=out), sets)
-    dense = [torch.randn(k, n, device="cuda").half() for _ in range(measure.sets_for(2 * k * n))]
-    torch_us = measure.time_us(lambda i: torch.matmul(x, dense[i], out=out), len(dense))
-    nbytes = layer_bytes + 2 * k + 2 * n
-    return {"kernel": "w4a16_gemv", "shape": f"N={n} K={k} g={group_size}", "us": us,
-            "bytes": nbytes, "flops": 2 * n * k, "torch_us": torch_us, "tile": list(plan(n, k, group_size))}
+    row = measure.bench_int4_linear(w4a16_gemv, 1, n, k, group_size)
+    return {**row, "shape": f"N={n} K={k} g={group_size}", "tile": list(plan(n, k, group_size))}
