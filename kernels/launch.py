@@ -126,11 +126,11 @@ VIEW_CACHE_SIZE = 4096
 def as_array(t: torch.Tensor) -> Any:
     """A zero-copy Numba view of a tensor (a numpy view under the simulator).
 
-    Building a Numba device array from `__cuda_array_interface__` costs ~60 us of host time,
-    and Numba types a fresh array again at launch: with 5-8 arrays per kernel, eager steps
-    (a prefill runs ~160 launches) spent most of their time here. A view is only (address,
-    shape, strides, dtype), so views are cached by that key; they are made without an owner,
-    so the cache keeps no tensor alive (the caller's tensors live through the launch).
+    Views serve the launches that go through Numba (a kernel's first launch with a kind of
+    arguments, and non-contiguous tensors, see `launch`). Building a Numba device array from
+    `__cuda_array_interface__` costs ~60 us of host time; a view is only (address, shape,
+    strides, dtype), so views are cached by that key. They are made without an owner, so the
+    cache keeps no tensor alive (the caller's tensors live through the launch).
     """
     if SIMULATOR:
         return t.detach().numpy()
