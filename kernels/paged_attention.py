@@ -14,9 +14,12 @@ good when it streams the cache at close to copy bandwidth. How this kernel gets 
   and keeps its own running max and sum (online softmax), so warps never wait for each
   other until the end, where they merge through shared memory.
 - Split-K (flash-decoding): a long context is cut into partitions handled by different
-  blocks; each writes its unnormalized output, max and sum, and `combine` merges them.
-  This is what fills the GPU at batch 1 with 32k tokens, where one block per KV head
-  would leave most SMs idle.
+  blocks; each writes its unnormalized output, max and sum, and the last block of a
+  (sequence, head group) to finish merges them (the ticket counter of `splitk`). This is
+  what fills the GPU at batch 1 with 32k tokens, where one block per KV head would leave
+  most SMs idle. The merge stays inside the launch: a second kernel costs a few
+  microseconds per layer in a decode step, more than the merge itself, and a sequence
+  whose context fits one partition writes its output directly.
 
 Scores are computed as exp2(q.k * scale * log2 e - max): the scale folds into q once.
 The same kernel reads int8/int4 caches (kv_quant.py): `bits` picks how a lane unpacks its
@@ -33,15 +36,16 @@ import torch.nn.functional as F
 from numba import cuda, float32, uint32
 
 from labkit.kernels import launch as L
-from labkit.kernels import measure, ptx
+from labkit.kernels import measure, ptx, splitk
 from labkit.kernels.w4a16_gemv import MAGIC, MAGIC_F
 
 E = 8  # head_dim elements per lane
 NEG = np.float32(-1e30)  # "minus infinity" that stays finite under fast math
 LOG2E = 1.4426950408889634
 BYTE = np.uint32(0xFF)
-COMBINE_THREADS = 64  # threads per (sequence, head) that merge the partitions
 NIBBLE = np.uint32(0xF)
+MAX_PARTS = 128  # partitions per sequence at most: the merge keeps one weight per (head, partition) in shared memory
+MERGE_LOADS = 8  # partitions whose partial outputs a thread of the merge loads at once
 
 
 # ----------------------------------------------------------------------------- reference
@@ -111,6 +115,68 @@ def make_kernel(head_dim: int, block_size: int, heads: int, bits: int, warps: in
     kv_words = steps * wpl
     smem_heads = warps * heads
     smem_acc = warps * heads * head_dim
+    quads = heads * head_dim // 4  # the merge reads partial outputs 4 floats (16 bytes) at a time
+    slices = min(warps, max(1, 32 * warps // quads))  # threads per quad, each over every slices-th partition
+    merge_weights, merge_words = heads * MAX_PARTS, 4 * MERGE_LOADS
+
+    @cuda.jit(device=True, inline="always")
+    def merge(m_part, l_part, acc_part, out, row0, n_parts, used, sm_acc):
+        """out = sum_p e^(m_p - M) acc_p / sum_p e^(m_p - M) l_p for the block's heads (rows row0..).
+
+        First a warp per head turns the partitions' maxima and sums into weights (lanes over
+        partitions), then each thread adds 4 dims of the partial outputs over its slice of the
+        partitions, MERGE_LOADS 16-byte loads in flight: a loop of one dependent load per
+        partition waits for L2 once per partition (~30 us for 64 partitions, measured).
+        """
+        sm_f = cuda.shared.array(merge_weights, float32)
+        sm_inv = cuda.shared.array(heads, float32)
+        tid, warp, lane = cuda.threadIdx.x, cuda.threadIdx.x // 32, cuda.threadIdx.x % 32
+        for h in range(warp, heads, warps):
+            base = (row0 + h) * n_parts
+            mx = NEG
+            for p in range(lane, used, 32):
+                mx = max(mx, ptx.load_cg(m_part, base + p))
+            off = 16
+            while off > 0:
+                mx = max(mx, ptx.shfl_xor(mx, off))
+                off //= 2
+            weight = float32(0)
+            for p in range(lane, used, 32):
+                f = math.exp2(ptx.load_cg(m_part, base + p) - mx)
+                sm_f[h * MAX_PARTS + p] = f
+                weight += f * ptx.load_cg(l_part, base + p)
+            off = 16
+            while off > 0:
+                weight += ptx.shfl_xor(weight, off)
+                off //= 2
+            if lane == 0:
+                sm_inv[h] = 1 / weight
+        cuda.syncthreads()
+        words = cuda.local.array(merge_words, uint32)
+        for j in range(tid, quads * slices, 32 * warps):
+            quad, s = j % quads, j // quads
+            h, d = quad * 4 // head_dim, quad * 4 % head_dim
+            a0, a1, a2, a3 = float32(0), float32(0), float32(0), float32(0)
+            for p0 in range(s, used, slices * MERGE_LOADS):
+                for u in range(MERGE_LOADS):
+                    p = min(p0 + u * slices, used - 1)
+                    w0, w1, w2, w3 = ptx.load_cg_u32x4(acc_part, ((row0 + h) * n_parts + p) * head_dim + d)
+                    words[4 * u], words[4 * u + 1], words[4 * u + 2], words[4 * u + 3] = w0, w1, w2, w3
+                for u in range(MERGE_LOADS):
+                    p = p0 + u * slices
+                    f = sm_f[h * MAX_PARTS + p] if p < used else float32(0)
+                    a0 += f * ptx.as_float(words[4 * u])
+                    a1 += f * ptx.as_float(words[4 * u + 1])
+                    a2 += f * ptx.as_float(words[4 * u + 2])
+                    a3 += f * ptx.as_float(words[4 * u + 3])
+            at = s * heads * head_dim + quad * 4
+            sm_acc[at], sm_acc[at + 1], sm_acc[at + 2], sm_acc[at + 3] = a0, a1, a2, a3
+        cuda.syncthreads()
+        for i in range(tid, heads * head_dim, 32 * warps):
+            total = float32(0)
+            for s in range(slices):
+                total += sm_acc[s * heads * head_dim + i]
+            out[row0 * head_dim + i] = total * sm_inv[i // head_dim]
 
     @cuda.jit(device=True, inline="always")
     def unpack(words, at, vals, magic):
@@ -150,7 +216,7 @@ def make_kernel(head_dim: int, block_size: int, heads: int, bits: int, warps: in
 
     @L.kernel(threads=32 * warps, min_blocks=min_blocks, fastmath=True)
     def attention(q, k_cache, v_cache, k_sz, v_sz, block_tables, context_lens, scale_log2, partition, magic,
-                  out, m_part, l_part, acc_part):
+                  out, m_part, l_part, acc_part, counters):
         # q: fp16 [B, H, D] as int32 pairs; caches: [blocks, H_kv, block_size, row_words] int32;
         # k_sz/v_sz: fp16 (scale, zero) pairs as int32 [blocks, H_kv, block_size] (quantized only)
         n_heads = q.shape[1]
@@ -286,6 +352,7 @@ def make_kernel(head_dim: int, block_size: int, heads: int, bits: int, warps: in
                 if lt == 0:
                     sm_m[warp * heads + h], sm_l[warp * heads + h] = m_run[h], l_run[h]
         cuda.syncthreads()
+        used = (ctx + partition - 1) // partition  # partitions with tokens of this sequence
         for i in range(cuda.threadIdx.x, heads * head_dim, warps * 32):
             h, d = i // head_dim, i % head_dim
             mx = NEG
@@ -297,32 +364,17 @@ def make_kernel(head_dim: int, block_size: int, heads: int, bits: int, warps: in
                 weight += f * sm_l[w * heads + h]
                 total += f * sm_acc[(w * heads + h) * head_dim + d]
             row = b * n_heads + head0 + h
-            if n_parts == 1:
+            if used == 1:
                 out[row * head_dim + d] = total / weight
             else:
                 acc_part[(row * n_parts + part) * head_dim + d] = total
                 if d == 0:
                     m_part[row * n_parts + part], l_part[row * n_parts + part] = mx, weight
+        # ... and the partitions: sum_p e^(m_p - M) acc_p / sum_p e^(m_p - M) l_p, by the last to finish
+        if used > 1 and splitk.last_to_arrive(counters, cuda.blockIdx.x, used):
+            merge(m_part, l_part, acc_part, out, b * n_heads + head0, n_parts, used, sm_acc)
 
     return attention
-
-
-@L.kernel(threads=COMBINE_THREADS, fastmath=True)
-def combine(m_part, l_part, acc_part, context_lens, partition, n_heads, head_dim, out):
-    """Merge the partitions of one (sequence, head): sum_p e^(m_p - M) acc_p / sum_p e^(m_p - M) l_p."""
-    row = cuda.blockIdx.x
-    n_parts = m_part.shape[0] // (context_lens.shape[0] * n_heads)
-    used = (context_lens[row // n_heads] + partition - 1) // partition
-    mx = NEG
-    for p in range(used):
-        mx = max(mx, m_part[row * n_parts + p])
-    for d in range(cuda.threadIdx.x, head_dim, cuda.blockDim.x):
-        total, weight = float32(0), float32(0)
-        for p in range(used):
-            f = math.exp2(m_part[row * n_parts + p] - mx)
-            weight += f * l_part[row * n_parts + p]
-            total += f * acc_part[(row * n_parts + p) * head_dim + d]
-        out[row * head_dim + d] = total / weight
 
 
 # ----------------------------------------------------------------------------- launch
@@ -331,7 +383,7 @@ def plan_partition(batch: int, kv_heads: int, groups: int, max_context: int, blo
                    warps: int) -> int:
     """Tokens per partition: split the context only as much as needed to fill the GPU."""
     units = batch * kv_heads * groups
-    splits = max(1, -(-4 * L.sm_count() // units))
+    splits = min(MAX_PARTS, max(1, -(-4 * L.sm_count() // units)))
     size = -(-max_context // splits)
     size = max(size, warps * block_size * 2)
     return -(-size // block_size) * block_size
@@ -359,6 +411,7 @@ def launch_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     partition = partition or plan_partition(batch, kv_heads, groups, max_context, block_size, warps)
     L.require(partition % block_size == 0, f"partition ({partition}) must be a multiple of block_size")
     n_parts = -(-max_context // partition)
+    L.require(n_parts <= MAX_PARTS, f"{n_parts} partitions of {partition} tokens: at most {MAX_PARTS} per sequence")
     if out is None:
         out = torch.empty_like(q)
     parts = max(n_parts, 2) * batch * n_heads
@@ -373,12 +426,11 @@ def launch_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     kernel = make_kernel(head_dim, block_size, heads, bits, warps, steps, min_blocks)
     scale_log2 = np.float32((scale if scale is not None else head_dim ** -0.5) * LOG2E)
     used = batch * n_heads * n_parts
+    counters = L.workspace("attention.counters", (batch * kv_heads * groups,), torch.int32, q.device)
     L.launch(kernel, (batch * kv_heads * groups, n_parts), (32 * warps,), q.view(torch.int32),
              k_cache.view(torch.int32), v_cache.view(torch.int32), k_sz, v_sz, block_tables, context_lens,
-             scale_log2, partition, MAGIC, out.view(-1), m_part[:used], l_part[:used], acc_part[:used * head_dim])
-    if n_parts > 1:
-        L.launch(combine, (batch * n_heads,), (COMBINE_THREADS,), m_part[:used], l_part[:used], acc_part,
-                 context_lens, partition, n_heads, head_dim, out.view(-1))
+             scale_log2, partition, MAGIC, out.view(-1), m_part[:used], l_part[:used], acc_part[:used * head_dim],
+             counters)
     return out
 
 

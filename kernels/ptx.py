@@ -10,8 +10,8 @@ leaves these loads where the kernel issues them, where it sinks `.nc` loads next
 first use and a register ring of loads in flight collapses (seen in the SASS of the GEMV;
 1-5% faster on an H100). `as_float` reinterprets bits
 (the int4 -> float trick needs it), `halves` turns a word holding two fp16 values into
-two float32, `rint` rounds half to even like `torch.round`, and `load_cg` reads past L1
-(for values another block wrote during this launch), and `shfl_xor` exchanges a value
+two float32, `rint` rounds half to even like `torch.round`, and `load_cg` and
+`load_cg_u32x4` read past L1 (for values another block wrote during this launch), and `shfl_xor` exchanges a value
 with another lane of the warp (the simulator has no warp shuffles of its own).
 
 The tensor-core kernel (w4a16_tc.py) adds `prmt` (pick 4 of 8 bytes), `lop3_and_or` (one
@@ -69,6 +69,12 @@ if SIMULATOR:
     def load_cg(a, i):
         """a.flat[i], read from L2 (bypassing L1)."""
         return a.reshape(-1)[i]
+
+    def load_cg_u32x4(a, i):
+        """The bits of a.flat[i : i + 4] (any 4-byte dtype) as uint32, read from L2 (bypassing L1):
+        for words other blocks wrote in this launch."""
+        words = np.asarray(a).reshape(-1)[i:i + 4].view(np.uint32)
+        return words[0], words[1], words[2], words[3]
 
     def prmt(a, b, selector):
         """Bytes of (b:a) picked by the 4 low nibbles of selector (byte i <- byte sel_i of b:a)."""
@@ -180,6 +186,7 @@ else:
 
     load_u32x4 = _vector_load(4)
     load_u32x4_once = _vector_load(4, "ld.global.lu")
+    load_cg_u32x4 = _vector_load(4, "ld.global.cg")
     load_u32x2 = _vector_load(2)
     load_u32 = _vector_load(1)
 

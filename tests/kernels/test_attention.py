@@ -9,12 +9,19 @@ from labkit.kernels import kv_quant, launch, paged_attention
 
 @pytest.mark.parametrize("kwargs", [
     dict(lengths=(1, 21, 40), heads=4, kv_heads=2, head_dim=32),                 # GQA, one partition
-    dict(lengths=(1, 21, 40), heads=4, kv_heads=2, head_dim=32, partition=32),   # split-K + combine
+    dict(lengths=(1, 21, 40), heads=4, kv_heads=2, head_dim=32, partition=32),   # split-K, merged in-kernel
     dict(lengths=(5, 70), heads=3, kv_heads=3, head_dim=64, partition=32),       # MHA, head_dim 64
     dict(lengths=(33,), heads=8, kv_heads=1, head_dim=128, block_size=32),       # 8 heads share 1: 2 blocks of 4
 ])
 def test_paged_attention(kwargs, seed):
     assert paged_attention.check(**kwargs, seed=seed) >= 0
+
+
+def test_split_k_counters_reset_between_launches(seed):
+    """The last block of a split sequence merges and resets its ticket counter: a second
+    launch on the same workspace must merge again (a stale count leaves NaN outputs)."""
+    for i in range(2):
+        assert paged_attention.check((40, 70), heads=2, kv_heads=2, head_dim=32, partition=16, seed=seed + i) >= 0
 
 
 def test_gather_kv_follows_the_block_table():
