@@ -22,12 +22,8 @@ good when it streams them at close to the copy bandwidth. What that takes, in or
   nibble into the mantissa of 2**23 and subtracts 2**23 again: a third instruction.)
 - Zero points and scales once per run: sum_k x_k (q_k - z) s = s (sum_k x_k q_k - z sum_k x_k)
   within a group, so the inner loop never touches z or s.
-- A cheap reduction: the runs side by side in a warp add up their partial sums by warp
-  shuffles, each exchange halving what a lane holds (28 shuffles for 8 runs, no barrier),
-  the groups of runs through padded shared memory (no bank conflicts), and the blocks along
-  K through one split-K workspace, not atomics. Measured on an H100: the same kernel with
-  no reduction at all is ~2 us faster per layer, mostly the split-K hand-off (the shuffles
-  gained 0.1-0.6 us over adding every run through shared memory).
+- A cheap reduction: partial sums go through padded shared memory (no bank conflicts),
+  and across blocks through one split-K workspace, not atomics.
 
 `MAGIC` and friends are the 2**23 constants of the classic trick, which the kernels that
 convert a weight once and use it several times (GEMM, dequantize, attention) still use.
@@ -90,22 +86,6 @@ def dot_round(wq, xq, stage, acc, xsum):
                     acc[8 * wi + 2 * m + 1] += ptx.as_float(hi & mask) * xs
 
 
-def exchange_step(half: int, offset: int):
-    """acc[0:half] of a lane becomes its kept half of acc[0:2 * half] plus the partner lane's
-    (lane ^ offset) other half: a lane whose `offset` bit is 0 keeps the lower half. After
-    log2(r) such steps each of the r lanes that held the same 32 columns for different rows
-    holds 32 / r of those columns summed over all r (half = 0: nothing to do)."""
-
-    @L.inlined
-    def exchange(acc, lane):
-        upper = (lane & offset) != 0
-        for i in range(half):
-            lower, higher = acc[i], acc[i + half]  # values, not addresses: acc stays in registers
-            acc[i] = (higher if upper else lower) + ptx.shfl_xor(lower if upper else higher, offset)
-
-    return exchange
-
-
 def fill_step(i: int):
     """Prologue step i: round i into stage i."""
 
@@ -133,12 +113,7 @@ def turn_step(i: int, rounds: int, depth: int):
 def make_kernel(tx: int, ty: int, rounds: int, depth: int, min_blocks: int = 1):
     """The GEMV for blocks of tx x ty threads (tx column quads, ty runs of `rounds` x 8 rows of
     K), streaming each run through `depth` register stages (depth - 1 rounds in flight)."""
-    group = 1  # runs added up by warp shuffles: a power of two dividing ty, side by side in one warp
-    while ty % (2 * group) == 0 and 2 * group * tx <= 32:
-        group *= 2
-    kept = 32 // group  # columns a thread holds once its group is added up
-    red_size = ty // group * tx * 33  # per group, one padded row of 33 floats per column quad: conflict-free
-    ex0, ex1, ex2, ex3, ex4 = (exchange_step(16 >> s if 1 << s < group else 0, tx << s) for s in range(5))
+    red_size = ty * tx * 33  # one padded row of 33 floats per thread: conflict-free
     fill = L.unrolled(fill_step, min(depth - 1, rounds))
     turn = L.unrolled(lambda i: turn_step(i, rounds, depth), rounds)
     run_rows, ring_words, ring_x = ROUND * rounds, ROUND_WORDS * depth, 4 * depth
@@ -178,29 +153,18 @@ def make_kernel(tx: int, ty: int, rounds: int, depth: int, min_blocks: int = 1):
                     acc[8 * wi + 2 * m] = s_even * (acc[8 * wi + 2 * m] * UNSCALE - z_even * xsum[0])
                     acc[8 * wi + 2 * m + 1] = s_odd * (acc[8 * wi + 2 * m + 1] * UNSCALE - z_odd * xsum[0])
 
-        # add the ty runs of this block: first groups of runs inside a warp, by exchanging halves ...
-        tid = tiy * tx + tix
-        lane = tid % 32
-        ex0(acc, lane)
-        ex1(acc, lane)
-        ex2(acc, lane)
-        ex3(acc, lane)
-        ex4(acc, lane)
-        run, c0, half = tiy % group, 0, 16  # this thread now holds columns c0 .. c0 + kept - 1 of its quad
-        while half >= kept:
-            c0 += half if run % 2 else 0
-            run, half = run // 2, half // 2
+        # add the ty runs of this block ...
         red = cuda.shared.array(red_size, float32)
-        for c in range(kept):
-            red[(tiy // group) * tx * 33 + tix * 33 + c0 + c] = acc[c]
+        tid = tiy * tx + tix
+        for c in range(32):
+            red[tid * 33 + c] = acc[c]
         cuda.syncthreads()
-        # ... then the groups, through shared memory
         col0 = cuda.blockIdx.x * tx * 32
         splits = cuda.gridDim.y
         for p in range(tid, tx * 32, tx * ty):
             off = (p // 32) * 33 + p % 32
             total = float32(0)
-            for j in range(ty // group):
+            for j in range(ty):
                 total += red[j * tx * 33 + off]
             if col0 + p < n:
                 if splits == 1:
@@ -229,8 +193,7 @@ def plan(n: int, k: int, group_size: int) -> tuple[int, int, int, int, int]:
     while (group_size // ROUND) % rounds:
         rounds //= 2
     tx = 8 if n >= 16384 else 4
-    while tx > 1 and tx * 32 > n:  # narrow layers: fewer quads (a power of two, for the warp shuffles)
-        tx //= 2
+    tx = min(tx, max(1, n // 32))
     return tx, 32, rounds, 3, 2 if tx * 32 <= 128 else 1
 
 
@@ -258,8 +221,6 @@ def w4a16_gemv(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, sca
     tx, ty, rounds, depth, min_blocks = tile or plan(n, k, group_size)
     L.require(group_size % (ROUND * rounds) == 0,
               f"w4a16_gemv: runs of {ROUND * rounds} rows must divide the group size {group_size}")
-    L.require(32 % tx == 0 and (L.SIMULATOR or tx * ty % 32 == 0),
-              f"w4a16_gemv: tx must divide 32 and blocks be whole warps (warp shuffles), got {tx} x {ty}")
     tiles, splits = -(-n // (32 * tx)), -(-k // (ROUND * rounds * ty))
     if out is None:
         out = torch.empty(*x.shape[:-1], n, dtype=torch.float16, device=x.device)
