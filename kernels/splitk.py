@@ -31,8 +31,21 @@ def last_to_arrive(counters, tile, splits):
 
 @cuda.jit(device=True, inline="always")
 def sum_partials(partial, splits, stride, index):
-    """partial[0, index] + ... + partial[splits - 1, index] for a flat [splits, stride] buffer."""
+    """partial[0, index] + ... + partial[splits - 1, index] for a flat [splits, stride] buffer.
+
+    Four loads at a time: one load per loop turn would wait for L2 once per split, and the
+    whole launch waits for this last block.
+    """
     total = float32(0.0)
-    for s in range(splits):
-        total += ptx.load_cg(partial, s * stride + index)
+    last = (splits - 1) * stride + index
+    for s in range(0, splits, 4):
+        at = s * stride + index
+        v0 = ptx.load_cg(partial, at)
+        v1 = ptx.load_cg(partial, min(at + stride, last))
+        v2 = ptx.load_cg(partial, min(at + 2 * stride, last))
+        v3 = ptx.load_cg(partial, min(at + 3 * stride, last))
+        total += v0
+        total += v1 if s + 1 < splits else float32(0.0)
+        total += v2 if s + 2 < splits else float32(0.0)
+        total += v3 if s + 3 < splits else float32(0.0)
     return total
