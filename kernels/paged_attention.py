@@ -17,9 +17,10 @@ good when it streams the cache at close to copy bandwidth. How this kernel gets 
   blocks; each writes its unnormalized output, max and sum, and the last block of a
   (sequence, head group) to finish merges them (the ticket counter of `splitk`). This is
   what fills the GPU at batch 1 with 32k tokens, where one block per KV head would leave
-  most SMs idle. The merge stays inside the launch: a second kernel costs a few
-  microseconds per layer in a decode step, more than the merge itself, and a sequence
-  whose context fits one partition writes its output directly.
+  most SMs idle. The merge stays inside the launch, one launch per layer instead of two
+  (side by side on an H100 at batch 1, 300 tokens of a graph planned for 1024: 8.4 us
+  against 9.3 with a second merging kernel), and a sequence whose context fits one
+  partition writes its output directly.
 
 Scores are computed as exp2(q.k * scale * log2 e - max): the scale folds into q once.
 The same kernel reads int8/int4 caches (kv_quant.py): `bits` picks how a lane unpacks its
