@@ -176,7 +176,7 @@ def launch(kernel: Any, grid: tuple[int, ...], block: tuple[int, ...], *args: An
         _fast[key] = None not in key[2] and _fast_entry(kernel, converted)   # False: always through Numba
 
 
-_fast: dict[tuple | None, Any] = {}
+_fast: dict[tuple, Any] = {}  # (kernel, device, argument kinds) -> _fast_entry, or False
 
 
 def _arg_kind(a: Any) -> Any:
