@@ -50,6 +50,9 @@ class PagedKVCache:
         if quant_policy:
             self.k_sz = torch.zeros(shape[:-1] + (2,), dtype=torch.float16, device=device)
             self.v_sz = torch.zeros(shape[:-1] + (2,), dtype=torch.float16, device=device)
+        # the torch backend's 2-D row tables per layer, as views made once (not at every call)
+        self.tables = [tuple(None if t is None else t[layer].view(-1, t.shape[-1])
+                             for t in (self.k, self.k_sz, self.v, self.v_sz)) for layer in range(L)]
 
     @property
     def nbytes(self) -> int:
@@ -62,30 +65,28 @@ class PagedKVCache:
         heads = torch.arange(H, device=slots.device)
         return ((slots // bs)[..., None] * H + heads) * bs + (slots % bs)[..., None]
 
-    def _table(self, t: torch.Tensor | None, layer: int) -> torch.Tensor | None:
-        return None if t is None else t[layer].view(-1, t.shape[-1])
-
     def write(self, layer: int, rows: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
         """Store new tokens' k/v [N, H_kv, D] at rows [N, H_kv] (from `rows(slot_mapping)`)."""
         rows = rows.reshape(-1)
-        for cache, sz, x in ((self.k, self.k_sz, k), (self.v, self.v_sz, v)):
+        k_table, k_sz, v_table, v_sz = self.tables[layer]
+        for table, sz, x in ((k_table, k_sz, k), (v_table, v_sz, v)):
             x = x.reshape(rows.shape[0], -1)
             if self.quant_policy:
                 from labkit.kernels.kv_quant import quantize_reference
 
                 x, scale_zero = quantize_reference(x, self.quant_policy)
-                self._table(sz, layer).index_copy_(0, rows, scale_zero)
-            self._table(cache, layer).index_copy_(0, rows, x.to(cache.dtype))
+                sz.index_copy_(0, rows, scale_zero)
+            table.index_copy_(0, rows, x.to(table.dtype))
 
     def read(self, layer: int, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """K and V at rows [...] as [..., D] in the model's dtype (dequantized)."""
-        out = []
-        for cache, sz in ((self.k, self.k_sz), (self.v, self.v_sz)):
-            x = self._table(cache, layer).index_select(0, rows.reshape(-1))
+        flat, out = rows.reshape(-1), []
+        k_table, k_sz, v_table, v_sz = self.tables[layer]
+        for table, sz in ((k_table, k_sz), (v_table, v_sz)):
+            x = table.index_select(0, flat)
             if self.quant_policy:
                 from labkit.kernels.kv_quant import dequantize_cache
 
-                x = dequantize_cache(x, self._table(sz, layer).index_select(0, rows.reshape(-1)),
-                                     self.quant_policy, self.dtype)
+                x = dequantize_cache(x, sz.index_select(0, flat), self.quant_policy, self.dtype)
             out.append(x.view(*rows.shape, -1))
         return out[0], out[1]

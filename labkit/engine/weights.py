@@ -64,7 +64,9 @@ class PackedLinear(nn.Module):
         self.register_buffer("dense", dense.bfloat16(), persistent=False)   # for prefill-sized batches
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        flat = x.reshape(-1, self.in_features).to(torch.bfloat16)
+        flat = x.reshape(-1, self.in_features)
+        if flat.dtype != torch.bfloat16:   # a check, not a call: a no-op .to() costs a dispatch per layer
+            flat = flat.bfloat16()
         if flat.shape[0] > DENSE_ROWS:
             y = F.linear(flat, self.dense)
         elif self.bits == 8:
@@ -73,7 +75,8 @@ class PackedLinear(nn.Module):
             y = torch._weight_int4pack_mm_for_cpu(flat, self.qweight, self.group_size, self.scales_zeros)
         if self.bias is not None:
             y = y + self.bias
-        return y.view(*x.shape[:-1], self.out_features).to(x.dtype)
+        y = y.view(*x.shape[:-1], self.out_features)
+        return y if y.dtype == x.dtype else y.to(x.dtype)
 
 
 def convert(model: Llama, weights: str, backend: str = "torch") -> Llama:

@@ -108,9 +108,8 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = x.float()
-        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * h.to(x.dtype)
+        # h * rsqrt(mean(h^2) + eps) for h = x.float(), as one fused op
+        return self.weight * F.rms_norm(x.float(), x.shape[-1:], eps=self.eps).to(x.dtype)
 
 
 def rope_frequencies(config: LlamaConfig) -> torch.Tensor:
@@ -162,14 +161,15 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: "AttentionCache | None") -> torch.Tensor:
         B, T, _ = x.shape
+        H, H_kv, D = self.n_heads, self.n_kv, self.head_dim
         if self.qkv_proj is None:
-            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
-        else:
-            q, k, v = self.qkv_proj(x).split([self.n_heads * self.head_dim] + [self.n_kv * self.head_dim] * 2, -1)
-        q = q.view(B, T, self.n_heads, self.head_dim)
-        k = k.view(B, T, self.n_kv, self.head_dim)
-        v = v.view(B, T, self.n_kv, self.head_dim)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+            q = apply_rope(self.q_proj(x).view(B, T, H, D), cos, sin)
+            k = apply_rope(self.k_proj(x).view(B, T, H_kv, D), cos, sin)
+            v = self.v_proj(x).view(B, T, H_kv, D)
+        else:   # one matmul, and one rotation for the query and key heads together
+            qkv = self.qkv_proj(x).view(B, T, H + 2 * H_kv, D)
+            qk = apply_rope(qkv[:, :, :H + H_kv], cos, sin)
+            q, k, v = qk[:, :, :H], qk[:, :, H:], qkv[:, :, H + H_kv:]
         out = causal_attention(q, k, v) if cache is None else cache.attend(self.layer, q, k, v)
         return self.o_proj(out.reshape(B, T, -1))
 
