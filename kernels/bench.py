@@ -10,8 +10,7 @@ best of its three options, and proves that a launch sequence replays in a CUDA g
 
 Shapes: Llama-2-7B layers (N, K) = (4096, 4096), (11008, 4096), (4096, 11008), (12288, 4096),
 (32000, 4096) with group size 128; attention with 32 query heads over 32 (MHA) or 8 (GQA)
-KV heads, head_dim 128, block size 16, B in {1, 8, 32} and context in {512, 4096, 32768}, and
-B in {1, 8} with 128-1024 tokens in a launch planned for 4096 (as in an engine's CUDA graph).
+KV heads, head_dim 128, block size 16, B in {1, 8, 32} and context in {512, 4096, 32768}.
 """
 from __future__ import annotations
 
@@ -27,7 +26,6 @@ import torch
 
 LINEAR_SHAPES = [(4096, 4096), (11008, 4096), (4096, 11008), (12288, 4096), (32000, 4096)]
 ATTENTION = [(b, c) for b in (1, 8, 32) for c in (512, 4096, 32768)]
-PLANNED = [(b, c) for b in (1, 8) for c in (128, 256, 1024)]   # decode in an engine's graph (max_model_len 4096)
 DISPATCH_ROWS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64)
 
 
@@ -67,8 +65,6 @@ def correctness() -> list[dict]:
         ("w8a16_gemv", lambda: w8a16_gemv.check(4096, 4096, 4096)),
         ("paged_attention GQA split", lambda: paged_attention.check((1, 700, 4099), 32, 8, 128, 16, None, 4)),
         ("paged_attention MHA", lambda: paged_attention.check((17, 300), 32, 32, 128, 16, None, 4)),
-        ("paged_attention planned 4096", lambda: paged_attention.check((17, 300, 1000), 32, 32, 128, 16, None, 4,
-                                                                       max_context=4096)),
         ("paged_attention D=64 bs=32", lambda: paged_attention.check((5, 90), 9, 3, 64, 32, 64, 4)),
         ("write_kv int8", lambda: kv_quant.check_write(8, 64, 8, 128)),
         ("write_kv int4", lambda: kv_quant.check_write(4, 64, 8, 128)),
@@ -222,11 +218,6 @@ def attention_rows(copy_gbps: float, quick: bool) -> list[dict]:
             rows.append(_finish(paged_attention.bench(batch, context, 32, kv_heads), copy_gbps))
             _log(f"attention B={batch} ctx={context} kv={kv_heads}: {rows[-1]['us']:.1f} us")
             _free()
-        for batch, context in ([] if quick else PLANNED):   # short contexts in a graph planned for 4096 tokens
-            rows.append(_finish(paged_attention.bench(batch, context, 32, kv_heads, planned=4096), copy_gbps))
-            _log(f"attention B={batch} ctx={context} planned=4096 kv={kv_heads}: {rows[-1]['us']:.1f} us, "
-                 f"fixed partition {rows[-1]['fixed_us']:.1f} us")
-            _free()
         for batch, context in ((32, 4096), (1, 32768)):
             fp16 = next(r for r in rows if r["kernel"] == "paged_attention"
                         and r["shape"].startswith(f"B={batch} ctx={context} H=32/{kv_heads}"))
@@ -274,8 +265,7 @@ def table(result: dict) -> str:
         lines.append(f"{r['kernel']:<24}{r['shape'] + extra:<50}"
                      f"{r['us']:>9.1f}{r['gbps']:>8.0f}{100 * r['copy_frac']:>6.0f}%"
                      f"{base if base is not None else float('nan'):>12.1f}{r.get('speedup', float('nan')):>8.2f}"
-                     + (f"  {r['speedup_vs_fp16']:.2f}x fp16 KV" if "speedup_vs_fp16" in r else "")
-                     + (f"  fixed partition {r['fixed_us']:.1f} us" if "fixed_us" in r else ""))
+                     + (f"  {r['speedup_vs_fp16']:.2f}x fp16 KV" if "speedup_vs_fp16" in r else ""))
     for r in result.get("sweep", []):
         lines.append(f"sweep {r['kernel']:<24}{r['shape']:<26}{json.dumps(r['variant']):<52}{r['us']:>9.1f} us")
     for r in result.get("dispatch", []):

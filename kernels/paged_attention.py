@@ -21,11 +21,6 @@ good when it streams the cache at close to copy bandwidth. How this kernel gets 
   (side by side on an H100 at batch 1, 300 tokens of a graph planned for 1024: 8.4 us
   against 9.3 with a second merging kernel), and a sequence whose context fits one
   partition writes its output directly.
-- The grid's number of partitions is fixed on the host from the longest context the launch
-  may see (a CUDA graph is captured once for `max_model_len` tokens), but each block sizes
-  its partition from its own sequence's context: ceil(context / partitions), at least one
-  KV block per warp. A 200-token context in a graph planned for 4096 tokens is then split
-  four ways like a 200-token launch, instead of landing whole on one block per head.
 
 Scores are computed as exp2(q.k * scale * log2 e - max): the scale folds into q once.
 The same kernel reads int8/int4 caches (kv_quant.py): `bits` picks how a lane unpacks its
@@ -98,15 +93,6 @@ def code_units(bits: int) -> tuple:
         return tuple(np.float32(1) for e in range(E))
     per = 2 if bits == 8 else 4
     return tuple(np.float32(2.0 ** (bits * (e % per))) for e in range(E))
-
-
-def partition_tokens(context, n_parts, least, block_size):
-    """Tokens per partition of one sequence: its context over the grid's partitions, in whole
-    KV blocks, at least `least`. (Plain Python, also compiled into the kernel as a device function.)"""
-    return max(least, ((context + n_parts - 1) // n_parts + block_size - 1) // block_size * block_size)
-
-
-_partition_tokens = cuda.jit(device=True, inline="always")(partition_tokens)
 
 
 @functools.lru_cache(maxsize=None)
@@ -230,7 +216,7 @@ def make_kernel(head_dim: int, block_size: int, heads: int, bits: int, warps: in
                 vsz[st] = ptx.load_u32(v_sz, row0 + t)
 
     @L.kernel(threads=32 * warps, min_blocks=min_blocks, fastmath=True)
-    def attention(q, k_cache, v_cache, k_sz, v_sz, block_tables, context_lens, scale_log2, least, magic,
+    def attention(q, k_cache, v_cache, k_sz, v_sz, block_tables, context_lens, scale_log2, partition, magic,
                   out, m_part, l_part, acc_part, counters):
         # q: fp16 [B, H, D] as int32 pairs; caches: [blocks, H_kv, block_size, row_words] int32;
         # k_sz/v_sz: fp16 (scale, zero) pairs as int32 [blocks, H_kv, block_size] (quantized only)
@@ -242,9 +228,8 @@ def make_kernel(head_dim: int, block_size: int, heads: int, bits: int, warps: in
         kv_head = (cuda.blockIdx.x // n_groups) % kv_heads
         head0 = kv_head * group + (cuda.blockIdx.x % n_groups) * heads
         part, n_parts = cuda.blockIdx.y, cuda.gridDim.y
-        ctx = context_lens[b]
-        partition = _partition_tokens(ctx, n_parts, least, block_size)
         start = part * partition
+        ctx = context_lens[b]
         if start >= ctx:
             return  # an empty partition (the whole block leaves: no barrier is skipped)
         end = min(start + partition, ctx)
@@ -396,14 +381,13 @@ def make_kernel(head_dim: int, block_size: int, heads: int, bits: int, warps: in
 # ----------------------------------------------------------------------------- launch
 
 def plan_partition(batch: int, kv_heads: int, groups: int, max_context: int, block_size: int,
-                   warps: int) -> tuple[int, int]:
-    """(least tokens per partition, partitions in the grid): split a context only as much as
-    needed to fill the GPU (about 4 blocks per SM), and give every warp at least one KV block.
-    The kernel sizes each sequence's partitions from its own context within these bounds."""
+                   warps: int) -> int:
+    """Tokens per partition: split the context only as much as needed to fill the GPU."""
     units = batch * kv_heads * groups
     splits = min(MAX_PARTS, max(1, -(-4 * L.sm_count() // units)))
-    least = warps * block_size
-    return least, min(splits, -(-max_context // least))
+    size = -(-max_context // splits)
+    size = max(size, warps * block_size * 2)
+    return -(-size // block_size) * block_size
 
 
 def launch_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_tables: torch.Tensor,
@@ -425,12 +409,10 @@ def launch_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     heads = heads_per_block(n_heads // kv_heads)
     groups = n_heads // kv_heads // heads
     max_context = max_context_len or block_tables.shape[1] * block_size
-    if partition:   # a fixed size: the kernel's rule gives every sequence exactly this partition
-        L.require(partition % block_size == 0, f"partition ({partition}) must be a multiple of block_size")
-        n_parts = -(-max_context // partition)
-        L.require(n_parts <= MAX_PARTS, f"{n_parts} partitions of {partition} tokens: at most {MAX_PARTS} per sequence")
-    else:
-        partition, n_parts = plan_partition(batch, kv_heads, groups, max_context, block_size, warps)
+    partition = partition or plan_partition(batch, kv_heads, groups, max_context, block_size, warps)
+    L.require(partition % block_size == 0, f"partition ({partition}) must be a multiple of block_size")
+    n_parts = -(-max_context // partition)
+    L.require(n_parts <= MAX_PARTS, f"{n_parts} partitions of {partition} tokens: at most {MAX_PARTS} per sequence")
     if out is None:
         out = torch.empty_like(q)
     parts = max(n_parts, 2) * batch * n_heads
@@ -503,10 +485,8 @@ def attention_tolerance(head_dim: int, context: int) -> float:
 
 
 def check(lengths: tuple[int, ...] = (1, 21, 40), heads: int = 4, kv_heads: int = 2, head_dim: int = 32,
-          block_size: int = 16, partition: int | None = None, warps: int = 2, seed: int | None = None,
-          max_context: int | None = None) -> float:
-    """Run the kernel on a fresh random cache; return the relative error (raises if too large).
-    `max_context`: plan the launch for this many tokens (a graph's bound), not the table's width."""
+          block_size: int = 16, partition: int | None = None, warps: int = 2, seed: int | None = None) -> float:
+    """Run the kernel on a fresh random cache; return the relative error (raises if too large)."""
     gen = torch.Generator().manual_seed(seed) if seed is not None else None
     k, v, tables, lens = random_paged(len(lengths), list(lengths), kv_heads, head_dim, block_size, gen)
     q = torch.randn(len(lengths), heads, head_dim, generator=gen).half()
@@ -514,9 +494,9 @@ def check(lengths: tuple[int, ...] = (1, 21, 40), heads: int = 4, kv_heads: int 
     dev = L.device()
     out = measure.poisoned(tuple(q.shape), torch.float16, dev)
     paged_attention(q.to(dev), k.to(dev), v.to(dev), tables.to(dev), lens.to(dev), out=out,
-                    partition=partition, warps=warps, max_context_len=max_context)
+                    partition=partition, warps=warps)
     return measure.assert_close(f"paged_attention lengths={lengths} H={heads}/{kv_heads} D={head_dim} "
-                                f"partition={partition} max_context={max_context}", out, want,
+                                f"partition={partition}", out, want,
                                 attention_tolerance(head_dim, max(lengths)))
 
 
@@ -544,28 +524,16 @@ def sdpa_us(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tables: torch.Ten
 
 
 def bench(batch: int, context: int, heads: int = 32, kv_heads: int = 32, head_dim: int = 128,
-          block_size: int = 16, planned: int | None = None) -> dict:
-    """Time the kernel (and SDPA on the gathered cache) for one batch and context (GPU only).
-
-    `planned`: launch as an engine's CUDA graph does, for up to `planned` tokens, and also time
-    every sequence cut at the partition size planned for that longest context (`fixed_us`).
-    """
+          block_size: int = 16) -> dict:
+    """Time the kernel (and SDPA on the gathered cache) for one batch and context (GPU only)."""
     k, v, tables, lens = bench_cache(batch, context, kv_heads, head_dim, block_size)
     q = torch.randn(batch, heads, head_dim, device="cuda", dtype=torch.float16)
     out = torch.empty_like(q)
-    planned = planned or context
-
-    def time_us(partition: int | None) -> float:
-        return measure.time_us(lambda i: paged_attention(q, k, v, tables, lens, max_context_len=planned, out=out,
-                                                         partition=partition), 1, calls=5, repeats=9)
-
+    us = measure.time_us(lambda i: paged_attention(q, k, v, tables, lens, max_context_len=context, out=out),
+                         1, calls=5, repeats=9)
     kv_bytes = 2 * batch * context * kv_heads * head_dim * 2
-    least, n_parts = plan_partition(batch, kv_heads, heads // kv_heads // heads_per_block(heads // kv_heads), planned,
-                                    block_size, 4)
     row = {"kernel": "paged_attention", "shape": f"B={batch} ctx={context} H={heads}/{kv_heads} D={head_dim}",
-           "us": time_us(None), "bytes": kv_bytes + 4 * q.numel(), "flops": 4 * batch * heads * context * head_dim,
-           "partition": partition_tokens(context, n_parts, least, block_size), "sdpa_us": sdpa_us(q, k, v, tables, context)}
-    if planned != context:
-        row["shape"] += f" planned={planned}"
-        row["fixed_us"] = time_us(partition_tokens(planned, n_parts, least, block_size))
+           "us": us, "bytes": kv_bytes + 4 * q.numel(), "flops": 4 * batch * heads * context * head_dim,
+           "partition": plan_partition(batch, kv_heads, heads // kv_heads // heads_per_block(heads // kv_heads),
+                                       context, block_size, 4), "sdpa_us": sdpa_us(q, k, v, tables, context)}
     return row

@@ -12,7 +12,6 @@ from labkit.kernels import kv_quant, launch, paged_attention
     dict(lengths=(1, 21, 40), heads=4, kv_heads=2, head_dim=32, partition=32),   # split-K, merged in-kernel
     dict(lengths=(5, 70), heads=3, kv_heads=3, head_dim=64, partition=32),       # MHA, head_dim 64
     dict(lengths=(33,), heads=8, kv_heads=1, head_dim=128, block_size=32),       # 8 heads share 1: 2 blocks of 4
-    dict(lengths=(3, 50, 130), heads=2, kv_heads=2, head_dim=32, max_context=1024),  # planned for 1024: 1, 2, 5 parts
 ])
 def test_paged_attention(kwargs, seed):
     assert paged_attention.check(**kwargs, seed=seed) >= 0
@@ -23,23 +22,6 @@ def test_split_k_counters_reset_between_launches(seed):
     launch on the same workspace must merge again (a stale count leaves NaN outputs)."""
     for i in range(2):
         assert paged_attention.check((40, 70), heads=2, kv_heads=2, head_dim=32, partition=16, seed=seed + i) >= 0
-
-
-@pytest.mark.parametrize("batch, kv_heads, max_context", [(1, 32, 4096), (1, 8, 32768), (8, 32, 4096), (64, 32, 4096)])
-def test_partitions_follow_each_context(batch, kv_heads, max_context):
-    """The grid is planned for the longest context; each sequence's partitions cover exactly its
-    own context in whole KV blocks, and a short context is split as well as a long one."""
-    least, n_parts = paged_attention.plan_partition(batch, kv_heads, 1, max_context, 16, 4)
-    assert n_parts <= paged_attention.MAX_PARTS and least == 64
-    for context in (1, 17, 200, 1000, max_context):
-        size = paged_attention.partition_tokens(context, n_parts, least, 16)
-        used = -(-context // size)
-        assert size % 16 == 0 and size >= least and used <= n_parts
-        assert size == least or (size - 16) * n_parts < context   # no larger than the grid needs
-        if context <= n_parts * least:   # a short context is cut into as many least-sized pieces as it fills
-            assert used == -(-context // least)
-    fixed = paged_attention.partition_tokens(max_context, n_parts, least, 16)   # an explicit partition keeps its size
-    assert paged_attention.partition_tokens(200, -(-max_context // fixed), fixed, 16) == fixed
 
 
 def test_gather_kv_follows_the_block_table():
