@@ -485,8 +485,10 @@ def attention_tolerance(head_dim: int, context: int) -> float:
 
 
 def check(lengths: tuple[int, ...] = (1, 21, 40), heads: int = 4, kv_heads: int = 2, head_dim: int = 32,
-          block_size: int = 16, partition: int | None = None, warps: int = 2, seed: int | None = None) -> float:
-    """Run the kernel on a fresh random cache; return the relative error (raises if too large)."""
+          block_size: int = 16, partition: int | None = None, warps: int = 2, seed: int | None = None,
+          max_context: int | None = None) -> float:
+    """Run the kernel on a fresh random cache; return the relative error (raises if too large).
+    `max_context`: plan the launch for this many tokens (a CUDA graph's bound), not the table's width."""
     gen = torch.Generator().manual_seed(seed) if seed is not None else None
     k, v, tables, lens = random_paged(len(lengths), list(lengths), kv_heads, head_dim, block_size, gen)
     q = torch.randn(len(lengths), heads, head_dim, generator=gen).half()
@@ -494,9 +496,9 @@ def check(lengths: tuple[int, ...] = (1, 21, 40), heads: int = 4, kv_heads: int 
     dev = L.device()
     out = measure.poisoned(tuple(q.shape), torch.float16, dev)
     paged_attention(q.to(dev), k.to(dev), v.to(dev), tables.to(dev), lens.to(dev), out=out,
-                    partition=partition, warps=warps)
+                    partition=partition, warps=warps, max_context_len=max_context)
     return measure.assert_close(f"paged_attention lengths={lengths} H={heads}/{kv_heads} D={head_dim} "
-                                f"partition={partition}", out, want,
+                                f"partition={partition} max_context={max_context}", out, want,
                                 attention_tolerance(head_dim, max(lengths)))
 
 

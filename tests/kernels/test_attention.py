@@ -12,6 +12,7 @@ from labkit.kernels import kv_quant, launch, paged_attention
     dict(lengths=(1, 21, 40), heads=4, kv_heads=2, head_dim=32, partition=32),   # split-K, merged in-kernel
     dict(lengths=(5, 70), heads=3, kv_heads=3, head_dim=64, partition=32),       # MHA, head_dim 64
     dict(lengths=(33,), heads=8, kv_heads=1, head_dim=128, block_size=32),       # 8 heads share 1: 2 blocks of 4
+    dict(lengths=(3, 50, 130), heads=2, kv_heads=2, head_dim=32, max_context=1024),  # planned for 1024: 16 partitions, 1-3 used
 ])
 def test_paged_attention(kwargs, seed):
     assert paged_attention.check(**kwargs, seed=seed) >= 0
