@@ -163,13 +163,11 @@ class Attention(nn.Module):
         B, T, _ = x.shape
         H, H_kv, D = self.n_heads, self.n_kv, self.head_dim
         if self.qkv_proj is None:
-            q = apply_rope(self.q_proj(x).view(B, T, H, D), cos, sin)
-            k = apply_rope(self.k_proj(x).view(B, T, H_kv, D), cos, sin)
-            v = self.v_proj(x).view(B, T, H_kv, D)
-        else:   # one matmul, and one rotation for the query and key heads together
-            qkv = self.qkv_proj(x).view(B, T, H + 2 * H_kv, D)
-            qk = apply_rope(qkv[:, :, :H + H_kv], cos, sin)
-            q, k, v = qk[:, :, :H], qk[:, :, H:], qkv[:, :, H + H_kv:]
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        else:
+            q, k, v = self.qkv_proj(x).split([H * D, H_kv * D, H_kv * D], -1)
+        q, k = apply_rope(q.view(B, T, H, D), cos, sin), apply_rope(k.view(B, T, H_kv, D), cos, sin)
+        v = v.view(B, T, H_kv, D)
         out = causal_attention(q, k, v) if cache is None else cache.attend(self.layer, q, k, v)
         return self.o_proj(out.reshape(B, T, -1))
 
