@@ -1,6 +1,6 @@
 """`labkit bench engine [MODEL] [--json]`: the engine against static batching and HF transformers.
 
-Three measurements, all in one run on one machine, so the ratios are fair:
+Three measurements, all in one run on one machine, so the ratios are fair (and a profile):
 
 - **static** (LMDeploy's profile_generation): a fixed batch of B prompts of `--input-len`
   tokens, each generating exactly `--output-len` tokens. Time to first token, decode latency
@@ -13,6 +13,8 @@ Three measurements, all in one run on one machine, so the ratios are fair:
   throughput, output tokens/s, time-to-first-token and inter-token latency percentiles.
 - **multi-turn**: a conversation whose history grows turn by turn; time to first token of
   each turn with and without prefix caching.
+- **profile** (`--mode profile`, not part of `all`): where a batch-1 decode step's time goes,
+  GPU kernel by kernel (or CPU operator by operator), per step.
 
 On a GPU, `--shape llama-2-7b` builds random weights with Llama-2-7B's shapes (speed does not
 depend on the values) and `--weights fp16,int4` compares fp16 with W4A16 (numba backend).
@@ -405,6 +407,58 @@ def run_multi_turn(args, result: dict, source: list[int]) -> None:
     result["multi_turn"] = out
 
 
+PROFILE_STEPS = 16
+
+
+def profile_decode(llm, prompt: list[int], steps: int = PROFILE_STEPS, top: int = 30) -> dict:
+    """Where a batch-1 decode step's time goes: the GPU's kernels (on a GPU, CUDA-graph replays
+    included) or the CPU's operators (self time), per step over `steps` decode steps. The
+    prefill runs before the profiler starts; wall time per step is under the profiler."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from labkit.engine.sequence import Sequence
+
+    engine = llm.engine
+    gpu = engine.runner.device.type == "cuda"
+    engine.add(Sequence(prompt, _params(steps + 1), request_id="profile"))
+    engine.step()   # the prefill (and the first token)
+    with profile(activities=[ProfilerActivity.CUDA if gpu else ProfilerActivity.CPU]) as prof:
+        start = time.perf_counter()
+        for _ in range(steps):
+            engine.step()
+        _sync()
+        wall = time.perf_counter() - start
+    while engine.has_work():
+        engine.step()
+    totals: dict[str, list] = {}
+    if gpu:
+        for e in prof.events():
+            if e.device_type == torch.autograd.DeviceType.CUDA:
+                row = totals.setdefault(e.name, [0, 0.0])
+                row[0], row[1] = row[0] + 1, row[1] + e.device_time
+    else:
+        for e in prof.key_averages():
+            totals[e.key] = [e.count, e.self_cpu_time_total]
+    rows = sorted(({"name": name, "calls_per_step": round(n / steps, 2), "us_per_step": round(us / steps, 1)}
+                   for name, (n, us) in totals.items()), key=lambda r: -r["us_per_step"])
+    return {"unit": "GPU kernels" if gpu else "CPU operators (self time)", "steps": steps,
+            "wall_ms_per_step": round(1000 * wall / steps, 3),
+            "total_us_per_step": round(sum(r["us_per_step"] for r in rows), 1), "rows": rows[:top]}
+
+
+def run_profile(args, result: dict, source: list[int]) -> None:
+    out = {}
+    for weights in args.weights:
+        llm = make_llm(args, weights, max_batch=1)
+        llm.generate([source[37:37 + args.input_len]], _params(3))   # warm up: kernels compiled, graphs captured
+        out[weights] = profile_decode(llm, source[:args.input_len])
+        _log(f"profile {weights}: {out[weights]['wall_ms_per_step']} ms per step")
+        llm.close()
+        del llm
+        _free()
+    result["profile"] = out
+
+
 def _params(n: int):
     from labkit.models.sampling import SamplingParams
 
@@ -455,7 +509,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default=None,
                    help="comma list of weight formats for the engine: fp32|fp16|bf16|int8|int4 "
                         "(default: fp32,int4 on CPU, fp16,int4 on GPU); the last one serves dynamic and multi-turn")
-    p.add_argument("--mode", default="all", choices=["all", "static", "dynamic", "multi-turn"])
+    p.add_argument("--mode", default="all", choices=["all", "static", "dynamic", "multi-turn", "profile"],
+                   help="profile: where a batch-1 decode step's time goes, kernel by kernel (not part of all)")
     p.add_argument("--batch-sizes", default="1,8,32")
     p.add_argument("--hf-batch-sizes", default=None, help="batch sizes for the HF peer (default: --batch-sizes)")
     p.add_argument("--input-len", type=int, default=128)
@@ -504,6 +559,8 @@ def main(argv: list[str] | None = None) -> int:
         run_dynamic(args, result, source, vocab)
     if args.mode in ("all", "multi-turn"):
         run_multi_turn(args, result, source)
+    if args.mode == "profile":
+        run_profile(args, result, source)
     result["ratios"] = ratios(result)
     if args.out:
         with open(args.out, "w") as f:
@@ -530,6 +587,10 @@ def format_tables(result: dict) -> str:
     if result.get("multi_turn"):
         for k, v in result["multi_turn"].items():
             lines.append(f"\nmulti-turn TTFT ms {k}: {v['ttft_ms']}")
+    for weights, prof in result.get("profile", {}).items():
+        lines.append(f"\nprofile, {weights}, batch 1: {prof['unit']}, us per decode step over {prof['steps']} steps "
+                     f"(total {prof['total_us_per_step']}; wall {prof['wall_ms_per_step']} ms per step under the profiler)")
+        lines += [f"  {r['us_per_step']:>9.1f} us  {r['calls_per_step']:>7.2f} calls  {r['name'][:100]}" for r in prof["rows"]]
     lines.append("\nratios:")
     lines += [f"  {k}: {v}" for k, v in result["ratios"].items()]
     return "\n".join(lines)
