@@ -21,6 +21,11 @@ except ImportError:
     pass
 # The simulator runs a block's threads as Python threads; frequent switches make syncthreads cheap.
 sys.setswitchinterval(1e-4)
+# `python -m pytest` in the checkout puts its root on sys.path, where kernels/ stands in for
+# Hugging Face's `kernels` package that transformers probes for: drop it, as `python -m labkit` does.
+from labkit.__main__ import drop_checkout_root  # noqa: E402
+
+sys.path[:] = drop_checkout_root(sys.path)
 
 
 @pytest.fixture(scope="session")
