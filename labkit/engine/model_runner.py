@@ -9,8 +9,9 @@ first in the row and are attended to together over their block tables; each pref
 is attended to on its own (there are few of them per step).
 
 Backends: `torch` (any device, the reference) writes and gathers rows of the cache with one
-`index_copy_` / `index_select` per layer, attends decodes with a few small matmuls and
-prefill chunks with `scaled_dot_product_attention`; `numba` writes K/V and runs decode
+`index_copy_` / `index_select` per layer and attends with `scaled_dot_product_attention`
+(decodes together, each KV head's query heads as its rows of queries; prefill chunks one by
+one); `numba` writes K/V and runs decode
 attention with the kernels of `labkit.kernels` (fp16, int8 or int4 caches). On a GPU,
 decode-only steps replay a CUDA graph captured per batch-size bucket: a decode step is
 hundreds of small launches, and replaying them costs a few microseconds instead of tens per
