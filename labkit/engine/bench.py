@@ -422,7 +422,7 @@ def profile_decode(llm, prompt: list[int], steps: int = PROFILE_STEPS, top: int 
     gpu = engine.runner.device.type == "cuda"
     engine.add(Sequence(prompt, _params(steps + 1), request_id="profile"))
     engine.step()   # the prefill (and the first token)
-    with profile(activities=[ProfilerActivity.CUDA if gpu else ProfilerActivity.CPU]) as prof:
+    with profile(activities=[ProfilerActivity.CPU] + [ProfilerActivity.CUDA] * gpu) as prof:
         start = time.perf_counter()
         for _ in range(steps):
             engine.step()
