@@ -70,7 +70,8 @@ class LLM:
         `weights` ('bf16', 'int8', 'int4') converts the linear layers at load time for speed
         (labkit.engine.weights; a model object passed in is converted in place, and its q/k/v and
         gate/up projections are merged, labkit.engine.fuse). `compile`
-        runs the decode step through torch.compile before capturing it in CUDA graphs (GPU)."""
+        runs the decode step through torch.compile: before capturing it in CUDA graphs on a GPU,
+        in place of the eager step on a CPU (about a minute of compiling, then ~1.4x faster)."""
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
         if not 0 < cache_max_entry_count <= 1:

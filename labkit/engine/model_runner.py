@@ -15,7 +15,12 @@ one); `numba` writes K/V and runs decode
 attention with the kernels of `labkit.kernels` (fp16, int8 or int4 caches). On a GPU,
 decode-only steps replay a CUDA graph captured per batch-size bucket: a decode step is
 hundreds of small launches, and replaying them costs a few microseconds instead of tens per
-launch. With `compile=True` the step is first run through `torch.compile` (see `ops`).
+launch. With `compile=True` the decode step is first run through `torch.compile` (see `ops`):
+on a GPU before graph capture; on a CPU, where there are no graphs, decode-only steps then
+run the compiled step itself (shapes marked dynamic, so a growing context does not
+recompile), which fuses the small operations and drops the Python between them: on the
+embedded model, int4, batch 1, about 1.4x faster per step after a minute of compiling.
+Steps that carry a prefill chunk always run eagerly (their structure varies step to step).
 """
 from __future__ import annotations
 
@@ -169,7 +174,10 @@ class ModelRunner:
         self.event_pairs: list | None = None   # set to [] to time graph replays on the GPU (bench)
         if compile:   # fuse the small element-wise kernels of the decode step (see labkit.engine.ops)
             ops.route_quant_linears(model)
-            self.decode_forward = torch.compile(self.forward, fullgraph=True)   # batch size turns symbolic after the first recompile
+            # on a GPU the batch size turns symbolic after the first recompile; a CPU's steps also
+            # change the context length every step, so every size is symbolic from the start
+            self.decode_forward = torch.compile(self.forward, fullgraph=True,
+                                                dynamic=True if self.device.type == "cpu" else None)
         if use_cuda_graph is None:
             use_cuda_graph = self.device.type == "cuda"
         if use_cuda_graph:
@@ -240,6 +248,8 @@ class ModelRunner:
         step, sampling = self.prepare(batch)
         if not step.prefills and self.graphs and len(step.lens) <= max(self.graphs):
             return self._replay(step), sampling
+        if not step.prefills and not self.graphs:   # no graphs (a CPU): the decode step as compiled, if it was
+            return self.decode_forward(self.to_device(step)), sampling
         return self.forward(self.to_device(step)), sampling
 
     # ------------------------------------------------------------------ CUDA graphs

@@ -194,11 +194,13 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
     Off CUDA there is no cuDNN to exclude, and the context costs ~12 us per call (per layer
     and token when generating on a CPU).
     """
-    gqa = q.shape[1] != k.shape[1]
+    # decided by a branch, not passed as a value: traced with symbolic sizes the comparison is
+    # a SymBool, which SDPA's enable_gqa does not take
+    gqa = {"enable_gqa": True} if q.shape[1] != k.shape[1] else {}
     if q.device.type != "cuda":
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, **gqa)
     with sdpa_kernel(SDPA_BACKENDS):
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, **gqa)
 
 
 class MLP(nn.Module):

@@ -101,3 +101,13 @@ def test_embedded_model_batch(embedded, h):
     prompts = [tok.encode_chat([{"role": "user", "content": q}]) for q in
                ("What is the capital of France?", "Name three colors.", "Count to five.")]
     check(llm, h, prompts, h.greedy(8))
+
+
+@pytest.mark.slow
+def test_compiled_decode_on_cpu(tiny, tokenizer, h):
+    """`compile=True` on a CPU runs decode-only steps through torch.compile (sizes dynamic):
+    batches of mixed lengths, contexts growing across block boundaries, the same tokens."""
+    llm = make(tiny, tokenizer, compile=True)
+    assert llm.engine.runner.decode_forward is not llm.engine.runner.forward
+    check(llm, h, h.prompts_of(tokenizer, 1, seed=2), h.greedy(9))   # batch 1: no mask
+    check(llm, h, h.prompts_of(tokenizer, 3), [h.greedy(n) for n in (12, 16, 7)])   # then recompiled with one
