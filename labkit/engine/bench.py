@@ -332,7 +332,9 @@ def run_static(args, result: dict, source: list[int]) -> None:
         llm = make_llm(args, weights, max_batch=max(args.batch_sizes))
         first = 0   # every warm-up and timed batch gets prompts of its own: a timed run must
         for b in args.batch_sizes:   # prefill in full, not find its prompts in the prefix cache
-            llm.generate(prompts_at(first, b), _params(3))   # warm up this shape (kernels compiled for it)
+            # warm up this shape (kernels compiled for it); a compiled CPU step compiles again for
+            # each kind of step it meets (batch 1, a few rows, many rows), so it warms up in full
+            llm.generate(prompts_at(first, b), _params(args.output_len if args.compile else 3))
             row = {"server": f"labkit {weights}", **engine_static(llm, b, prompts_at(first + b, b), args.output_len)}
             first += 2 * b
             if b == 1:
