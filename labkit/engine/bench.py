@@ -330,8 +330,10 @@ def run_static(args, result: dict, source: list[int]) -> None:
     rows = []
     for weights in args.weights:
         llm = make_llm(args, weights, max_batch=max(args.batch_sizes))
-        first = 0   # every warm-up and timed batch gets prompts of its own: a timed run must
-        for b in args.batch_sizes:   # prefill in full, not find its prompts in the prefix cache
+        # every warm-up and timed batch gets prompts of its own: a timed run must prefill in
+        # full, not find its prompts in the prefix cache
+        first = 0
+        for b in args.batch_sizes:
             # warm up this shape (kernels compiled for it); a compiled CPU step compiles again for
             # each kind of step it meets (batch 1, a few rows, many rows), so it warms up in full
             llm.generate(prompts_at(first, b), _params(args.output_len if args.compile else 3))
