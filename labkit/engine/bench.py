@@ -529,7 +529,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--input-len", type=int, default=128)
     p.add_argument("--output-len", type=int, default=64)
     p.add_argument("--requests", type=int, default=None, help="dynamic: number of requests")
-    p.add_argument("--rate", type=float, default=None, help="dynamic: arrivals per second")
+    p.add_argument("--rate", type=float, default=None,
+                   help="dynamic: arrivals per second (default: 20 on a CPU, 100 on a GPU)")
     p.add_argument("--scale", type=float, default=None, help="dynamic: length scale of the chat distribution")
     p.add_argument("--turns", type=int, default=6)
     p.add_argument("--seed", type=int, default=0)
