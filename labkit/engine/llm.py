@@ -72,7 +72,7 @@ class LLM:
         gate/up projections are merged, labkit.engine.fuse). `compile`
         runs the decode step through torch.compile: before capturing it in CUDA graphs on a GPU,
         in place of the eager step on a CPU (a minute or so of compiling per kind of step, then
-        ~1.6x faster at batch 1 on the embedded int4 model)."""
+        ~1.7x faster at batch 1 on the embedded int4 model)."""
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
         if not 0 < cache_max_entry_count <= 1:
