@@ -1,4 +1,4 @@
-"""`labkit bench kernels|quant|engine|serve [...]`: benchmarks are scripts, not timed tests.
+"""`labkit bench kernels|quant|prune|distill|engine|serve [...]`: benchmarks are scripts, not timed tests.
 
 Each suite prints a table (or one JSON object with --json) and names its device.
 """
@@ -12,6 +12,8 @@ from labkit.errors import UserError
 SUITES = {
     "kernels": "labkit.kernels.bench",
     "quant": "labkit.quant.bench",
+    "prune": "labkit.prune.bench",
+    "distill": "labkit.distill.bench",
     "engine": "labkit.engine.bench",
     "serve": "labkit.serve.bench",
 }

@@ -22,7 +22,7 @@ COMMANDS = {
     "prune": ("labkit.prune.cli", "prune a model"),
     "distill": ("labkit.distill.cli", "distill a smaller model from a larger one"),
     "eval": ("labkit.eval.cli", "perplexity, KL and top-1 agreement on the evaluation text"),
-    "bench": ("labkit.bench", "benchmarks: kernels | quant | engine | serve"),
+    "bench": ("labkit.bench", "benchmarks: kernels | quant | prune | distill | engine | serve"),
     "grade": ("labkit.grading.cli", "grade exercises"),
     "info": ("labkit.info", "versions, devices, backends, model cache"),
 }
