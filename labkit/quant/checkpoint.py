@@ -69,6 +69,14 @@ def save_quantized(model: Llama, out: str | Path, source: str, tokenizer_dir: st
         if t.is_floating_point() and t.dim() > 1 and not name.endswith(".scales"):
             t = t.half()
         tensors[name] = t.detach().contiguous().cpu()
+    return write_folder(out, tensors, config, tokenizer_dir, force)
+
+
+def write_folder(out: Path, tensors: dict[str, torch.Tensor], config: dict, tokenizer_dir: str | Path | None,
+                 force: bool = False) -> Path:
+    """`model.safetensors` + `config.json` + the tokenizer files of `tokenizer_dir`, written to a
+    temporary folder next to `out` and renamed into place (labkit.prune writes through it too)."""
+    prepare_work_dir(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
     try:
