@@ -25,26 +25,36 @@ def kv_bytes_per_token(config, bits: float = 16) -> float:
 
     Hint: what is cached per layer? How many heads does it have?
     """
-    raise NotImplementedError
+    raise NotImplementedError(
+        "write kv_bytes_per_token (the bytes of K and V one token adds) in exercises/ex00_decode_cost.py; "
+        "notebook 00, section 'Exercise 00: the cost of one decode step', explains it")
 
 
 def matmul_params(config) -> int:
     """Number of weights that take part in a matmul for every token (see the conventions)."""
-    raise NotImplementedError
+    raise NotImplementedError(
+        "write matmul_params (the number of matmul weights) in exercises/ex00_decode_cost.py; "
+        "notebook 00, section 'Exercise 00: the cost of one decode step', explains it")
 
 
 def decode_flops(config, batch: int, context: int) -> float:
     """FLOPs of one decode step: `batch` sequences each produce one token that attends to
     `context` tokens (matmuls + attention scores + the weighted sum of values)."""
-    raise NotImplementedError
+    raise NotImplementedError(
+        "write decode_flops (the FLOPs of one decode step) in exercises/ex00_decode_cost.py; "
+        "notebook 00, section 'Exercise 00: the cost of one decode step', explains it")
 
 
 def decode_bytes(config, batch: int, context: int, weight_bits: float = 16, kv_bits: float = 16) -> float:
     """Bytes one decode step reads from memory: every matmul weight once (the whole batch
     shares them) plus the KV cache of `context` tokens for each of the `batch` sequences."""
-    raise NotImplementedError
+    raise NotImplementedError(
+        "write decode_bytes (the bytes one decode step reads) in exercises/ex00_decode_cost.py; "
+        "notebook 00, section 'Exercise 00: the cost of one decode step', explains it")
 
 
 def arithmetic_intensity(config, batch: int, context: int, weight_bits: float = 16, kv_bits: float = 16) -> float:
     """FLOPs per byte of one decode step."""
-    raise NotImplementedError
+    raise NotImplementedError(
+        "write arithmetic_intensity (FLOPs per byte) in exercises/ex00_decode_cost.py; "
+        "notebook 00, section 'Exercise 00: the cost of one decode step', explains it")

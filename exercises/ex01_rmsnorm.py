@@ -19,12 +19,16 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-5) -> torch.
     Unlike LayerNorm there is no mean subtraction and no bias. Compute in float32 (fp16
     squares overflow) and return the result in x's dtype, multiplied by `weight`.
     """
-    raise NotImplementedError
+    raise NotImplementedError(
+        "write rms_norm (RMSNorm in float32) in exercises/ex01_rmsnorm.py; "
+        "notebook 01, section 'Exercise 01a: RMSNorm and RoPE', explains it")
 
 
 def rope_inv_freq(head_dim: int, theta: float = 10000.0) -> torch.Tensor:
     """The D/2 rotation speeds of RoPE: theta ** (-2i / D) for i = 0 .. D/2 - 1 (float32)."""
-    raise NotImplementedError
+    raise NotImplementedError(
+        "write rope_inv_freq (the D/2 rotation speeds of RoPE) in exercises/ex01_rmsnorm.py; "
+        "notebook 01, section 'Exercise 01a: RMSNorm and RoPE', explains it")
 
 
 def apply_rope(x: torch.Tensor, positions: torch.Tensor, theta: float = 10000.0) -> torch.Tensor:
@@ -34,4 +38,6 @@ def apply_rope(x: torch.Tensor, positions: torch.Tensor, theta: float = 10000.0)
     halves x1, x2 and return (x1 cos - x2 sin, x2 cos + x1 sin) concatenated, with the same
     angle for the two members of a pair and for every head.
     """
-    raise NotImplementedError
+    raise NotImplementedError(
+        "write apply_rope (the rotation of the (i, i + D/2) pairs) in exercises/ex01_rmsnorm.py; "
+        "notebook 01, section 'Exercise 01a: RMSNorm and RoPE', explains it")

@@ -14,12 +14,16 @@ import torch
 def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """Scale the logits for sampling at `temperature` (> 0): below 1 sharpens the
     distribution, above 1 flattens it."""
-    raise NotImplementedError
+    raise NotImplementedError(
+        "write apply_temperature (logits scaled by the temperature) in exercises/ex01_top_p.py; "
+        "notebook 01, section 'Exercise 01b: temperature, top-k, top-p', explains it")
 
 
 def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
     """Keep the k largest logits of each row; k <= 0 or k >= V keeps everything."""
-    raise NotImplementedError
+    raise NotImplementedError(
+        "write top_k_filter (keep the k largest logits) in exercises/ex01_top_p.py; "
+        "notebook 01, section 'Exercise 01b: temperature, top-k, top-p', explains it")
 
 
 def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
@@ -29,9 +33,13 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
     than p. So the token that crosses p is kept, and the most likely token always is.
     p >= 1 keeps everything.
     """
-    raise NotImplementedError
+    raise NotImplementedError(
+        "write top_p_filter (keep the nucleus of mass p) in exercises/ex01_top_p.py; "
+        "notebook 01, section 'Exercise 01b: temperature, top-k, top-p', explains it")
 
 
 def sampling_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
     """The distribution a sampler draws from: temperature, then top-k, then top-p, then softmax."""
-    raise NotImplementedError
+    raise NotImplementedError(
+        "write sampling_probs (temperature, top-k, top-p, softmax) in exercises/ex01_top_p.py; "
+        "notebook 01, section 'Exercise 01b: temperature, top-k, top-p', explains it")

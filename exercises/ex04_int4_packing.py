@@ -22,9 +22,13 @@ AWQ_ORDER = [0, 2, 4, 6, 1, 3, 5, 7]
 
 def pack_int4(values: torch.Tensor) -> torch.Tensor:
     """Integers in [0, 15], shape [R, C] -> int32 [R, C // 8] in the AWQ order."""
-    raise NotImplementedError
+    raise NotImplementedError(
+        "write pack_int4 (eight 4-bit values per int32 word, AWQ order) in exercises/ex04_int4_packing.py; "
+        "notebook 04, section '3 · Packing int4', explains it")
 
 
 def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
     """int32 [R, C // 8] -> integers [R, C] in [0, 15] (the inverse of pack_int4)."""
-    raise NotImplementedError
+    raise NotImplementedError(
+        "write unpack_int4 (the inverse of pack_int4) in exercises/ex04_int4_packing.py; "
+        "notebook 04, section '3 · Packing int4', explains it")

@@ -26,9 +26,13 @@ def quantize_groupwise(w: torch.Tensor, bits: int, group_size: int) -> tuple[tor
     Returns q [N, K] (any integer or float dtype holding whole numbers), scale and zero [N, K // g]
     (float). Raise ValueError if group_size does not divide K.
     """
-    raise NotImplementedError
+    raise NotImplementedError(
+        "write quantize_groupwise (asymmetric RTN per group of input channels) in exercises/ex04_rtn.py; "
+        "notebook 04, section 'Exercise 04a: asymmetric group-wise quantization', explains it")
 
 
 def dequantize_groupwise(q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, group_size: int) -> torch.Tensor:
     """Back to float32 weights [N, K]: w = (q - zero) * scale, each group with its own scale and zero."""
-    raise NotImplementedError
+    raise NotImplementedError(
+        "write dequantize_groupwise ((q - zero) * scale per group) in exercises/ex04_rtn.py; "
+        "notebook 04, section 'Exercise 04a: asymmetric group-wise quantization', explains it")

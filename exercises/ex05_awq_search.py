@@ -26,7 +26,9 @@ def awq_scales(act_mean: torch.Tensor, alpha: float) -> torch.Tensor:
     Clamp a to at least 1e-4 first, then normalize: divide s by sqrt(max(s) * min(s)), so
     that the scales are centred around 1 (the largest and smallest are reciprocals).
     """
-    raise NotImplementedError
+    raise NotImplementedError(
+        "write awq_scales (s = a ** alpha, centred on 1) in exercises/ex05_awq_search.py; "
+        "notebook 05, section 'Exercise 05: the scale search for one layer', explains it")
 
 
 def search_scale(w: torch.Tensor, x: torch.Tensor, bits: int = 4, group_size: int = 32,
@@ -39,4 +41,6 @@ def search_scale(w: torch.Tensor, x: torch.Tensor, bits: int = 4, group_size: in
     one on a tie), its scales, and the list of all n_grid losses (as floats) in grid order.
     alpha = 0 gives s = 1: plain round-to-nearest.
     """
-    raise NotImplementedError
+    raise NotImplementedError(
+        "write search_scale (the grid search for the best alpha) in exercises/ex05_awq_search.py; "
+        "notebook 05, section 'Exercise 05: the scale search for one layer', explains it")

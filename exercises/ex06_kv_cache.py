@@ -22,28 +22,40 @@ class BlockAllocator:
     """Hands out block ids 0 .. num_blocks - 1 and takes them back, with reference counts."""
 
     def __init__(self, num_blocks: int):
-        raise NotImplementedError
+        raise NotImplementedError(
+            "write BlockAllocator.__init__ (the free list and the reference counts) in exercises/ex06_kv_cache.py; "
+            "notebook 06, section '4 · Exercise 06: the block manager's three pieces', explains it")
 
     @property
     def num_free(self) -> int:
         """How many blocks no request holds."""
-        raise NotImplementedError
+        raise NotImplementedError(
+            "write BlockAllocator.num_free (how many blocks are free) in exercises/ex06_kv_cache.py; "
+            "notebook 06, section '4 · Exercise 06: the block manager's three pieces', explains it")
 
     def ref_count(self, block: int) -> int:
         """How many requests hold `block` (0: it is free)."""
-        raise NotImplementedError
+        raise NotImplementedError(
+            "write BlockAllocator.ref_count (how many requests hold a block) in exercises/ex06_kv_cache.py; "
+            "notebook 06, section '4 · Exercise 06: the block manager's three pieces', explains it")
 
     def allocate(self) -> int:
         """A free block, now held once. RuntimeError when every block is taken."""
-        raise NotImplementedError
+        raise NotImplementedError(
+            "write BlockAllocator.allocate (take a free block) in exercises/ex06_kv_cache.py; "
+            "notebook 06, section '4 · Exercise 06: the block manager's three pieces', explains it")
 
     def share(self, block: int) -> None:
         """One more request uses a block that is already held (ValueError if it is free)."""
-        raise NotImplementedError
+        raise NotImplementedError(
+            "write BlockAllocator.share (one more user of a held block) in exercises/ex06_kv_cache.py; "
+            "notebook 06, section '4 · Exercise 06: the block manager's three pieces', explains it")
 
     def free(self, block: int) -> None:
         """One user lets go; at zero users the block is free again. ValueError for a free block."""
-        raise NotImplementedError
+        raise NotImplementedError(
+            "write BlockAllocator.free (one user lets go) in exercises/ex06_kv_cache.py; "
+            "notebook 06, section '4 · Exercise 06: the block manager's three pieces', explains it")
 
 
 def block_hashes(token_ids: list[int], block_size: int) -> list[int]:
@@ -54,11 +66,15 @@ def block_hashes(token_ids: list[int], block_size: int) -> list[int]:
 
     Python's built-in `hash` of a tuple of ints is fine here.
     """
-    raise NotImplementedError
+    raise NotImplementedError(
+        "write block_hashes (the chained hash of every full block) in exercises/ex06_kv_cache.py; "
+        "notebook 06, section '4 · Exercise 06: the block manager's three pieces', explains it")
 
 
 def slot_mapping(block_table: list[int], start: int, count: int, block_size: int) -> list[int]:
     """Cache slots of a sequence's tokens start .. start + count - 1: token p sits in physical
     block block_table[p // block_size] at offset p % block_size, i.e. slot
     block_table[p // block_size] * block_size + p % block_size."""
-    raise NotImplementedError
+    raise NotImplementedError(
+        "write slot_mapping (the cache slot of each token) in exercises/ex06_kv_cache.py; "
+        "notebook 06, section '4 · Exercise 06: the block manager's three pieces', explains it")

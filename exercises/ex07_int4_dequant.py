@@ -19,16 +19,22 @@ AWQ_ORDER = [0, 2, 4, 6, 1, 3, 5, 7]
 
 def column_nibble(c: int) -> int:
     """The nibble index (0..7) of a word that holds column 8j + c, for c in 0..7."""
-    raise NotImplementedError
+    raise NotImplementedError(
+        "write column_nibble (which nibble holds a column) in exercises/ex07_int4_dequant.py; "
+        "notebook 07, section 'The int4 word, as a kernel sees it', explains it")
 
 
 def code_to_float(q: int) -> float:
     """q (an integer in [0, 2**23)) as a float, by building the bits 0x4B000000 | q, reading them
     as a float32 (numpy: np.array(bits, np.uint32).view(np.float32)) and subtracting 2**23."""
-    raise NotImplementedError
+    raise NotImplementedError(
+        "write code_to_float (the 0x4B000000 float trick) in exercises/ex07_int4_dequant.py; "
+        "notebook 07, section 'The int4 word, as a kernel sees it', explains it")
 
 
 def dequantize_word(word: int, zero_word: int, scales: list[float]) -> list[float]:
     """The 8 weights (q - z) * s of columns 8j .. 8j + 7 (in column order) of one row, from
     its packed word, the packed zero points of its group, and the 8 scales of those columns."""
-    raise NotImplementedError
+    raise NotImplementedError(
+        "write dequantize_word (the 8 weights of one packed word) in exercises/ex07_int4_dequant.py; "
+        "notebook 07, section 'The int4 word, as a kernel sees it', explains it")

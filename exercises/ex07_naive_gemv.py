@@ -29,7 +29,9 @@ THREADS = 32
 def naive_gemv(x, qweight, qzeros, scales, group_size, out):
     """out[n] for n = cuda.grid(1): x fp16 [K], qweight int32 [K, N/8], qzeros int32 [K/g, N/8],
     scales fp16 [K/g, N], out fp16 [N]."""
-    raise NotImplementedError
+    raise NotImplementedError(
+        "write naive_gemv (one thread per output column) in exercises/ex07_naive_gemv.py; "
+        "notebook 07, section '2 · From a naive kernel to a fast one', explains it")
 
 
 def gemv(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor,

@@ -53,4 +53,6 @@ def schedule_step(running: list[Request], waiting: list[Request], free_blocks: i
     Admission changes `running`, `waiting` and the joining requests' `blocks` in place;
     `computed` and `generated` are left alone (the engine updates them after the step).
     """
-    raise NotImplementedError
+    raise NotImplementedError(
+        "write schedule_step (plan one scheduler step) in exercises/ex08_batching.py; "
+        "notebook 08, section '3 · Exercise 08: one step of continuous batching', explains it")

@@ -32,7 +32,9 @@ def iter_events(lines: Iterable[str]) -> Iterator[dict]:
     - Skip blank lines, comment lines (starting with `:`, used as keep-alives) and other
       fields such as `event:` or `id:`.
     """
-    raise NotImplementedError
+    raise NotImplementedError(
+        "write iter_events (the JSON of each data: line, until [DONE]) in exercises/ex09_sse_client.py; "
+        "notebook 09, section 'Exercise 09 · a streaming client', explains it")
 
 
 def accumulate(events: Iterable[dict]) -> dict:
@@ -49,7 +51,9 @@ def accumulate(events: Iterable[dict]) -> dict:
     A chunk may have no choices at all (the usage chunk); an event with an "error" key
     means the server failed mid-stream: raise RuntimeError with its message.
     """
-    raise NotImplementedError
+    raise NotImplementedError(
+        "write accumulate (fold the chunks into one answer) in exercises/ex09_sse_client.py; "
+        "notebook 09, section 'Exercise 09 · a streaming client', explains it")
 
 
 def stream_chat(base_url: str, messages: list[dict], model: str = "embedded", max_tokens: int = 64,
@@ -66,4 +70,6 @@ def stream_chat(base_url: str, messages: list[dict], model: str = "embedded", ma
     A status other than 200 raises RuntimeError carrying the server's error message
     (the JSON body's `error.message`).
     """
-    raise NotImplementedError
+    raise NotImplementedError(
+        "write stream_chat (POST a streaming request and read it) in exercises/ex09_sse_client.py; "
+        "notebook 09, section 'Exercise 09 · a streaming client', explains it")

@@ -1,4 +1,9 @@
-"""The grader: solutions score full marks, stubs zero, broken files a message, not a crash."""
+"""The grader: solutions score full marks, stubs zero, broken files a message, not a crash; every
+stub says what to write, where, and which notebook section explains it."""
+import ast
+import json
+import re
+
 import pytest
 
 from labkit.grading import exercise_names, grade, project_root
@@ -21,6 +26,47 @@ def test_solution_scores_full_marks(name):
 def test_stub_scores_zero(name):
     report = grade(name, project_root() / "exercises" / f"{name}.py")
     assert report.score == 0 and all(r.message == "not implemented yet" for r in report.results)
+    assert all(r.todo for r in report.results), "each failure names the stub function that raised"
+
+
+def _stub_messages(name: str) -> dict[str, str]:
+    """function (qualified) -> the message of the NotImplementedError it raises."""
+    out = {}
+    tree = ast.parse((project_root() / "exercises" / f"{name}.py").read_text())
+    for node in ast.walk(tree):
+        for fn in (n for n in getattr(node, "body", []) if isinstance(n, ast.FunctionDef)):
+            qual = f"{node.name}.{fn.name}" if isinstance(node, ast.ClassDef) else fn.name
+            for r in (n for n in ast.walk(fn) if isinstance(n, ast.Raise)):
+                exc = r.exc
+                if isinstance(exc, ast.Call) and getattr(exc.func, "id", "") == "NotImplementedError":
+                    out[qual] = exc.args[0].value if exc.args and isinstance(exc.args[0], ast.Constant) else ""
+                elif getattr(exc, "id", "") == "NotImplementedError":
+                    out[qual] = ""
+    return out
+
+
+@pytest.mark.parametrize("name", EXERCISES)
+def test_every_stub_says_what_to_write_where_and_which_section(name):
+    messages = _stub_messages(name)
+    assert messages, f"exercises/{name}.py has no stub raising NotImplementedError"
+    chapter = name[2:4]
+    for fn, message in messages.items():
+        assert fn in message and f"exercises/{name}.py" in message, \
+            f"{name}.{fn}: the NotImplementedError should name the function and its file, got {message!r}"
+        section = re.search(rf"notebook {chapter}, section '(.+)'", message)
+        assert section, f"{name}.{fn}: the message should point to a section of notebook {chapter}, got {message!r}"
+        notebook = next((project_root() / "notebooks").glob(f"{chapter}_*.ipynb"))
+        headings = [line.lstrip("#").strip() for cell in json.loads(notebook.read_text())["cells"]
+                    if cell["cell_type"] == "markdown" for line in "".join(cell["source"]).splitlines()
+                    if line.startswith("#")]
+        assert section.group(1) in headings, f"{name}.{fn}: {notebook.name} has no section {section.group(1)!r}"
+
+
+@pytest.mark.parametrize("name", EXERCISES)
+def test_its_chapter_notebook_checks_the_exercise(name):
+    notebooks = list((project_root() / "notebooks").glob(f"{name[2:4]}_*.ipynb"))
+    assert notebooks and f'check_exercise(\\"{name}\\")' in notebooks[0].read_text(), \
+        f"notebook {name[2:4]} should give feedback on {name} with check_exercise({name!r})"
 
 
 def test_a_file_that_does_not_import_scores_zero_with_a_message(tmp_path):

@@ -66,7 +66,14 @@ def load_impl(path: str | Path, name: str | None = None) -> ModuleType:
 
 
 def load_exercise(name: str) -> ModuleType:
-    """The module a notebook should call: solutions/ when LABKIT_USE_SOLUTIONS=1, else exercises/."""
+    """The module a notebook should call: solutions/ when LABKIT_USE_SOLUTIONS=1, else exercises/.
+
+    Inside a notebook, a cell that calls a function not written yet then stops with the stub's
+    own message (what to write, where, which section explains it) instead of a traceback.
+    """
+    from labkit.grading.notebook import show_unfinished_exercises_briefly
+
+    show_unfinished_exercises_briefly()
     folder = "solutions" if os.environ.get("LABKIT_USE_SOLUTIONS") == "1" else "exercises"
     return load_impl(project_root() / folder / f"{name}.py", f"{folder}_{name}")
 
@@ -88,6 +95,7 @@ class Result:
     passed: bool
     message: str
     seconds: float
+    todo: str = ""  # the function that raised NotImplementedError (a stub not written yet)
 
 
 @dataclass
@@ -109,17 +117,25 @@ class Report:
                 "max": self.max, "tests": [asdict(r) for r in self.results]}
 
 
-def _run(fn: Check, impl: ModuleType) -> tuple[bool, str]:
+def unfinished_function(error: BaseException, impl_file: str | Path) -> str:
+    """The name of the function of `impl_file` that raised `error` (innermost), or ''."""
+    names = [getattr(code, "co_qualname", code.co_name) for code in (frame.f_code for frame, _ in traceback.walk_tb(error.__traceback__))
+             if Path(code.co_filename) == Path(impl_file)]
+    return names[-1] if names else ""
+
+
+def _run(fn: Check, impl: ModuleType) -> tuple[bool, str, str]:
+    """(passed, message, the stub function that is not written yet or '')."""
     try:
         fn(impl)
-    except NotImplementedError:
-        return False, "not implemented yet"
+    except NotImplementedError as e:
+        return False, "not implemented yet", unfinished_function(e, impl.__file__)
     except AssertionError as e:
-        return False, str(e) or "assertion failed"
+        return False, str(e) or "assertion failed", ""
     except Exception as e:  # a learner's bug is feedback, not a crash of the grader
         where = traceback.extract_tb(e.__traceback__)[-1]
-        return False, f"{type(e).__name__}: {e} (at {Path(where.filename).name}:{where.lineno})"
-    return True, "ok"
+        return False, f"{type(e).__name__}: {e} (at {Path(where.filename).name}:{where.lineno})", ""
+    return True, "ok", ""
 
 
 def grade(exercise: str, impl_path: str | Path) -> Report:
@@ -133,9 +149,9 @@ def grade(exercise: str, impl_path: str | Path) -> Report:
         return report
     for fn in checks_of(exercise):
         start = time.perf_counter()
-        ok, message = _run(fn, impl)
+        ok, message, todo = _run(fn, impl)
         report.results.append(Result(fn.__name__, fn.points, fn.points if ok else 0, ok, message,
-                                     round(time.perf_counter() - start, 3)))
+                                     round(time.perf_counter() - start, 3), todo))
     return report
 
 

@@ -3,6 +3,10 @@
 The notebook calls the learner's file (or solutions/ under LABKIT_USE_SOLUTIONS=1, the same
 choice `load_exercise` makes), runs the exercise's graded checks and shows one line: the
 score and, when something fails, the first failing check's message, which says what to fix.
+
+A cell that calls an exercise function not written yet stops "Run All" there (what follows
+needs its results) with the stub's own message, which says what to write, where, and which
+section explains it, instead of a traceback into the exercise file.
 """
 from __future__ import annotations
 
@@ -34,7 +38,9 @@ class Feedback:
             return f"PASS {r.exercise}: {r.score}/{r.max}, all {len(r.results)} checks pass"
         failed = [x for x in r.results if not x.passed]
         if all(x.message == "not implemented yet" for x in failed):
-            return f"TODO {r.exercise}: {r.score}/{r.max}, {len(failed)} functions still raise NotImplementedError ({Path(r.impl).name})"
+            todo = list(dict.fromkeys(x.todo for x in failed if x.todo))
+            what = f"still to write: {', '.join(todo)}" if todo else "some functions still raise NotImplementedError"
+            return f"TODO {r.exercise}: {r.score}/{r.max}, {what} (in {Path(r.impl).name})"
         first = failed[0]
         more = f" (+{len(failed) - 1} more failing)" if len(failed) > 1 else ""
         return f"FAIL {r.exercise}: {r.score}/{r.max}; {first.name}: {first.message}{more}"
@@ -52,3 +58,37 @@ class Feedback:
 def check_exercise(name: str, impl: str | Path | None = None) -> Feedback:
     """Grade `name` against the notebook's implementation (or `impl`) and show one line."""
     return Feedback(grade(name, impl or exercise_path(name)))
+
+
+def unfinished_note(error: NotImplementedError) -> str | None:
+    """What a notebook shows when `error` comes from a stub in exercises/ (None otherwise)."""
+    from labkit.grading import unfinished_function
+
+    folder = project_root() / "exercises"
+    for path in sorted(folder.glob("ex*.py")):
+        name = unfinished_function(error, path)
+        if name:
+            # the CUDA simulator prefixes the thread ids: "tid=[0, 0, 0] ctaid=[0, 0, 0]: message"
+            message = str(error).split("]: ", 1)[-1] if str(error).startswith("tid=") else str(error)
+            return (f"NotImplementedError: {message or f'{name} is not written yet'}\n"
+                    f"This cell needs {name} from exercises/{path.name}. Write it and run the cell again, "
+                    "or run the notebook with LABKIT_USE_SOLUTIONS=1 to use the reference answers.")
+    return None
+
+
+def _show_unfinished(shell, etype, value, tb, tb_offset=None):
+    """IPython's handler for NotImplementedError: the stub's note, or the usual traceback."""
+    note = unfinished_note(value)
+    stb = [note] if note else shell.InteractiveTB.structured_traceback(etype, value, tb, tb_offset=tb_offset)
+    shell._showtraceback(etype, value, stb)  # shown as the cell's error: "Run All" stops here
+
+
+def show_unfinished_exercises_briefly() -> None:
+    """Inside IPython/Jupyter, show NotImplementedError from a stub as one note (no-op elsewhere)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is not None and not shell.custom_exceptions:
+        shell.set_custom_exc((NotImplementedError,), _show_unfinished)
