@@ -31,8 +31,14 @@ def test_batch_of_8_mixed_lengths(tiny, tokenizer, h):
 def test_chunked_prefill(tiny, tokenizer, h):
     llm = make(tiny, tokenizer, max_num_batched_tokens=7)
     check(llm, h, h.prompts_of(tokenizer, 4, lengths=(40, 23, 64, 9)), h.greedy(10))
-    kinds = {n for rec in llm.timeline for _, _, n in rec.work} if llm.timeline else set()
-    assert not kinds or max(kinds) <= 7
+    steps = [sum(n for _, kind, n in rec.work if kind != "padding") for rec in llm.timeline]
+    assert steps and max(steps) == 7, f"every step runs at most the 7-token budget, and some use all of it: {steps}"
+    prefill_steps = {}
+    for rec in llm.timeline:
+        for rid, kind, _ in rec.work:
+            if kind == "prefill":
+                prefill_steps[rid] = prefill_steps.get(rid, 0) + 1
+    assert max(prefill_steps.values()) >= 64 // 7, f"the 64-token prompt is prefilled in chunks: {prefill_steps}"
 
 
 def test_preemption_under_a_tiny_cache(tiny, tokenizer, h):

@@ -15,14 +15,16 @@ from labkit.kernels import kv_quant, launch, paged_attention
     dict(lengths=(3, 50, 130), heads=2, kv_heads=2, head_dim=32, max_context=1024),  # planned for 1024: 16 partitions, 1-3 used
 ])
 def test_paged_attention(kwargs, seed):
-    assert paged_attention.check(**kwargs, seed=seed) >= 0
+    err = paged_attention.check(**kwargs, seed=seed)
+    assert err <= paged_attention.attention_tolerance(kwargs["head_dim"], max(kwargs["lengths"]))
 
 
 def test_split_k_counters_reset_between_launches(seed):
     """The last block of a split sequence merges and resets its ticket counter: a second
     launch on the same workspace must merge again (a stale count leaves NaN outputs)."""
     for i in range(2):
-        assert paged_attention.check((40, 70), heads=2, kv_heads=2, head_dim=32, partition=16, seed=seed + i) >= 0
+        err = paged_attention.check((40, 70), heads=2, kv_heads=2, head_dim=32, partition=16, seed=seed + i)
+        assert err <= paged_attention.attention_tolerance(32, 70)
 
 
 def test_gather_kv_follows_the_block_table():
@@ -38,7 +40,8 @@ def test_write_kv_stores_what_torch_stores(bits, seed):
 
 @pytest.mark.parametrize("bits, partition", [(8, None), (4, 16)])
 def test_attention_over_quantized_cache(bits, partition, seed):
-    assert kv_quant.check(bits, partition=partition, seed=seed) >= 0
+    err = kv_quant.check(bits, lengths=(3, 37), head_dim=32, partition=partition, seed=seed)
+    assert err <= paged_attention.attention_tolerance(32, 37)
 
 
 def test_quantized_round_trip_is_within_half_a_step(seed):
