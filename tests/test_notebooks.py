@@ -5,6 +5,7 @@ Each notebook is its own test, so chapters added later are covered without touch
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -22,9 +23,14 @@ def _threads_per_worker() -> int:
     return max(1, (os.cpu_count() or 1) // workers)
 
 
-def test_the_course_has_its_first_chapters():
-    names = {p.stem for p in NOTEBOOKS}
-    assert {"00_why_deployment_is_hard", "01_inference_from_scratch"} <= names
+def test_each_chapter_is_numbered_once_and_titled_by_its_number():
+    numbers = [p.name[:2] for p in NOTEBOOKS]
+    assert numbers[:2] == ["00", "01"] and len(set(numbers)) == len(numbers), numbers
+    for path in NOTEBOOKS:
+        first = json.loads(path.read_text())["cells"][0]
+        title = "".join(first["source"]).splitlines()[0]
+        assert first["cell_type"] == "markdown" and title.startswith(f"# {path.name[:2]} · "), \
+            f"{path.name}: the first cell should be the title '# {path.name[:2]} · ...', got {title!r}"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
