@@ -1,0 +1,72 @@
+"""`labkit prune ...` end to end on a tiny model folder: the folder loads in labkit and in
+Hugging Face transformers with the same logits, `labkit eval` compares it with its source,
+and bad input is one line with nothing written."""
+import json
+
+import pytest
+import torch
+
+from labkit.cli import main
+
+
+def labkit(capsys, *args):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def depth_pruned(tiny_folder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pruned") / "layers"
+    code = main(["prune", str(tiny_folder), "--method", "layers", "--ratio", "0.5", "--work-dir", str(out),
+                "--calib-samples", "1", "--calib-seqlen", "128", "--json"])
+    assert code == 0
+    return out
+
+
+def test_depth_checkpoint_loads_everywhere_with_the_same_logits(depth_pruned, tiny_folder):
+    transformers = pytest.importorskip("transformers")
+    from labkit.loading import load_model
+    from labkit.prune.depth import drop_layers
+
+    config = json.loads((depth_pruned / "config.json").read_text())
+    removed = config["prune"]["removed_layers"]
+    assert config["num_hidden_layers"] == 3 and len(removed) == 3
+    model, tokenizer = load_model(str(depth_pruned))
+    source, _ = load_model(str(tiny_folder))
+    ids = torch.tensor([tokenizer.encode("Pruning removes whole blocks from a model.")])
+    assert torch.equal(model(ids), drop_layers(source, removed)(ids))
+    hf = transformers.AutoModelForCausalLM.from_pretrained(depth_pruned, dtype=torch.float32).eval()
+    with torch.no_grad():
+        assert torch.allclose(hf(ids).logits, model(ids), atol=1e-4)
+
+
+def test_eval_compares_a_pruned_checkpoint_with_its_source(capsys, depth_pruned, tiny_folder):
+    code, out, err = labkit(capsys, "eval", depth_pruned, "--max-tokens", "64", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["reference"] == str(tiny_folder.resolve()) and result["kl"] > 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--ratio", "1.0"], "--ratio"),
+    (["--ratio", "0.05"], "removes 0 of 6 layers"),
+    ([], "needs --ratio"),
+    (["--ratio", "0.5", "--calib-samples", "0"], "--calib-samples"),
+])
+def test_bad_input_is_one_line_and_writes_nothing(capsys, tiny_folder, tmp_path, args, message):
+    code, out, err = labkit(capsys, "prune", tiny_folder, "--method", "layers", "--work-dir", tmp_path / "out",
+                            "--calib-samples", "1", "--calib-seqlen", "128", *args)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_non_empty_work_dir_needs_force(capsys, tiny_folder, tmp_path):
+    (tmp_path / "keep.txt").write_text("precious")
+    args = ["prune", tiny_folder, "--method", "layers", "--ratio", "0.5", "--work-dir", tmp_path,
+            "--calib-samples", "1", "--calib-seqlen", "128"]
+    code, _, err = labkit(capsys, *args)
+    assert code == 2 and "--force" in err and (tmp_path / "keep.txt").read_text() == "precious"
+    code, _, err = labkit(capsys, *args, "--force")
+    assert code == 0, err
+    assert not (tmp_path / "keep.txt").exists() and (tmp_path / "config.json").is_file()
