@@ -72,14 +72,16 @@ def chat_requests(n: int, seed: int = 0, prompt_median: int = 24, output_median:
 
 
 def continuous_step(running, waiting, free_blocks, block_size, max_batch, token_budget):
-    """The continuous policy (exercise 08's answer): decodes, then prefill chunks, then first-come admissions."""
+    """The continuous policy (exercise 08's answer, and its grader's reference): decodes, then
+    prefill chunks, then first-come admissions. Reads only the fields of exercise 08's `Request`
+    (name, prompt_len, computed, blocks), so it plans for a learner's requests as for the simulator's."""
     plan, budget = [], token_budget
     for r in running:
-        if not r.in_prefill and budget > 0:
+        if r.computed >= r.prompt_len and budget > 0:
             plan.append((r.name, 1))
             budget -= 1
     for r in running:
-        if r.in_prefill and budget > 0:
+        if r.computed < r.prompt_len and budget > 0:
             plan.append((r.name, min(r.prompt_len - r.computed, budget)))
             budget -= plan[-1][1]
     while waiting and len(running) < max_batch and budget > 0:

@@ -5,30 +5,7 @@ import copy
 import random
 
 from labkit.grading import check
-
-
-def _reference(running, waiting, free_blocks, block_size, max_batch, token_budget):
-    plan, budget = [], token_budget
-    for r in running:
-        if r.computed >= r.prompt_len and budget > 0:
-            plan.append((r.name, 1))
-            budget -= 1
-    for r in running:
-        if r.computed < r.prompt_len and budget > 0:
-            n = min(r.prompt_len - r.computed, budget)
-            plan.append((r.name, n))
-            budget -= n
-    while waiting and len(running) < max_batch and budget > 0:
-        r = waiting[0]
-        need = -(-r.prompt_len // block_size)
-        if need > free_blocks:
-            break
-        waiting.pop(0)
-        r.blocks, free_blocks = need, free_blocks - need
-        running.append(r)
-        plan.append((r.name, min(r.prompt_len, budget)))
-        budget -= plan[-1][1]
-    return plan, free_blocks
+from labkit.profile.timeline import continuous_step as _reference
 
 
 def _req(impl, name, prompt, computed=0, generated=0, blocks=0, max_tokens=8):
