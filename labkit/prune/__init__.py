@@ -2,6 +2,9 @@
 
 One small module per idea, each with the reasoning in its docstring:
 
+- `masks`: importance scores (magnitude, Wanda) and masks (per row, whole layer, N:M).
+- `sparsegpt`: one-shot Optimal Brain Surgeon pruning with weight updates, block by block.
+- `oneshot`: every projection of a model pruned layer by layer on calibration activations.
 - `depth`: block influence (and the perplexity ranking), dropping whole decoder layers.
 - `checkpoint`: pruned folders (an ordinary Hugging Face config plus a `prune` section),
   what `labkit prune` writes and every MODEL argument reads.

@@ -1,6 +1,8 @@
 """`labkit prune MODEL --method METHOD --work-dir DIR [...]`: write a pruned checkpoint folder.
 
     --method layers  --ratio R [--rank influence|ppl]     remove whole decoder blocks
+    --method magnitude|wanda|sparsegpt  --sparsity S | --pattern N:M
+                                                          zero weights (dense tensors, exact zeros)
 
 The folder (see `labkit.prune.checkpoint`) is accepted by every MODEL argument: `labkit eval
 DIR` compares it against its source, `labkit lite auto_awq DIR` quantizes it.
@@ -13,7 +15,8 @@ from pathlib import Path
 
 from labkit.clitools import add_json_argument, add_model_argument, emit, progress
 
-METHODS = ("layers",)
+ONESHOT = ("magnitude", "wanda", "sparsegpt")
+METHODS = ("layers", *ONESHOT)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -25,6 +28,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rank", default="influence", choices=["influence", "ppl"],
                    help="layers: rank blocks by block influence (default) or by the perplexity increase "
                         "when each alone is removed")
+    p.add_argument("--sparsity", type=float, default=None,
+                   help="magnitude|wanda|sparsegpt: the fraction of each projection's weights to zero, in [0, 1)")
+    p.add_argument("--pattern", default=None, metavar="N:M",
+                   help="magnitude|wanda|sparsegpt: keep N of every M consecutive weights (2:4, 4:8) instead")
     p.add_argument("--calib-dataset", default=None, metavar="NAME",
                    help="wikitext2 | c4 | pileval through `datasets` (online); default: labkit's calibration text")
     p.add_argument("--calib-samples", type=int, default=4, help="calibration windows (default 4)")
@@ -40,6 +47,10 @@ def check_arguments(args) -> None:
         raise UserError("--calib-samples must be >= 1 and --calib-seqlen >= 16")
     if args.method == "layers" and (args.ratio is None or not 0 < args.ratio < 1):
         raise UserError("--method layers needs --ratio R with 0 < R < 1 (the fraction of layers to remove)")
+    if args.method in ONESHOT and (args.sparsity is None) == (args.pattern is None):
+        raise UserError(f"--method {args.method} needs either --sparsity S or --pattern N:M")
+    if args.sparsity is not None and not 0 <= args.sparsity < 1:
+        raise UserError(f"--sparsity {args.sparsity} is outside [0, 1)")
 
 
 def run(args) -> int:
@@ -49,6 +60,7 @@ def run(args) -> int:
     from labkit.models.loader import resolve
     from labkit.prune.checkpoint import check_prunable, save_pruned
     from labkit.prune.depth import prune_depth
+    from labkit.prune.oneshot import prune_oneshot
     from labkit.quant.calib import calibration_ids, dataset_text
     from labkit.quant.checkpoint import prepare_work_dir
     from labkit.quant.cli import source_name
@@ -62,17 +74,23 @@ def run(args) -> int:
     text = dataset_text(args.calib_dataset) if args.calib_dataset else None
     ids = calibration_ids(tokenizer, text, args.calib_samples, args.calib_seqlen)
     calibration = {"dataset": args.calib_dataset or "labkit", "samples": int(ids.shape[0]), "seqlen": int(ids.shape[1])}
+    bar = lambda it: progress(it, f"{args.method} layers", not args.json)
     try:
-        pruned, section = prune_depth(model, ids, args.ratio, args.rank,
-                                      progress=lambda it: progress(it, "rank layers", not args.json))
+        if args.method == "layers":
+            pruned, section = prune_depth(model, ids, args.ratio, args.rank, progress=bar)
+        else:
+            pruned = model
+            section = prune_oneshot(model, ids, args.method, args.sparsity, args.pattern, progress=bar)
     except ValueError as e:
         raise UserError(str(e)) from e
-    section["calibration"] = calibration
+    if args.method != "magnitude":
+        section["calibration"] = calibration
     save_pruned(pruned, out, source_name(args.model), resolve(args.model), section, args.force)
     result = {"work_dir": str(out), "source": source_name(args.model), **section,
               "parameters": parameter_count(pruned), "source_parameters": parameter_count(model),
               "seconds": round(time.perf_counter() - start, 1)}
-    emit(result, args.json, f"wrote {out}: removed layers {section['removed_layers']} "
-                            f"({result['parameters'] / 1e6:.1f}M of {result['source_parameters'] / 1e6:.1f}M parameters "
-                            f"left) in {result['seconds']} s")
+    done = f"removed layers {section['removed_layers']}" if args.method == "layers" else \
+        f"{section['linear_sparsity']:.1%} of the projections' weights are zero"
+    emit(result, args.json, f"wrote {out}: {done} ({result['parameters'] / 1e6:.1f}M of "
+                            f"{result['source_parameters'] / 1e6:.1f}M parameters left) in {result['seconds']} s")
     return 0

@@ -48,6 +48,36 @@ def test_eval_compares_a_pruned_checkpoint_with_its_source(capsys, depth_pruned,
     assert result["reference"] == str(tiny_folder.resolve()) and result["kl"] > 0
 
 
+def test_sparsegpt_checkpoint_holds_exact_zeros_in_the_pattern(capsys, tiny_folder, tmp_path):
+    from safetensors.torch import load_file
+
+    from labkit.loading import load_model
+
+    code, out, err = labkit(capsys, "prune", tiny_folder, "--method", "sparsegpt", "--pattern", "2:4",
+                            "--work-dir", tmp_path / "sgpt", "--calib-samples", "1", "--calib-seqlen", "128", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["linear_sparsity"] == 0.5 and result["calibration"] == {"dataset": "labkit", "samples": 1, "seqlen": 128}
+    config = json.loads((tmp_path / "sgpt" / "config.json").read_text())
+    assert config["prune"]["pattern"] == "2:4" and len(config["prune"]["layers"]) == 6
+    w = load_file(tmp_path / "sgpt" / "model.safetensors")["model.layers.5.mlp.down_proj.weight"]
+    assert ((w != 0).view(w.shape[0], -1, 4).sum(-1) <= 2).all()
+    model, _ = load_model(str(tmp_path / "sgpt"))
+    assert torch.equal(model.model.layers[5].mlp.down_proj.weight, w.float())
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--method", "wanda", "--pattern", "2:3"], "does not divide"),
+    (["--method", "wanda", "--pattern", "4:4"], "0 < N < M"),
+    (["--method", "wanda", "--sparsity", "1.0"], "outside [0, 1)"),
+    (["--method", "magnitude"], "either --sparsity"),
+])
+def test_bad_oneshot_input_is_one_line_and_writes_nothing(capsys, tiny_folder, tmp_path, args, message):
+    code, out, err = labkit(capsys, "prune", tiny_folder, "--work-dir", tmp_path / "out", *args)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("args, message", [
     (["--ratio", "1.0"], "--ratio"),
     (["--ratio", "0.05"], "removes 0 of 6 layers"),
