@@ -14,7 +14,7 @@ from labkit.profile.configs import PRESETS, preset
 from labkit.profile.cost import (
     KV_FORMATS, WEIGHT_FORMATS, MemoryPlan, activation_bytes, arithmetic_intensity, decode_bytes, decode_flops,
     flops_per_token, group_bits, kv_bytes_per_token, kv_cache_bytes, matmul_params, max_batch, memory_plan,
-    param_count, prefill_bytes, prefill_flops, weight_bytes)
+    param_bytes, param_count, prefill_bytes, prefill_flops)
 from labkit.profile.hardware import GPUS, THIS_MACHINE, Device, get_device, measure_device
 from labkit.profile.roofline import attainable_flops, critical_batch, decode_point, ridge_point
 from labkit.profile.timing import Timer, measure
@@ -22,7 +22,7 @@ from labkit.profile.timing import Timer, measure
 __all__ = [
     "PRESETS", "preset", "KV_FORMATS", "WEIGHT_FORMATS", "MemoryPlan", "activation_bytes", "arithmetic_intensity",
     "decode_bytes", "decode_flops", "flops_per_token", "group_bits", "kv_bytes_per_token", "kv_cache_bytes",
-    "matmul_params", "max_batch", "memory_plan", "param_count", "prefill_bytes", "prefill_flops", "weight_bytes", "GPUS",
+    "matmul_params", "max_batch", "memory_plan", "param_bytes", "param_count", "prefill_bytes", "prefill_flops", "GPUS",
     "THIS_MACHINE", "Device", "get_device", "measure_device", "attainable_flops", "critical_batch", "decode_point",
     "ridge_point", "Timer", "measure", "memory_planner", "roofline_explorer",
 ]

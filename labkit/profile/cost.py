@@ -71,18 +71,20 @@ def param_count(config: LlamaConfig) -> int:
     return embed + head + L * per_layer + d  # + the final norm
 
 
-def weight_bytes(config: LlamaConfig, bits: float = 16) -> float:
-    """Memory of all the weights at `bits` per parameter."""
+def param_bytes(config: LlamaConfig, bits: float = 16) -> float:
+    """Memory of all the parameters (`param_count`) at `bits` per parameter."""
     return param_count(config) * bits / 8
 
 
 # ----------------------------------------------------------------------------- KV cache
 
 
-def kv_bytes_per_token(config: LlamaConfig, bits: float = 16) -> float:
-    """K and V of one token in every layer. Grouped-query attention stores only the KV heads,
+def kv_bytes_per_token(config: LlamaConfig, bits: float = 16, scale_zero_bytes: int = 0) -> float:
+    """K and V of one token in every layer: `head_dim` values at `bits` per KV head, plus
+    `scale_zero_bytes` per head and token where a quantized cache stores them (`labkit.quant.kv`:
+    a float16 scale and zero, 4 bytes). Grouped-query attention stores only the KV heads,
     which is the whole point of GQA: Llama-2-70B keeps 8 KV heads for 64 query heads."""
-    return 2 * config.num_hidden_layers * config.num_key_value_heads * config.head_dim * bits / 8
+    return 2 * config.num_hidden_layers * config.num_key_value_heads * (config.head_dim * bits / 8 + scale_zero_bytes)
 
 
 def kv_cache_bytes(config: LlamaConfig, batch: int, context: int, bits: float = 16) -> float:
@@ -187,7 +189,7 @@ def memory_plan(config: LlamaConfig, batch: int, context: int, weight_bits: floa
     serving engines do, so activations do not grow with batch x context.
     """
     tokens = min(batch * context, max(prefill_chunk, batch))
-    return MemoryPlan(weights=weight_bytes(config, weight_bits),
+    return MemoryPlan(weights=param_bytes(config, weight_bits),
                       kv_cache=kv_cache_bytes(config, batch, context, kv_bits),
                       activations=activation_bytes(config, tokens, batch),
                       capacity=None if memory_gb is None else memory_gb * GB * usable)

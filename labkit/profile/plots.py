@@ -102,7 +102,7 @@ def plot_memory_growth(config: LlamaConfig, batches: Sequence[int], contexts: Se
                        kv_bits: float = 16, memory_gb: float | None = None, ax=None, name: str = ""):
     """Total memory (weights + KV cache + activations) against context, one line per batch size."""
     ax = _axes(ax)
-    w = cost.weight_bytes(config, weight_bits) / cost.GB
+    w = cost.param_bytes(config, weight_bits) / cost.GB
     for b in batches:
         totals = [cost.memory_plan(config, b, c, weight_bits, kv_bits).total / cost.GB for c in contexts]
         ax.plot(contexts, totals, "o-", ms=3, label=f"batch {b}")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 
 from labkit.models.llama import LlamaConfig, causal_attention
+from labkit.profile import cost
 
 POLICIES = (0, 4, 8)
 
@@ -107,7 +108,8 @@ class QuantKVCache:
 
 def kv_bytes_per_token(config: LlamaConfig, policy: int = 0, float_bytes: int = 2) -> int:
     """Cache bytes one token costs over all layers: K and V, each head's D values (float at
-    `float_bytes`, or codes) plus, when quantized, a float16 scale and zero per head."""
+    `float_bytes`, or codes) plus, when quantized, a float16 scale and zero per head
+    (`labkit.profile.cost.kv_bytes_per_token` for this policy's storage)."""
     check_policy(policy)
-    per_head = config.head_dim * float_bytes if policy == 0 else config.head_dim * policy // 8 + 4
-    return 2 * config.num_hidden_layers * config.num_key_value_heads * per_head
+    bits, scale_zero_bytes = (8 * float_bytes, 0) if policy == 0 else (policy, 4)
+    return int(cost.kv_bytes_per_token(config, bits, scale_zero_bytes))

@@ -43,8 +43,8 @@ def test_embedded_preset_matches_the_shipped_model():
 
 def test_llama2_7b_by_hand():
     # weights: 6.74 B params x 2 bytes = 13.5 GB in fp16
-    assert cost.weight_bytes(LLAMA2_7B, 16) / 1e9 == pytest.approx(13.48, abs=0.01)
-    assert cost.weight_bytes(LLAMA2_7B, 4) / 1e9 == pytest.approx(3.37, abs=0.01)
+    assert cost.param_bytes(LLAMA2_7B, 16) / 1e9 == pytest.approx(13.48, abs=0.01)
+    assert cost.param_bytes(LLAMA2_7B, 4) / 1e9 == pytest.approx(3.37, abs=0.01)
     # KV: 2 (K, V) x 32 layers x 32 heads x 128 dims x 2 bytes = 524288 B = 0.5 MiB per token
     assert cost.kv_bytes_per_token(LLAMA2_7B, 16) == 2 * 32 * 32 * 128 * 2 == 0.5 * 2**20
     # a 4096-token sequence: 2 GiB; batch 8: 16 GiB
@@ -99,7 +99,7 @@ def test_group_bits():
 
 def test_memory_plan_and_fit():
     plan = cost.memory_plan(LLAMA2_7B, 1, 4096, memory_gb=24)
-    assert plan.weights == cost.weight_bytes(LLAMA2_7B)
+    assert plan.weights == cost.param_bytes(LLAMA2_7B)
     assert plan.kv_cache == 2 * 2**30
     assert 0 < plan.activations < 0.5e9
     assert plan.total == plan.weights + plan.kv_cache + plan.activations

@@ -13,7 +13,7 @@ PNG = b"\x89PNG"
 def test_memory_planner_defaults_and_changes():
     w = memory_planner()
     assert bytes(w.chart.value).startswith(PNG)
-    assert w.plan.weights == cost.weight_bytes(PRESETS["Llama-2-7B"], 16)
+    assert w.plan.weights == cost.param_bytes(PRESETS["Llama-2-7B"], 16)
     assert w.plan.fits and "fits" in w.summary.value
     first_chart = w.chart.value
 
@@ -24,7 +24,7 @@ def test_memory_planner_defaults_and_changes():
     assert w.chart.value != first_chart
 
     w.weight_format.value = "int4 g128"               # 36.6 GB
-    assert w.plan.weights == pytest.approx(cost.weight_bytes(PRESETS["Llama-2-70B"], 4.25))
+    assert w.plan.weights == pytest.approx(cost.param_bytes(PRESETS["Llama-2-70B"], 4.25))
     assert w.plan.fits
 
     w.device.value = "L4"
