@@ -174,6 +174,7 @@ class ModelRunner:
         self.graphs: dict[int, tuple] = {}   # bucket -> (graph, static inputs, their pinned host copies, logits)
         self.decode_forward = self.forward
         self.event_pairs: list | None = None   # set to [] to time graph replays on the GPU (bench)
+        self.share = None   # tensor parallelism: hands each step to the other ranks (labkit.engine.parallel)
         if compile:   # fuse the small element-wise kernels of the decode step (see labkit.engine.ops)
             ops.route_quant_linears(model)
             # on a GPU the batch size turns symbolic after the first recompile; a CPU's steps also
@@ -246,14 +247,20 @@ class ModelRunner:
             return x.new_empty(0, m.config.vocab_size, dtype=torch.float32)
         return m.lm_head(m.model.norm(x[0, inputs.logits_indices])).float()
 
-    @torch.inference_mode()
     def run(self, batch: Batch) -> tuple[torch.Tensor, list[Sequence]]:
         step, sampling = self.prepare(batch)
+        if self.share is not None:
+            self.share(step)
+        return self.execute(step), sampling
+
+    @torch.inference_mode()
+    def execute(self, step: HostStep) -> torch.Tensor:
+        """Logits of a prepared step: a graph replay, the compiled decode step, or eagerly."""
         if not step.prefills and self.graphs and len(step.lens) <= max(self.graphs):
-            return self._replay(step), sampling
+            return self._replay(step)
         if not step.prefills and not self.graphs:   # no graphs (a CPU): the decode step as compiled, if it was
-            return self.decode_forward(self.to_device(step)), sampling
-        return self.forward(self.to_device(step)), sampling
+            return self.decode_forward(self.to_device(step))
+        return self.forward(self.to_device(step))
 
     # ------------------------------------------------------------------ CUDA graphs
     def graph_buckets(self, max_batch_size: int) -> list[int]:

@@ -21,6 +21,8 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cache-max-entry-count", type=float, default=0.5,
                    help="fraction of free memory given to the KV cache")
     g.add_argument("--max-model-len", type=int, default=None, help="longest prompt + answer (default: the model's)")
+    g.add_argument("--tp", type=int, default=1,
+                   help="tensor parallelism: split the model over this many GPUs (CPU processes on a CPU)")
 
 
 def engine_kwargs(args: argparse.Namespace) -> dict:
@@ -29,7 +31,9 @@ def engine_kwargs(args: argparse.Namespace) -> dict:
         raise UserError(f"--max-batch-size must be >= 1, got {args.max_batch_size}")
     if not 0 < args.cache_max_entry_count <= 1:
         raise UserError(f"--cache-max-entry-count must be in (0, 1], got {args.cache_max_entry_count}")
-    return {"backend": args.backend, "device": args.device, "quant_policy": args.quant_policy,
+    if args.tp < 1:
+        raise UserError(f"--tp must be >= 1, got {args.tp}")
+    return {"tp": args.tp, "backend": args.backend, "device": args.device, "quant_policy": args.quant_policy,
             "max_batch_size": args.max_batch_size, "cache_max_entry_count": args.cache_max_entry_count,
             "max_model_len": args.max_model_len}
 
