@@ -20,7 +20,8 @@ def _reference(w: torch.Tensor, bits: int, g: int):
 def _weights(n: int = 8, k: int = 64, seed: int = 0) -> torch.Tensor:
     w = torch.randn(n, k, generator=torch.Generator().manual_seed(seed))
     w[:, 5] *= 8  # an outlier channel: its group needs a wider range than the others
-    w[0] = w[0].abs() + 0.1  # an all-positive row: -min / scale < 0, the zero point needs its clamp
+    w[0] = w[0].abs() + 0.1  # an all-positive row: -min / scale < 0, the zero point clamps to 0
+    w[1] = -w[1].abs() - 0.1  # an all-negative row: -min / scale > qmax, the zero point clamps to qmax
     return w
 
 
@@ -62,12 +63,17 @@ def groups_are_consecutive_input_channels(impl):
 
 @check(points=3)
 def codes_match_the_reference(impl):
-    for bits, g, seed in ((4, 32, 1), (4, 16, 2), (8, 64, 3), (3, 32, 4)):
+    for bits, g, seed in ((4, 32, 1), (4, 16, 2), (8, 64, 3), (3, 32, 4), (2, 8, 6)):   # g = 64: one group per row
         w = _weights(seed=seed)
         q, scale, zero = _result(impl, w, bits, g)
         rq, rs, rz = _reference(w, bits, g)
         assert torch.allclose(scale, rs, rtol=1e-5), f"scales differ from (max - min) / (2**bits - 1) for {bits} bits, group {g}"
-        assert torch.equal(zero, rz), f"zero points differ from round(-min / scale) for {bits} bits, group {g}"
+        if not torch.equal(zero, rz):
+            rows = sorted({int(r) for r in (zero != rz).nonzero()[:, 0]})
+            hint = (" Row 1 is all negative: there round(-min / scale) exceeds qmax, clamp it to [0, qmax]."
+                    if rows == [1] else "")
+            raise AssertionError(f"zero points differ from round(-min / scale) for {bits} bits, group {g} "
+                                 f"(rows {rows}).{hint}")
         wrong = (q != rq).float().mean().item()
         assert wrong < 0.001, f"{wrong:.1%} of the codes differ from clamp(round(w / scale) + zero, 0, qmax) ({bits} bits, group {g})"
 
@@ -75,16 +81,31 @@ def codes_match_the_reference(impl):
 @check(points=2)
 def dequantize_inverts(impl):
     w = _weights(seed=5)
-    rq, rs, rz = _reference(w, 4, 32)
-    back = impl.dequantize_groupwise(rq.clone(), rs.clone(), rz.clone(), 32)
-    assert isinstance(back, torch.Tensor) and tuple(back.shape) == tuple(w.shape), \
-        f"dequantize_groupwise should return a tensor shaped like w {tuple(w.shape)}"
-    want = ((rq.reshape(8, 2, 32) - rz[..., None]) * rs[..., None]).reshape(8, 64)
-    err = (back.float() - want).abs().max().item()
-    assert err < 1e-5, f"dequantize_groupwise differs from (q - zero) * scale by {err:.3g}"
-    step = rs.repeat_interleave(32, 1)
-    assert ((back.float() - w).abs() <= step / 2 + 1e-5)[1:].all(), \
-        "after a round trip every weight should be within half a step (scale / 2) of the original"  # row 0 clips
+    for g in (32, 16):
+        rq, rs, rz = _reference(w, 4, g)
+        back = impl.dequantize_groupwise(rq.to(torch.int32), rs.clone(), rz.clone(), g)  # q: any integer dtype
+        assert isinstance(back, torch.Tensor) and tuple(back.shape) == tuple(w.shape), \
+            f"dequantize_groupwise should return a tensor shaped like w {tuple(w.shape)}"
+        assert back.dtype == torch.float32, f"dequantize_groupwise should return float32 weights, got {back.dtype}"
+        want = ((rq.reshape(8, 64 // g, g) - rz[..., None]) * rs[..., None]).reshape(8, 64)
+        err = (back - want).abs().max().item()
+        assert err < 1e-5, f"dequantize_groupwise differs from (q - zero) * scale by {err:.3g} (group {g})"
+        step = rs.repeat_interleave(g, 1)
+        assert ((back - w).abs() <= step / 2 + 1e-5)[2:].all(), \
+            "after a round trip every weight should be within half a step (scale / 2) of the original"  # rows 0, 1 clip
+
+
+@check(points=1)
+def inputs_are_not_modified(impl):
+    w = _weights(seed=7)
+    before = w.clone()
+    q, scale, zero = impl.quantize_groupwise(w, 4, 32)
+    assert torch.equal(w, before), ("quantize_groupwise changed the caller's weight: w.float() of a float32 tensor is "
+                                    "the same tensor, so w.float() -= ... writes into w. Compute into new tensors")
+    copies = [t.clone() for t in (q, scale, zero)]
+    impl.dequantize_groupwise(q, scale, zero, 32)
+    assert all(torch.equal(t, c) for t, c in zip((q, scale, zero), copies)), \
+        "dequantize_groupwise changed q, scale or zero in place: the caller still needs them"
 
 
 @check(points=1)

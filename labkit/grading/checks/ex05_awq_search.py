@@ -44,8 +44,11 @@ def scales_follow_activations_and_are_normalized(impl):
             if alpha and torch.allclose(s.float(), 1 / want, rtol=1e-4):
                 raise AssertionError("scales are inverted: large activations should get s > 1")
             raise AssertionError(f"awq_scales(a, {alpha}) = {s.tolist()}, expected {want.tolist()}")
-    s = impl.awq_scales(torch.tensor([0.0, 1.0]), 0.5)
+    zero_channel = torch.tensor([0.0, 1.0])
+    s = impl.awq_scales(zero_channel, 0.5)
     assert torch.isfinite(s).all(), "clamp the activation means to >= 1e-4 before the power (a zero channel gave inf/nan)"
+    assert zero_channel.tolist() == [0.0, 1.0], \
+        "awq_scales changed the caller's activation means in place: use clamp(min=...), not clamp_"
 
 
 @check(points=2)
@@ -60,20 +63,24 @@ def alpha_zero_is_round_to_nearest(impl):
 
 @check(points=3)
 def finds_the_reference_alpha(impl):
-    for seed, spiky in ((2, False), (3, True)):
+    for seed, spiky, bits, g, n_grid in ((2, False, 4, 32, 20), (3, True, 4, 32, 20), (5, False, 3, 64, 10)):
         w, x = _layer(seed, spiky)
-        want_alpha, want_s, want_losses = _reference_search(w, x, 4, 32, 20)
-        alpha, scales, losses = impl.search_scale(w.clone(), x.clone(), 4, 32, n_grid=20)
-        ok = abs(float(alpha) - want_alpha) < 1e-9 and torch.allclose(scales.float(), want_s, rtol=1e-4)
+        want_alpha, want_s, want_losses = _reference_search(w, x, bits, g, n_grid)
+        alpha, scales, losses = impl.search_scale(w.clone(), x.clone(), bits, g, n_grid=n_grid)
+        ok = (abs(float(alpha) - want_alpha) < 1e-9 and torch.allclose(scales.float(), want_s, rtol=1e-4)
+              and len(losses) == n_grid and all(abs(float(a) - b) <= 1e-3 * b for a, b in zip(losses, want_losses)))
         if not ok:
             hint = ""
-            if sum(float(v) for v in losses) > 3 * sum(want_losses):
+            if (bits, g) != (4, 32) and all(abs(float(a) - b) <= 1e-6 * b for a, b in
+                                            zip(losses, _reference_search(w, x, 4, 32, n_grid)[2])):
+                hint = f" The losses are those of 4 bits, group 32: quantize with the given bits={bits}, group_size={g}."
+            elif sum(float(v) for v in losses) > 3 * sum(want_losses):
                 hint = " The losses grow fast with alpha: did you forget to divide Q(w * s) by s?"
             elif torch.allclose(scales.float(), reference_scales(x.abs().amax(0), float(alpha)), rtol=1e-4):
                 hint = " a is the mean of |x| over tokens, not the max."
             elif abs(float(alpha) - want_alpha) < 1e-9:
                 hint = " Return the scales of the best alpha."
-            raise AssertionError(f"best alpha {float(alpha):g}, expected {want_alpha:g} "
+            raise AssertionError(f"{bits} bits, group {g}, n_grid {n_grid}: best alpha {float(alpha):g}, expected {want_alpha:g} "
                                  f"(losses {[round(float(v), 8) for v in losses[:4]]}...).{hint}")
 
 
@@ -84,3 +91,26 @@ def protecting_outliers_beats_rtn(impl):
     best = min(float(v) for v in losses)
     assert alpha > 0, "with outlier input channels the best alpha should be > 0"
     assert best < 0.7 * float(losses[0]), f"the search should cut RTN's loss clearly: {best:.3g} vs {float(losses[0]):.3g}"
+
+
+@check(points=1)
+def ties_and_a_one_point_grid(impl):
+    w, x = torch.zeros(8, 64), _layer(6)[1][:, :64]   # a zero weight quantizes exactly: every loss is 0
+    alpha, scales, losses = impl.search_scale(w, x, 4, 32, n_grid=5)
+    assert [float(v) for v in losses] == [0.0] * 5, f"a zero weight quantizes exactly: every loss is 0, got {losses}"
+    assert float(alpha) == 0.0 and torch.allclose(scales.float(), torch.ones(64)), (
+        f"on a tie the first alpha on the grid wins (0 here, with scales 1), got alpha {float(alpha):g}: "
+        "replace the best only when a loss is strictly smaller")
+    w, x = _layer(7)
+    alpha, scales, losses = impl.search_scale(w, x, 4, 32, n_grid=1)
+    assert len(losses) == 1 and float(alpha) == 0.0, \
+        f"n_grid = 1 tries alpha = 0 only (plain round-to-nearest), got alpha {float(alpha):g} and {len(losses)} losses"
+
+
+@check(points=1)
+def inputs_are_not_modified(impl):
+    w, x = _layer(8)
+    impl.search_scale(w, x, 4, 32, n_grid=4)
+    w0, x0 = _layer(8)
+    assert torch.equal(w, w0), "search_scale changed the caller's weight (w *= s?): scale a copy, w * s"
+    assert torch.equal(x, x0), "search_scale changed the caller's activations in place"
