@@ -6,7 +6,10 @@ One small module per idea, each with the reasoning in its docstring:
 - `sparsegpt`: one-shot Optimal Brain Surgeon pruning with weight updates, block by block.
 - `oneshot`: every projection of a model pruned layer by layer on calibration activations.
 - `depth`: block influence (and the perplexity ranking), dropping whole decoder layers.
+- `width`: activation importance of MLP channels, heads (whole KV groups, or the same count
+  in each) and embedding channels; the same narrower widths in every layer.
+- `semistructured`: 2:4 weights as PyTorch's compressed semi-structured tensors (GPU).
 - `checkpoint`: pruned folders (an ordinary Hugging Face config plus a `prune` section),
   what `labkit prune` writes and every MODEL argument reads.
-- `cli`: `labkit prune ...`.
+- `cli`, `bench`: `labkit prune ...` and `labkit bench prune`.
 """

@@ -1,6 +1,8 @@
 """`labkit prune MODEL --method METHOD --work-dir DIR [...]`: write a pruned checkpoint folder.
 
     --method layers  --ratio R [--rank influence|ppl]     remove whole decoder blocks
+    --method width   [--mlp F] [--heads H] [--kv-heads K] [--hidden D]
+                                                          narrower layers, the same in every layer
     --method magnitude|wanda|sparsegpt  --sparsity S | --pattern N:M
                                                           zero weights (dense tensors, exact zeros)
 
@@ -16,7 +18,7 @@ from pathlib import Path
 from labkit.clitools import add_json_argument, add_model_argument, emit, progress
 
 ONESHOT = ("magnitude", "wanda", "sparsegpt")
-METHODS = ("layers", *ONESHOT)
+METHODS = ("layers", "width", *ONESHOT)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -28,6 +30,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rank", default="influence", choices=["influence", "ppl"],
                    help="layers: rank blocks by block influence (default) or by the perplexity increase "
                         "when each alone is removed")
+    p.add_argument("--mlp", type=int, default=None, metavar="F", help="width: MLP channels to keep per layer")
+    p.add_argument("--heads", type=int, default=None, metavar="H", help="width: query heads to keep per layer")
+    p.add_argument("--kv-heads", type=int, default=None, metavar="K",
+                   help="width: KV groups to keep (whole groups go; default: all, and --heads takes the same "
+                        "number of query heads from each)")
+    p.add_argument("--hidden", type=int, default=None, metavar="D", help="width: embedding channels to keep")
     p.add_argument("--sparsity", type=float, default=None,
                    help="magnitude|wanda|sparsegpt: the fraction of each projection's weights to zero, in [0, 1)")
     p.add_argument("--pattern", default=None, metavar="N:M",
@@ -61,6 +69,7 @@ def run(args) -> int:
     from labkit.prune.checkpoint import check_prunable, save_pruned
     from labkit.prune.depth import prune_depth
     from labkit.prune.oneshot import prune_oneshot
+    from labkit.prune.width import prune_width
     from labkit.quant.calib import calibration_ids, dataset_text
     from labkit.quant.checkpoint import prepare_work_dir
     from labkit.quant.cli import source_name
@@ -78,6 +87,8 @@ def run(args) -> int:
     try:
         if args.method == "layers":
             pruned, section = prune_depth(model, ids, args.ratio, args.rank, progress=bar)
+        elif args.method == "width":
+            pruned, section = prune_width(model, ids, args.mlp, args.heads, args.kv_heads, args.hidden)
         else:
             pruned = model
             section = prune_oneshot(model, ids, args.method, args.sparsity, args.pattern, progress=bar)
@@ -89,8 +100,9 @@ def run(args) -> int:
     result = {"work_dir": str(out), "source": source_name(args.model), **section,
               "parameters": parameter_count(pruned), "source_parameters": parameter_count(model),
               "seconds": round(time.perf_counter() - start, 1)}
-    done = f"removed layers {section['removed_layers']}" if args.method == "layers" else \
-        f"{section['linear_sparsity']:.1%} of the projections' weights are zero"
-    emit(result, args.json, f"wrote {out}: {done} ({result['parameters'] / 1e6:.1f}M of "
-                            f"{result['source_parameters'] / 1e6:.1f}M parameters left) in {result['seconds']} s")
+    if args.method in ONESHOT:
+        done = f"{section['linear_sparsity']:.1%} of the projections' weights are zero"
+    else:
+        done = f"{result['parameters'] / 1e6:.1f}M of {result['source_parameters'] / 1e6:.1f}M parameters left"
+    emit(result, args.json, f"wrote {out} ({args.method}): {done}, in {result['seconds']} s")
     return 0

@@ -41,6 +41,25 @@ def test_depth_checkpoint_loads_everywhere_with_the_same_logits(depth_pruned, ti
         assert torch.allclose(hf(ids).logits, model(ids), atol=1e-4)
 
 
+def test_width_checkpoint_loads_in_transformers_with_the_same_logits(capsys, tiny_folder, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from labkit.loading import load_model
+
+    code, out, err = labkit(capsys, "prune", tiny_folder, "--method", "width", "--mlp", "96", "--heads", "2",
+                            "--kv-heads", "1", "--hidden", "48", "--work-dir", tmp_path / "w",
+                            "--calib-samples", "1", "--calib-seqlen", "128", "--json")
+    assert code == 0, err
+    assert json.loads(out)["parameters"] < json.loads(out)["source_parameters"]
+    config = json.loads((tmp_path / "w" / "config.json").read_text())
+    assert (config["intermediate_size"], config["num_attention_heads"], config["num_key_value_heads"],
+            config["hidden_size"], config["head_dim"]) == (96, 2, 1, 48, 16)
+    model, tokenizer = load_model(str(tmp_path / "w"))
+    ids = torch.tensor([tokenizer.encode("Width pruning keeps the config uniform.")])
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "w", dtype=torch.float32).eval()
+    with torch.no_grad():
+        assert torch.allclose(hf(ids).logits, model(ids), atol=1e-4)
+
+
 def test_eval_compares_a_pruned_checkpoint_with_its_source(capsys, depth_pruned, tiny_folder):
     code, out, err = labkit(capsys, "eval", depth_pruned, "--max-tokens", "64", "--json")
     assert code == 0, err
@@ -71,6 +90,8 @@ def test_sparsegpt_checkpoint_holds_exact_zeros_in_the_pattern(capsys, tiny_fold
     (["--method", "wanda", "--pattern", "4:4"], "0 < N < M"),
     (["--method", "wanda", "--sparsity", "1.0"], "outside [0, 1)"),
     (["--method", "magnitude"], "either --sparsity"),
+    (["--method", "width", "--heads", "5"], "the model has 4"),
+    (["--method", "width", "--heads", "2", "--kv-heads", "2", "--mlp", "0"], "--mlp 0"),
 ])
 def test_bad_oneshot_input_is_one_line_and_writes_nothing(capsys, tiny_folder, tmp_path, args, message):
     code, out, err = labkit(capsys, "prune", tiny_folder, "--work-dir", tmp_path / "out", *args)
