@@ -54,23 +54,45 @@ def allocator_counts_references(impl):
     assert again == {0, 1, 2, 3}, f"freed blocks can be allocated again, got {sorted(again)}"
 
 
+def _raises(call, error: type[Exception]) -> bool:
+    try:
+        call()
+    except error:
+        return True
+    return False
+
+
 @check(points=1)
 def allocator_refuses_double_free(impl):
     alloc = impl.BlockAllocator(2)
     a = alloc.allocate()
     alloc.free(a)
-    try:
-        alloc.free(a)
-    except ValueError:
-        return
-    raise AssertionError("freeing a block that is already free should raise ValueError (a double free "
-                         "would hand the same block to two requests)")
+    assert _raises(lambda: alloc.free(a), ValueError), (
+        "freeing a block that is already free should raise ValueError (a double free would hand the same "
+        "block to two requests)")
+    assert alloc.num_free == 2 and alloc.ref_count(a) == 0, (
+        f"a refused free() must change nothing: num_free {alloc.num_free} (expected 2), "
+        f"ref_count {alloc.ref_count(a)} (expected 0). Check before you decrement")
+
+
+@check(points=1)
+def allocator_refuses_to_share_a_free_block(impl):
+    alloc = impl.BlockAllocator(3)
+    assert _raises(lambda: alloc.share(1), ValueError), (
+        "share() of a block nobody holds should raise ValueError: a prefix-cache hit on a freed block would read "
+        "K/V that another request may overwrite")
+    assert alloc.ref_count(1) == 0 and alloc.num_free == 3, "a refused share() must leave the block free"
+    one = impl.BlockAllocator(1)   # the smallest pool: one block, taken, then none
+    b = one.allocate()
+    assert one.num_free == 0 and _raises(one.allocate, RuntimeError), "a pool of 1 block has nothing left after one allocate()"
+    one.free(b)
+    assert one.allocate() == b, "the single block, freed, is handed out again"
 
 
 @check(points=3)
 def hash_chain_matches_reference(impl):
     rng = random.Random(0)
-    for n, bs in ((48, 16), (50, 16), (7, 4), (3, 4)):
+    for n, bs in ((48, 16), (50, 16), (7, 4), (3, 4), (32, 32), (0, 16)):   # exact fits, partial, none, empty
         tokens = [rng.randrange(50000) for _ in range(n)]
         got = impl.block_hashes(tokens, bs)
         want = _reference_hashes(tokens, bs)
@@ -109,4 +131,9 @@ def slot_mapping_follows_the_block_table(impl):
             hint = " Look the block up in the block table: the blocks are not contiguous."
         raise AssertionError(f"slot_mapping([7, 2, 9], 0, 10, 4) should be {want}, got {got}.{hint}")
     assert impl.slot_mapping(table, 5, 3, 4) == [9, 10, 11], "start in the middle: tokens 5, 6, 7 are in block 2"
+    assert impl.slot_mapping(table, 4, 4, 4) == [8, 9, 10, 11], \
+        "start exactly at a block boundary: tokens 4..7 fill block 2 (slots 8..11)"
     assert impl.slot_mapping(table, 3, 0, 4) == [], "count 0: no slots"
+    got = impl.slot_mapping([3, 0], 14, 4, 16)   # a decode-sized step that crosses from block 3 into block 0
+    assert got == [62, 63, 0, 1], (f"slot_mapping([3, 0], 14, 4, block_size=16) should be [62, 63, 0, 1], got {got}: "
+                                   "use the block_size argument")

@@ -71,6 +71,37 @@ def admission_respects_batch_size_and_budget(impl):
     assert "W" not in dict(plan) and left == 50, "the 4 decodes spent the whole budget: W waits, its blocks stay free"
 
 
+@check(points=2)
+def exact_fits_are_admitted(impl):
+    """Boundaries: a prompt that fills its blocks exactly, a request that needs exactly the free
+    blocks, a prompt exactly the budget, a batch that reaches max_batch exactly."""
+    x = _req(impl, "X", 32)                                  # 32 / 16: exactly 2 blocks, not 3
+    running, waiting = [], [x]
+    plan, left = _call(impl, running, waiting, 2, budget=32, max_batch=1)
+    assert plan == [("X", 32)] and left == 0 and x.blocks == 2, (
+        f"X's 32-token prompt fills exactly 2 blocks of 16, and exactly 2 are free: it joins and takes them "
+        f"(ceil(32 / 16) = 2). Expected [('X', 32)] with 0 blocks left, got {plan} with {left} left, X.blocks {x.blocks}")
+    y = _req(impl, "Y", 1)
+    plan, left = _call(impl, running, [y], 5, budget=40, max_batch=1)
+    assert plan == [("X", 32)] and left == 5, (
+        f"max_batch 1 is reached by X alone: Y waits; X's prompt runs again in full (the engine has not "
+        f"updated `computed` yet). Expected [('X', 32)], 5 blocks left; got {plan}, {left}")
+    plan, left = _call(impl, [], [], 7)
+    assert plan == [] and left == 7, f"nothing running and nothing waiting: an empty plan, blocks untouched; got {plan}, {left}"
+
+
+@check(points=1)
+def leaves_computed_and_generated_alone(impl):
+    a = _req(impl, "A", 50, computed=10, blocks=4)
+    b = _req(impl, "B", 8, computed=9, generated=1, blocks=1)
+    w = _req(impl, "W", 20)
+    _call(impl, [a, b], [w], 10, budget=60)   # B decodes, A finishes its prompt, W joins
+    got = [(r.name, r.computed, r.generated) for r in (a, b, w)]
+    assert got == [("A", 10, 0), ("B", 9, 1), ("W", 0, 0)], (
+        f"schedule_step only plans: `computed` and `generated` are the engine's to update after the step runs "
+        f"(expected [('A', 10, 0), ('B', 9, 1), ('W', 0, 0)], got {got})")
+
+
 @check(points=3)
 def matches_the_reference_on_random_states(impl):
     rng = random.Random(0)
