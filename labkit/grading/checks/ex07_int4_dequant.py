@@ -37,8 +37,27 @@ def float_trick_gives_the_code(impl):
                                         f"are 2**23 + q, so subtracting 2**23 leaves q")
 
 
+def _sign_bit_rows() -> list[tuple[int, int, list[float], list[float]]]:
+    """Words with bit 31 set, as Python sees an int32: -1 is eight 15s; -2**31 is 8 in nibble 7 (column 7)."""
+    scales = [0.5, 0.25, 1.0, 2.0, 0.125, 1.5, 0.75, 3.0]
+    return [(-1, 0, scales, [15 * s for s in scales]),
+            (-2**31, 0, scales, [0.0] * 7 + [8 * 3.0]),
+            (0, -1, scales, [-15 * s for s in scales]),
+            (-1, -2**31, scales, [15 * s for s in scales[:7]] + [7 * 3.0])]
+
+
 @check(points=3)
 def word_matches_the_packed_layout(impl):
+    for word, zero_word, scales, want in _sign_bit_rows():
+        mine = list(scales)
+        try:
+            got = [float(v) for v in impl.dequantize_word(word, zero_word, mine)]
+        except OverflowError as e:
+            raise AssertionError(f"word {word} raised {e!r}: a word with bit 31 set is a negative Python int; "
+                                 "shift it and mask with & 0xF, no unsigned conversion needed") from None
+        assert mine == scales, "dequantize_word changed the caller's list of scales"
+        assert _close(got, want), (f"word {word} (zero word {zero_word}) should give {want}, got {got}: "
+                                   "a negative word is one with bit 31 set; (word >> 4i) & 0xF reads nibble i")
     for seed in range(2):
         for word, zero_word, scales, want in _rows(seed):
             got = [float(v) for v in impl.dequantize_word(word, zero_word, list(scales))]
