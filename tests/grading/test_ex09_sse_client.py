@@ -1,18 +1,18 @@
-"""Exercise 09 (SSE client): solutions score full marks, stubs zero, typical mistakes lose points."""
+"""Exercise 09 (SSE client): solutions score full marks, stubs zero, typical mistakes lose points.
+
+Kinds of mistake covered: streams and protocols (the body arriving 1, 5 or 7 bytes at a
+time, splitting lines, events and multi-byte characters; CRLF line ends; comments and other
+fields; [DONE]; every field of the request, including the defaults and the JSON content
+type), contracts (RuntimeError for HTTP errors and error events; null content), boundaries
+(an empty stream, a stream cut before [DONE])."""
 import pytest
 
 
 EXERCISE = "ex09_sse_client"
 
 
-def test_solution_full_marks(g):
-    report = g.solution(EXERCISE)
-    assert report.score == report.max > 0, g.failed(report)
-
-
-def test_stub_scores_zero(g):
-    report = g.stub(EXERCISE)
-    assert report.score == 0 and all(r.message == "not implemented yet" for r in report.results)
+def test_solution_full_marks_and_stub_zero(g):
+    g.assert_full_and_zero(EXERCISE)
 
 
 @pytest.mark.parametrize("old, new, check, hint", [
@@ -42,11 +42,25 @@ def test_stub_scores_zero(g):
     # error events silently skipped
     ('        if "error" in event:\n            raise RuntimeError(event["error"].get("message", "the server failed"))\n',
      "", "accumulate_raises_on_error_event", None),
+    # raw pieces of bytes taken for lines: a piece ends anywhere, even inside a character
+    ("iter_events(response.iter_lines())",
+     'iter_events(line for piece in response.iter_bytes() for line in piece.decode().split("\\n"))',
+     "stream_chat_reads_the_stream_as_it_arrives", "iter_lines"),
+    ("iter_events(response.iter_lines())",
+     'iter_events(line for text in response.iter_text() for line in text.split("\\n"))',
+     "stream_chat_reads_the_stream_as_it_arrives", "iter_lines"),
+    # the temperature not sent (the server then uses its own default)
+    ('"max_tokens": max_tokens, "temperature": temperature,', '"max_tokens": max_tokens,',
+     "stream_chat_sends_a_streaming_request", "temperature"),
+    # the body sent as text without the JSON content type
+    ('json=body) as response', 'content=json.dumps(body)) as response', "stream_chat_sends_a_streaming_request",
+     "Content-Type"),
+    # "content": null taken as text
+    ("            if content:\n                pieces.append(content)",
+     '            if content != "":\n                pieces.append(content)', "accumulate_joins_the_text", "None"),
+    # finish_reason starts as "" instead of None
+    ("finish_reason, usage = None, None", 'finish_reason, usage = "", None', "accumulate_joins_the_text",
+     "empty stream"),
 ])
 def test_typical_mistakes_lose_points(tmp_path, old, new, check, hint, g):
-    report = g.variant(EXERCISE, tmp_path, old, new)
-    failed = g.failed(report)
-    assert report.score < report.max
-    assert check in failed, f"{check} should fail; failures: {failed}"
-    if hint:
-        assert hint in failed[check], failed[check]
+    g.assert_loses(g.variant(EXERCISE, tmp_path, old, new), check, hint)

@@ -12,18 +12,20 @@ import httpx
 from labkit.grading import check
 
 
-def _chunk(content=None, role=None, finish=None) -> dict:
+def _chunk(content=None, role=None, finish=None, has_content: bool = True) -> dict:
     delta = {"role": role} if role else {}
-    if content is not None:
+    if has_content:
         delta["content"] = content
-    return {"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": "embedded",
+    # with include_usage, OpenAI-style servers send "usage": null on every chunk but the last
+    return {"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": "embedded", "usage": None,
             "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
 
 
 USAGE = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": "embedded", "choices": [],
          "usage": {"prompt_tokens": 31, "completion_tokens": 4, "total_tokens": 35}}
-CHUNKS = [_chunk("", role="assistant"), _chunk("Hel"), _chunk("lo"), _chunk(" there"), _chunk("!"),
-          _chunk(None, finish="stop"), USAGE]
+CHUNKS = [_chunk("", role="assistant"), _chunk("Hel"), _chunk(None), _chunk("lo"), _chunk(" thère 👋"), _chunk("!"),
+          _chunk(finish="stop", has_content=False), USAGE]
+TEXT = "Hello thère 👋!"
 
 
 def _sse(events: list[dict], sep: str = "data: ") -> list[str]:
@@ -67,12 +69,27 @@ def iter_events_skips_comments_and_other_fields(impl):
                                 f"got {len(got)}")
 
 
+@check(points=1)
+def iter_events_of_an_empty_or_cut_stream(impl):
+    assert _events(impl, ["data: [DONE]", ""]) == [], "a stream with no events before [DONE] yields nothing"
+    assert _events(impl, []) == [], "no lines at all: nothing to yield"
+    cut = _sse(CHUNKS[:3])[:-2]   # the connection closed before [DONE]
+    assert _events(impl, cut) == CHUNKS[:3], "a stream that ends without [DONE] yields every event it carried"
+
+
 @check(points=2)
 def accumulate_joins_the_text(impl):
-    out = impl.accumulate(iter(CHUNKS))
+    try:
+        out = impl.accumulate(iter(CHUNKS))
+    except TypeError as e:
+        raise AssertionError(f"accumulate failed on a chunk whose delta has \"content\": null ({e}): "
+                             "count None as \"\"") from None
     assert isinstance(out, dict), f"accumulate should return a dict, got {type(out).__name__}"
-    assert out.get("text") == "Hello there!", f"text: expected 'Hello there!', got {out.get('text')!r}"
+    assert out.get("text") == TEXT, f"text: expected {TEXT!r}, got {out.get('text')!r}"
     assert out.get("finish_reason") == "stop", f"finish_reason: expected 'stop', got {out.get('finish_reason')!r}"
+    out = impl.accumulate(iter([]))
+    want = {"text": "", "finish_reason": None, "content_chunks": 0, "completion_tokens": 0, "prompt_tokens": None}
+    assert {k: out.get(k) for k in want} == want, f"an empty stream should give {want}, got {out}"
 
 
 @check(points=3)
@@ -80,7 +97,7 @@ def accumulate_counts_tokens(impl):
     out = impl.accumulate(iter(CHUNKS))
     assert out.get("content_chunks") == 4, (
         f"content_chunks: 4 chunks carry text, got {out.get('content_chunks')} "
-        "(the role chunk and the final empty chunk carry none)")
+        "(the role chunk, the null-content chunk and the final empty chunk carry none)")
     assert out.get("completion_tokens") == 4 and out.get("prompt_tokens") == 31, (
         "completion_tokens / prompt_tokens come from the usage chunk (the one with no choices)")
     usage = dict(USAGE, usage={"prompt_tokens": 12, "completion_tokens": 9, "total_tokens": 21})
@@ -103,14 +120,18 @@ def accumulate_raises_on_error_event(impl):
     raise AssertionError("an event with an 'error' key should raise RuntimeError")
 
 
-def _client(events: list[dict], seen: list, status: int = 200, error: str = "") -> httpx.Client:
+def _client(events: list[dict], seen: list, status: int = 200, error: str = "", piece: int = 0,
+            newline: str = "\n") -> httpx.Client:
+    """A fake server. `piece` > 0 streams the body in pieces of that many bytes, as a socket delivers
+    it: pieces split lines, events and multi-byte characters."""
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(request)
         if status != 200:
             return httpx.Response(status, json={"error": {"message": error, "type": "invalid_request_error",
                                                           "param": None, "code": None}})
-        return httpx.Response(200, headers={"content-type": "text/event-stream"},
-                              content="\n".join(_sse(events)).encode())
+        body = newline.join(_sse(events)).encode()
+        content = (body[i:i + piece] for i in range(0, len(body), piece)) if piece else body
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=content)
 
     return httpx.Client(transport=httpx.MockTransport(handler))
 
@@ -118,21 +139,47 @@ def _client(events: list[dict], seen: list, status: int = 200, error: str = "") 
 @check(points=3)
 def stream_chat_sends_a_streaming_request(impl):
     seen: list = []
-    messages = [{"role": "user", "content": "Hi"}]
-    out = impl.stream_chat("http://server", messages, model="embedded", max_tokens=5, temperature=0.0,
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    out = impl.stream_chat("http://server", messages, model="other-model", max_tokens=5, temperature=0.7,
                            client=_client(CHUNKS, seen))
     assert seen, "stream_chat did not send a request through the given client"
     req = seen[0]
     assert req.method == "POST" and req.url.path == "/v1/chat/completions", \
         f"expected POST /v1/chat/completions, got {req.method} {req.url.path}"
+    assert req.headers.get("content-type", "").startswith("application/json"), \
+        "send the body as JSON (json=body sets the Content-Type: application/json header)"
     body = json.loads(req.content)
     assert body.get("stream") is True, "the body needs \"stream\": true"
     assert (body.get("stream_options") or {}).get("include_usage") is True, \
         "ask for the usage chunk: \"stream_options\": {\"include_usage\": true}"
-    assert body.get("messages") == messages and body.get("model") == "embedded" and body.get("max_tokens") == 5, \
-        "the body should carry model, messages and max_tokens as given"
-    assert isinstance(out, dict) and out.get("text") == "Hello there!" and out.get("completion_tokens") == 4, \
+    sent = {k: body.get(k) for k in ("model", "messages", "max_tokens", "temperature")}
+    want = {"model": "other-model", "messages": messages, "max_tokens": 5, "temperature": 0.7}
+    assert sent == want, f"the body should carry model, messages, max_tokens and temperature as given: sent {sent}"
+    assert isinstance(out, dict) and out.get("text") == TEXT and out.get("completion_tokens") == 4, \
         "stream_chat should return accumulate's dict for the streamed answer"
+    impl.stream_chat("http://server", messages[1:], client=_client(CHUNKS, seen))
+    sent = {k: json.loads(seen[-1].content).get(k) for k in ("model", "max_tokens", "temperature")}
+    assert sent == {"model": "embedded", "max_tokens": 64, "temperature": 0.0}, (
+        f"with the default arguments the body should say model 'embedded', max_tokens 64, temperature 0.0: sent {sent}")
+
+
+@check(points=2)
+def stream_chat_reads_the_stream_as_it_arrives(impl):
+    """A socket delivers bytes in pieces of any size: a piece may end inside a line, an event or a
+    multi-byte character (the 'è' and the emoji here), and servers may end lines with CRLF."""
+    for piece, newline in ((7, "\n"), (1, "\n"), (5, "\r\n")):
+        seen: list = []
+        try:
+            out = impl.stream_chat("http://server", [{"role": "user", "content": "Hi"}],
+                                   client=_client(CHUNKS, seen, piece=piece, newline=newline))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise AssertionError(f"with the body arriving {piece} byte(s) at a time ({newline!r} line ends) reading "
+                                 f"failed: {type(e).__name__}: {e}. Let httpx split the lines: response.iter_lines() "
+                                 "joins pieces and decodes characters that straddle them") from None
+        assert isinstance(out, dict) and out.get("text") == TEXT, (
+            f"with the body arriving {piece} byte(s) at a time ({newline!r} line ends) the text came out as "
+            f"{out.get('text') if isinstance(out, dict) else out!r}, expected {TEXT!r}: read lines with "
+            "response.iter_lines(), not raw pieces")
 
 
 @check(points=2)
