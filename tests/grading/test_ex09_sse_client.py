@@ -49,6 +49,9 @@ def test_solution_full_marks_and_stub_zero(g):
     ("iter_events(response.iter_lines())",
      'iter_events(line for text in response.iter_text() for line in text.split("\\n"))',
      "stream_chat_reads_the_stream_as_it_arrives", "iter_lines"),
+    # the server's address hard-coded instead of base_url
+    ('f"{base_url}/v1/chat/completions"', '"http://127.0.0.1:23333/v1/chat/completions"',
+     "stream_chat_sends_a_streaming_request", "base_url"),
     # the temperature not sent (the server then uses its own default)
     ('"max_tokens": max_tokens, "temperature": temperature,', '"max_tokens": max_tokens,',
      "stream_chat_sends_a_streaming_request", "temperature"),

@@ -140,12 +140,13 @@ def _client(events: list[dict], seen: list, status: int = 200, error: str = "", 
 def stream_chat_sends_a_streaming_request(impl):
     seen: list = []
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
-    out = impl.stream_chat("http://server", messages, model="other-model", max_tokens=5, temperature=0.7,
+    out = impl.stream_chat("http://gpu-box:8123", messages, model="other-model", max_tokens=5, temperature=0.7,
                            client=_client(CHUNKS, seen))
     assert seen, "stream_chat did not send a request through the given client"
     req = seen[0]
-    assert req.method == "POST" and req.url.path == "/v1/chat/completions", \
-        f"expected POST /v1/chat/completions, got {req.method} {req.url.path}"
+    assert req.method == "POST" and str(req.url) == "http://gpu-box:8123/v1/chat/completions", (
+        f"expected POST http://gpu-box:8123/v1/chat/completions (base_url + /v1/chat/completions), "
+        f"got {req.method} {req.url}")
     assert req.headers.get("content-type", "").startswith("application/json"), \
         "send the body as JSON (json=body sets the Content-Type: application/json header)"
     body = json.loads(req.content)
