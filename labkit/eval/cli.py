@@ -31,6 +31,7 @@ def default_reference(spec: str) -> str | None:
 
 
 def run(args) -> int:
+    from labkit.engine.weights import convert
     from labkit.errors import UserError
     from labkit.eval import eval_text, evaluate
     from labkit.loading import load_model
@@ -43,6 +44,7 @@ def run(args) -> int:
     ref_spec = None if ref_spec in (None, "none") else ref_spec
     start = time.perf_counter()
     model, tokenizer = load_model(args.model, device=args.device)
+    convert(model, None)   # a quantized checkpoint on a CPU runs on the packed CPU kernels, as it is served
     reference = model if ref_spec == args.model else load_model(ref_spec, device=args.device)[0] if ref_spec else None
     cache = None
     if args.quant_policy:

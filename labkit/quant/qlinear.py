@@ -11,10 +11,11 @@ and nothing is repacked:
   (`torch._int_mm`, int32 accumulation), as SmoothQuant deploys.
 
 Backends. `torch` (any device) dequantizes to a dense weight and calls `F.linear`; it is
-the reference. On a CPU there are no int4 matmul units, so it keeps that dense copy after
-the first call (a CPU run pays dense memory; `nbytes` reports the quantized storage, what
-a GPU holds and the checkpoint weighs; `drop_dense_cache()` frees it). `numba` runs the
-kernels of `labkit.kernels` on a CUDA device and never materializes the dense weight.
+the reference, and keeps that dense copy after the first call (`nbytes` reports the
+quantized storage, what a GPU holds and the checkpoint weighs; `drop_dense_cache()` frees
+it). `numba` runs the kernels of `labkit.kernels` on a CUDA device and never materializes
+the dense weight. On a CPU the engine repacks these codes once for PyTorch's packed CPU
+kernels (`labkit.quant.cpu`), which never materialize it either.
 
 Group sizes that do not divide `in_features` (group 128 on SmolLM2's hidden size 576) are
 handled by zero-padding the input dimension up to a multiple of the group: the padded
@@ -31,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from labkit.kernels.packing import dequantize_int4, pack_int4
+from labkit.kernels.packing import dequantize_int4, pack_int4, unpack_int4
 from labkit.quant import rtn
 
 BACKENDS = ("torch", "numba")
@@ -108,6 +109,14 @@ class QuantLinear(nn.Module):
             self.qweight = qw.q.to(torch.int8)
             self.scales = qw.scale.half()
         self._dense = None
+
+    def codes(self) -> rtn.Quantized:
+        """The stored codes as `rtn.Quantized` ([N, padded K] codes, [N, groups] scales and
+        zeros): the inverse of `load_codes`."""
+        if self.bits == 4:
+            return rtn.Quantized(unpack_int4(self.qweight).t().to(torch.int16), self.scales.t().float(),
+                                 unpack_int4(self.qzeros).t().float(), 4, self.group_size)
+        return rtn.Quantized(self.qweight.to(torch.int16), self.scales.float(), None, 8, self.group_size)
 
     # ------------------------------------------------------------------ compute
 
