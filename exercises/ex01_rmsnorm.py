@@ -6,7 +6,8 @@ then run the check in notebook 01, or:
     labkit grade ex01_rmsnorm --impl exercises/ex01_rmsnorm.py
 
 Shapes: `x` of a norm is [..., d]; the RoPE input `x` is [B, T, H, D] (batch, tokens, heads,
-head_dim) and `positions` is an integer tensor [B, T].
+head_dim) and `positions` is an integer tensor [B, T]. Return new tensors: the caller still
+needs its inputs (the residual stream adds x back), so do not write into them.
 """
 from __future__ import annotations
 

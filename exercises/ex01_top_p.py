@@ -2,6 +2,8 @@
 
 Each filter takes logits [..., V] (one row per sequence) and returns logits of the same
 shape where dropped tokens are set to -inf (so that softmax gives them probability 0).
+Logits can be in the hundreds (or get there at a low temperature), where exp() overflows.
+Return new tensors; the caller's logits must come back unchanged.
 Check your work in notebook 01, or:
 
     labkit grade ex01_top_p --impl exercises/ex01_top_p.py

@@ -12,6 +12,8 @@ labkit's checkpoints load in vLLM and LMDeploy and the GPU kernels read them as 
 - nibble i of a word (bits 4i .. 4i + 3) holds column 8j + AWQ_ORDER[i], with
   AWQ_ORDER = [0, 2, 4, 6, 1, 3, 5, 7] (even columns in the low 16 bits, odd in the high);
 - the word is stored as a signed int32: when bit 31 is set the value is negative.
+
+Values may come in any integer dtype (uint8 too); neither function modifies its input.
 """
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ Fill in the two functions with plain torch operations, then run the check in not
 A weight `w` is [N, K] (out_features, in_features). A group is `group_size` *consecutive
 input channels* of one output row: row n, group j covers w[n, j*g : (j+1)*g]. Each group has
 its own scale and zero point, so `scale` and `zero` are [N, K // g] (one row per output
-channel, like w itself; not transposed).
+channel, like w itself; not transposed). Neither function may modify its inputs.
 """
 from __future__ import annotations
 

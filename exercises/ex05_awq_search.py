@@ -13,7 +13,7 @@ input channel k of the weight by s[k] before quantizing and divides the activati
 Channels whose activations are large get s > 1: their weights use more of the int4 grid.
 
 For the quantizer Q use `labkit.quant.rtn.fake_quantize(w, bits, group_size)` (asymmetric
-round-to-nearest, quantize then dequantize).
+round-to-nearest, quantize then dequantize). Neither function may modify its inputs.
 """
 from __future__ import annotations
 

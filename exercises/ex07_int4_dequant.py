@@ -11,6 +11,7 @@ fp16 scale per column. Words are int32: a word with bit 31 set is negative in Py
 
 Kernels avoid int -> float conversion instructions (slow on GPUs) with a bit trick: the
 float32 whose bits are 0x4B000000 | q (for 0 <= q < 2**23) is exactly 2**23 + q.
+Leave the caller's list of scales as it is.
 """
 from __future__ import annotations
 
