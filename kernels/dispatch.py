@@ -13,9 +13,8 @@ Which kernel wins depends on M, the rows of X (tokens in the step):
 - Larger M (prefill, big batches): compute-bound; dequantize to fp16 once and let cuBLAS
   run the matmul on tensor cores.
 
-The crossover points were measured on an H100 with `labkit bench kernels` (the dispatch
-table in docs/benchmarks.md checks that no M is more than 10% slower than the best of the
-three). Shapes the kernels do not take (N % 32 != 0 for the GEMV, group sizes not a
+The crossover points come from `labkit bench kernels` (its dispatch table, kept in
+docs/benchmarks.md, checks that no M is more than 10% slower than the best of the three). Shapes the kernels do not take (N % 32 != 0 for the GEMV, group sizes not a
 multiple of 32) go to dequantize + matmul, and CPU tensors to plain torch.
 """
 from __future__ import annotations
@@ -25,7 +24,7 @@ import torch.nn.functional as F
 
 from labkit.kernels.packing import dequantize_int4
 
-GEMM_UP_TO = 16  # largest M for which the GEMM beat dequantize + matmul on an H100
+GEMM_UP_TO = 16  # largest M for which the GEMM beat dequantize + matmul (docs/benchmarks.md)
 KERNELS = ("gemv", "gemm", "tc", "dequant_matmul", "torch")
 
 

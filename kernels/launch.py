@@ -14,6 +14,14 @@ Three rules make Numba kernels good citizens inside a PyTorch program:
 A Numba launch costs tens of microseconds of host time; a CUDA graph replays a whole
 sequence of launches for a few microseconds, which is why rule 1 matters on a GPU.
 
+A kernel written to overlap with the one before it (`ptx.wait_for_previous_grid` before it
+reads anything that kernel wrote) is launched with `overlap=True`: programmatic dependent
+launch (Hopper and later), through `cuLaunchKernelEx` with the programmatic-stream-
+serialization attribute, which CUDA graph capture records as a programmatic edge. The
+kernel then starts while its predecessor drains and streams its weights in meanwhile. The
+ordinary launch stays the fallback (older GPUs, the simulator, `LABKIT_OVERLAP=0`) and
+computes the same bits: the wait is then a no-op.
+
 Under the CUDA simulator (`NUMBA_ENABLE_CUDASIM=1`) tensors live on the CPU and are handed
 to the kernel as numpy views of the same memory, so the same launch code runs in CI. Where
 there is no GPU and nobody chose, importing `labkit.kernels` selects the simulator.
@@ -21,6 +29,7 @@ there is no GPU and nobody chose, importing `labkit.kernels` selects the simulat
 from __future__ import annotations
 
 import ctypes
+import os
 from typing import Any, Callable
 
 import numpy as np
@@ -71,10 +80,9 @@ def kernel(threads: int, min_blocks: int = 1, fastmath: bool = False) -> Any:
 
     These launch bounds decide how ptxas trades registers for latency hiding. Without
     them it aims at a high occupancy, keeps registers few and sinks each load next to its
-    first use, so a thread waits for its loads one at a time (seen: the W4A16 GEMV at 72
-    registers issued its 16-byte loads one by one and moved 0.6 TB/s). Told that one
-    block of 128 threads per SM is enough, it spends 96 registers and issues all of them
-    together. (The simulator takes no launch bounds.)
+    first use, so a thread waits for its loads one at a time (seen in the W4A16 GEMV's
+    SASS, at a fraction of the bandwidth). Told that one block of 128 threads per SM is
+    enough, it spends more registers and issues all of them together. (The simulator takes no launch bounds.)
     """
     if SIMULATOR:
         return cuda.jit(fastmath=fastmath)
@@ -157,18 +165,18 @@ def stream() -> Any:
     return _streams[handle]
 
 
-def launch(kernel: Any, grid: tuple[int, ...], block: tuple[int, ...], *args: Any) -> None:
+def launch(kernel: Any, grid: tuple[int, ...], block: tuple[int, ...], *args: Any, overlap: bool = False) -> None:
     """Launch `kernel[grid, block]` on torch's current stream; tensors become views.
 
     The first launch of a kernel with a given kind of arguments goes through Numba (which
     types the arguments and compiles); later ones take `_fast_launch`, which skips Numba's
-    per-launch argument handling (~0.25 ms of host time per launch on an H100 host, most of
-    an eager prefill step's Numba cost).
+    per-launch argument handling (a large share of an eager prefill step's host time).
+    `overlap=True`: a programmatic dependent launch where `overlap_enabled()` (see above).
     """
     key = None if SIMULATOR else (kernel, torch.cuda.current_device(), tuple(_arg_kind(a) for a in args))
     fast = _fast.get(key)
     if fast:
-        _fast_launch(fast, grid, block, args)
+        _fast_launch(fast, grid, block, args, overlap and overlap_enabled())
         return
     converted = [as_array(a) if isinstance(a, torch.Tensor) else a for a in args]
     kernel[grid, block, stream()](*converted)
@@ -213,7 +221,7 @@ def _fast_entry(kernel: Any, converted: list) -> Any:
     return compiled._codelibrary.get_cufunc().kernel, converters
 
 
-def _fast_launch(fast: Any, grid: Any, block: Any, args: tuple) -> None:
+def _fast_launch(fast: Any, grid: Any, block: Any, args: tuple, overlap: bool = False) -> None:
     """What Numba's launch passes for each argument, built from the tensors directly: an array
     is (meminfo, parent, size, itemsize, data pointer, *shape, *C strides in bytes)."""
     function, converters = fast
@@ -228,8 +236,56 @@ def _fast_launch(fast: Any, grid: Any, block: Any, args: tuple) -> None:
             params += [0, 0, a.numel(), itemsize, a.data_ptr(), *shape, *reversed(strides)]
         else:
             params.append(convert(a))
+    if overlap:
+        _overlapped_launch(function, _dims(grid), _dims(block), params)
+        return
     config = _numba_dispatcher.LaunchConfig(grid=_dims(grid), block=_dims(block), shmem_size=0)
     _numba_dispatcher.launch(stream(), config, function, *params)
+
+
+# ----------------------------------------------------------------- programmatic dependent launch
+
+_overlap = {"wanted": os.environ.get("LABKIT_OVERLAP", "1") != "0", "supported": None}
+
+
+def overlap_enabled() -> bool:
+    """Whether `launch(..., overlap=True)` overlaps: wanted (`set_overlap`, `LABKIT_OVERLAP`) and
+    supported (a GPU of compute capability 9.0 or later, not the simulator)."""
+    if not _overlap["wanted"] or SIMULATOR:
+        return False
+    if _overlap["supported"] is None:
+        _overlap["supported"] = torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 9
+    return _overlap["supported"]
+
+
+def set_overlap(wanted: bool) -> bool:
+    """Turn overlapped launches on or off (for A/B timing and tests); returns the previous wish.
+    Affects launches made from now on: a captured CUDA graph keeps the launches it recorded."""
+    previous, _overlap["wanted"] = _overlap["wanted"], wanted
+    return previous
+
+
+def _overlapped_launch(function: Any, grid: tuple, block: tuple, params: list) -> None:
+    """`cuLaunchKernelEx` with CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION on torch's
+    stream. Every parameter is 8 bytes (pointers, intp) except those `_fast_entry` converted."""
+    from cuda.bindings import driver
+
+    values = [p if isinstance(p, ctypes._SimpleCData) else ctypes.c_int64(p) for p in params]
+    pointers = (ctypes.c_void_p * len(values))(*[ctypes.addressof(v) for v in values])
+    attribute = driver.CUlaunchAttribute()
+    attribute.id = driver.CUlaunchAttributeID.CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION
+    attribute.value.programmaticStreamSerializationAllowed = 1
+    config = driver.CUlaunchConfig()
+    config.gridDimX, config.gridDimY, config.gridDimZ = grid
+    config.blockDimX, config.blockDimY, config.blockDimZ = block
+    config.sharedMemBytes = 0
+    config.hStream = driver.CUstream(torch.cuda.current_stream().cuda_stream)
+    config.attrs = [attribute]
+    config.numAttrs = 1
+    handle = getattr(function, "handle", None) or function._handle   # the CUkernel behind Numba's launch
+    err, = driver.cuLaunchKernelEx(config, handle, ctypes.addressof(pointers), 0)
+    if err != driver.CUresult.CUDA_SUCCESS:
+        raise RuntimeError(f"cuLaunchKernelEx failed: {err}")
 
 
 def _dims(d: Any) -> tuple[int, int, int]:

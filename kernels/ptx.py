@@ -8,11 +8,20 @@ KV blocks that no thread writes while the kernel runs). `load_u32x4_once` is the
 marked "last use" (`ld.global.lu`), for weights streamed once: besides the cache hint, ptxas
 leaves these loads where the kernel issues them, where it sinks `.nc` loads next to their
 first use and a register ring of loads in flight collapses (seen in the SASS of the GEMV;
-1-5% faster on an H100). `as_float` reinterprets bits
+docs/benchmarks.md has the timings). `as_float` reinterprets bits
 (the int4 -> float trick needs it), `halves` turns a word holding two fp16 values into
 two float32, `rint` rounds half to even like `torch.round`, and `load_cg` and
 `load_cg_u32x4` read past L1 (for values another block wrote during this launch), and `shfl_xor` exchanges a value
 with another lane of the warp (the simulator has no warp shuffles of its own).
+
+Two instructions overlap a kernel with its neighbours in the stream (programmatic dependent
+launch, sm_90; `launch.launch(..., overlap=True)` sets it up): `wait_for_previous_grid`
+(`griddepcontrol.wait`) blocks until the kernel launched before this one has finished and
+its writes are visible, so a kernel may issue the loads that do not depend on it (weights)
+first; `allow_next_grid` (`griddepcontrol.launch_dependents`) lets the next kernel start
+launching while this one drains. Launched the ordinary way, both do nothing. The wait
+returns 0, to be added to the indices of the loads that must come after it: the loads here
+are inline assembly the compiler may move, except past a value they depend on.
 
 The tensor-core kernel (w4a16_tc.py) adds `prmt` (pick 4 of 8 bytes), `lop3_and_or` (one
 instruction for (a & b) | c), `hfma2`/`hmul2` (two fp16 operations in one word) and
@@ -147,6 +156,13 @@ if SIMULATOR:
 
     _warp_lock = threading.Lock()
 
+    def wait_for_previous_grid():
+        """Wait until the previous kernel in the stream is done (a plain launch already did); 0."""
+        return np.int32(0)
+
+    def allow_next_grid():
+        """Let the next kernel in the stream start launching (nothing to do in the simulator)."""
+
 else:
     from llvmlite import ir
     from numba import cuda, types
@@ -244,6 +260,29 @@ else:
     mma_16816 = _intrinsic(10, _asm(
         "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {$0, $1, $2, $3}, {$4, $5, $6, $7}, "
         "{$8, $9}, {$10, $11, $12, $13};", "ffff", "rrrrrrffff"))
+
+    def _statement(text: str, returns_zero: bool = False):
+        """An intrinsic running one PTX statement, kept in place (volatile, and a memory clobber
+        so that no ordinary load or store moves across it); with `returns_zero`, it also yields
+        an int32 0 that later loads can depend on."""
+
+        @intrinsic
+        def emit(typingctx):
+            def codegen(context, builder, sig, args):
+                i32 = ir.IntType(32)
+                if returns_zero:
+                    fn = ir.InlineAsm(ir.FunctionType(i32, []), text + " mov.u32 $0, 0;", "=r,~{memory}",
+                                      side_effect=True)
+                    return builder.call(fn, [])
+                builder.call(ir.InlineAsm(ir.FunctionType(ir.VoidType(), []), text, "~{memory}", side_effect=True), [])
+                return context.get_dummy_value()
+
+            return (types.int32 if returns_zero else types.void)(), codegen
+
+        return emit
+
+    wait_for_previous_grid = _statement("griddepcontrol.wait;", returns_zero=True)
+    allow_next_grid = _statement("griddepcontrol.launch_dependents;")
 
     @cuda.jit(device=True, inline="always")
     def rint(x):

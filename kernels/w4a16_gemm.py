@@ -90,8 +90,10 @@ def make_kernel(rows: int, tx: int, ty: int, min_blocks: int = 1):
         xv = cuda.local.array(rows, float32)
         for c in range(width):
             acc[c] = 0
+        first = cuda.blockIdx.y * ty + tiy + ptx.wait_for_previous_grid()  # loads below come after the wait
+        ptx.allow_next_grid()
         if word < words:
-            for task in range(cuda.blockIdx.y * ty + tiy, k_rows // CHUNK, splits * ty):
+            for task in range(first, k_rows // CHUNK, splits * ty):
                 k0 = task * CHUNK
                 g = k0 // group_size
                 load_round(qweight, k0, words, word, w0)  # all 32 rows in flight
@@ -173,7 +175,7 @@ def w4a16_gemm(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, sca
     partial = L.workspace("w4a16_gemm.partial", (max(splits, 2) * m * n,), torch.float32, x.device)
     counters = L.workspace("w4a16_gemm.counters", (tiles,), torch.int32, x.device)
     L.launch(make_kernel(m, tx, ty, min_blocks), (tiles, splits), (tx, ty), x.view(torch.int32), qweight, qzeros,
-             scales.view(torch.int32), group_size, MAGIC, partial, counters, out.view(-1))
+             scales.view(torch.int32), group_size, MAGIC, partial, counters, out.view(-1), overlap=True)
     return out
 
 

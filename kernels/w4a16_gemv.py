@@ -11,9 +11,8 @@ good when it streams them at close to the copy bandwidth. What that takes, in or
   stages: while it computes one round of 8 rows, the next depth - 1 rounds are loading
   (Little's law: ~3 TB/s x ~1 us = ~3 MB must be in flight across the GPU). A thread that
   loads everything first and then computes leaves the memory idle while it computes, and
-  a kernel that does that in whole waves of blocks runs at half the bandwidth (measured on
-  an H100: the previous version of this kernel, 43-58% of the copy bandwidth on the large
-  Llama layers; this one 55-75%, docs/benchmarks.md).
+  a kernel that does that in whole waves of blocks runs far below the bandwidth (the
+  kernel notes in docs/benchmarks.md compare the two).
 - Two instructions per weight. A nibble masked in place is the bit pattern of a
   *subnormal* float: nibble m of a 16-bit half, at bits 4m, reads as q * 16**m * 2**-149.
   Scaling the activation by 2**100 * 16**-m (exact: powers of two) turns one FFMA into
@@ -24,6 +23,11 @@ good when it streams them at close to the copy bandwidth. What that takes, in or
   within a group, so the inner loop never touches z or s.
 - A cheap reduction: partial sums go through padded shared memory (no bank conflicts),
   and across blocks through one split-K workspace, not atomics.
+- A fixed cost per launch (the ramp to the first loads, the drain of the last round and the
+  reductions) that bytes do not pay for. Launched overlapped (`launch.launch(overlap=True)`),
+  the kernel starts while the previous one drains and waits (`ptx.wait_for_previous_grid`)
+  only before its first load. It waits before the weight loads too: issuing them earlier
+  held them in registers across the wait and cost more in occupancy than it gained.
 
 `MAGIC` and friends are the 2**23 constants of the classic trick, which the kernels that
 convert a weight once and use it several times (GEMM, dequantize, attention) still use.
@@ -135,6 +139,9 @@ def make_kernel(tx: int, ty: int, rounds: int, depth: int, min_blocks: int = 1):
         for c in range(32):
             acc[c] = 0
         xsum[0] = 0
+        # everything below may read what the previous kernel writes: wait for it (and load after it)
+        row0 += ptx.wait_for_previous_grid()
+        ptx.allow_next_grid()
         if quad * 4 < words and row0 < qweight.shape[0]:
             g = row0 // group_size  # the run lies inside one group
             fill(qweight, x, row0, words, quad, wq, xq, acc, xsum, 0)
@@ -182,19 +189,21 @@ def make_kernel(tx: int, ty: int, rounds: int, depth: int, min_blocks: int = 1):
 
 def plan(n: int, k: int, group_size: int) -> tuple[int, int, int, int, int]:
     """(tx, ty, rounds, depth, min_blocks): runs of 4 rounds (32 rows) through 3 register
-    stages, 32 runs per block along K, and 4 column quads per block (8 on very wide layers).
+    stages, 32 runs per block along K, 4 column quads per block (8 on very wide layers), and
+    at least 2 blocks per SM.
 
-    Chosen on an H100 among 20 variants (docs/benchmarks.md, GEMV sweep): runs of 32 rows
-    beat 16 (more loads in flight per thread) and 64 or 128 (too few threads for a layer of
-    4096 columns); 4 quads per block beat 8 by 2-4% except on the 32000-column LM head,
-    where 8 won by 5%. Runs shrink when the group is smaller than 32 rows.
+    Chosen among 20 variants (docs/benchmarks.md, GEMV sweep): runs of 32 rows beat 16 (more
+    loads in flight per thread) and 64 or 128 (too few threads for a layer of 4096 columns);
+    4 quads per block beat 8 except on the widest layers. Two blocks per SM for 8 quads too
+    caps registers at 128: left free, ptxas gave the overlapped kernel 147 and one block of
+    256 threads per SM. Runs shrink when the group is smaller than 32 rows.
     """
     rounds = 4
     while (group_size // ROUND) % rounds:
         rounds //= 2
     tx = 8 if n >= 16384 else 4
     tx = min(tx, max(1, n // 32))
-    return tx, 32, rounds, 3, 2 if tx * 32 <= 128 else 1
+    return tx, 32, rounds, 3, 2
 
 
 def w4a16_gemv(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor,
@@ -227,7 +236,7 @@ def w4a16_gemv(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, sca
     partial = L.workspace("w4a16_gemv.partial", (max(splits, 2) * n,), torch.float32, x.device)
     counters = L.workspace("w4a16_gemv.counters", (tiles,), torch.int32, x.device)
     L.launch(make_kernel(tx, ty, rounds, depth, min_blocks), (tiles, splits), (tx, ty), x.view(torch.int32),
-             qweight, qzeros, scales.view(torch.int32), group_size, partial, counters, out.view(-1))
+             qweight, qzeros, scales.view(torch.int32), group_size, partial, counters, out.view(-1), overlap=True)
     return out
 
 

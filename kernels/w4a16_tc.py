@@ -218,9 +218,12 @@ def make_kernel(rows: int, warps: int, depth: int, min_blocks: int = 1):
         ctl = cuda.local.array(CTL_SIZE, int64)
         ctl[WORDS], ctl[HALF_K], ctl[WORD], ctl[T], ctl[XROW] = words, half_k, word, t, xrow
         ctl[VALID], ctl[SHIFT], ctl[MASK] = valid, group_shift, per_group - 1
-        ctl[S0], ctl[S1], ctl[S] = s0, s1, s0
         for i in range(16):
             acc[i] = 0
+        # everything below may read what the previous kernel writes: wait for it (and load after it)
+        s0 += ptx.wait_for_previous_grid()
+        ptx.allow_next_grid()
+        ctl[S0], ctl[S1], ctl[S] = s0, s1, s0
         if s0 < s1:
             load_group(qzeros, scales, s0 >> group_shift, words, word, valid, raw)
             fill(qweight, x, qzeros, scales, ctl, buf, raw, zc, sc, acc)  # depth - 1 slabs in flight
@@ -260,7 +263,7 @@ def plan(m: int, n: int, k: int, group_size: int) -> tuple[int, int, int, int]:
     """(warps, splits, depth, min_blocks): blocks of 4 warps side by side along N (4 x 32 bytes:
     each row of a slab is read as whole 128-byte lines), registers capped for 4 blocks per SM,
     and as many blocks along K as make one full wave of them (each with at least 2 slabs):
-    on an H100 a wave and a quarter ran 25-35% slower than one wave. 7 slabs in flight per
+    a wave and a quarter ran much slower than one wave. 7 slabs in flight per
     warp (fewer for small groups: at most two groups' constants may be pending)."""
     warps, slabs = 4, k // SLAB
     tiles = -(-n // (TILE * warps))
@@ -296,7 +299,8 @@ def w4a16_tc(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scale
     partial = L.workspace("w4a16_tc.partial", (max(splits, 2) * MAX_ROWS * n,), torch.float32, x.device)
     counters = L.workspace("w4a16_tc.counters", (tiles,), torch.int32, x.device)
     L.launch(make_kernel(m, warps, depth, min_blocks), (tiles, splits), (32, warps), x.view(torch.int32), qweight, qzeros,
-             scales.view(torch.int32), (group_size // SLAB).bit_length() - 1, partial, counters, out.view(-1))
+             scales.view(torch.int32), (group_size // SLAB).bit_length() - 1, partial, counters, out.view(-1),
+             overlap=True)
     return out
 
 

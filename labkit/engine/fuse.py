@@ -4,7 +4,8 @@ q, k and v all read the normed hidden state, and so do the MLP's gate and up. St
 weights ([N_q + N_k + N_v, K], [2F, K]) leaves the bytes read per token unchanged but turns
 seven matmuls per layer into four: fewer launches, and wider ones, which a decode step at
 batch 1 needs (a GEMV spreads N over the GPU's SMs, and N = 4096 alone does not fill them:
-the W4A16 GEMV moved 35% of the copy bandwidth at N = 4096, 49% at N = 12288, on an H100).
+the W4A16 GEMV streams a smaller share of the copy bandwidth at N = 4096 than at N = 12288,
+docs/benchmarks.md).
 vLLM and nano-vllm load checkpoints straight into such merged layers; labkit keeps the
 model's own layers for reading and merges them when the engine takes the model.
 """

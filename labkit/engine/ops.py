@@ -7,9 +7,9 @@ element-wise operations around them (RMSNorm, rotary embedding, SiLU * up, resid
 into a few kernels per layer, which matters at batch 1, where a decode step on a GPU is
 otherwise hundreds of 2-3 microsecond kernels.
 
-Only the compiler gets the op: called eagerly, a Python custom op costs 0.5-0.9 ms of host
-time per call (measured on an H100 host: 64 calls took 55 ms of a 90 ms prefill step, for
-2 ms of GPU work), so `write_kv`, `paged_attention` and `quant_linear` below launch the
+Only the compiler gets the op: called eagerly, a Python custom op costs far more host time
+per call than the kernel it launches (most of an eager prefill step's time), so `write_kv`,
+`paged_attention` and `quant_linear` below launch the
 kernel directly unless `torch.compile` is tracing.
 """
 from __future__ import annotations

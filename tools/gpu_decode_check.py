@@ -1,0 +1,307 @@
+"""Decode near the memory roofline: one GPU run that checks, times and writes the tables.
+
+    python tools/gpu_decode_check.py --out DIR [--tokenizer DIR] [--parts checks,kernels,engine,rows]
+
+- checks: the overlapped (programmatic dependent) launches give the bits of ordinary ones, on
+  real layer shapes, and an engine's graph replays with overlap give the eager tokens without.
+- kernels: each W4A16 GEMV of a Llama-2-7B layer back to back, and one layer's chain (norm,
+  qkv, o, norm, gate/up, SiLU * up, down), with overlapped launches off and on.
+- engine: Llama-2-7B shapes (random weights), compiled, CUDA graphs; ms per decode step at
+  batch 1-32 for fp16 and W4A16, overlap off and on alternately at batch 1 and 8 (the graphs
+  re-captured in the same process), and the batch-1 step's kernels per step and gaps.
+- rows: one layer's linear time for 1-32 rows, W4A16 (the dispatcher's kernel) against fp16.
+
+Every figure comes with the copy bandwidth measured in the same run; the JSON goes to
+DIR/gpu_decode.json and the table to stdout.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from labkit.kernels import dispatch, launch, measure, w4a16_gemm, w4a16_gemv, w4a16_tc
+from labkit.kernels.packing import random_int4_layer
+
+LAYER = {"qkv": (12288, 4096), "o": (4096, 4096), "gate_up": (22016, 4096), "down": (4096, 11008)}
+LM_HEAD = (32000, 4096)
+BATCHES = (1, 2, 4, 8, 16, 32)
+
+
+def checks(tokenizer: str | None) -> list[dict]:
+    rows = []
+
+    def run(name, fn):
+        try:
+            rows.append({"check": name, "ok": True, "value": fn()})
+        except AssertionError as e:
+            rows.append({"check": name, "ok": False, "message": str(e)[:300]})
+        measure.log(f"check {name}: {rows[-1]}")
+
+    launch.set_overlap(True)
+    for _ in range(2):   # the second call takes the fast, overlapped launch
+        run("gemv 12288x4096", lambda: w4a16_gemv.check(12288, 4096, 128, tile=None))
+        run("gemv 4096x11008", lambda: w4a16_gemv.check(4096, 11008, 128, tile=None))
+        run("tc M=8 22016x4096", lambda: w4a16_tc.check(8, 22016, 4096, 128, tile=None))
+        run("gemm M=4 4096x4096", lambda: w4a16_gemm.check(4, 4096, 4096, 128, tile=None))
+    if tokenizer:
+        run("engine tokens, graphs + overlap = eager without (int4)", lambda: engine_tokens_equal(tokenizer, False))
+    return rows
+
+
+def engine_tokens_equal(tokenizer_dir: str, compiled: bool) -> bool:
+    """Greedy tokens of a small random W4A16 model, one prompt at a time: without overlap (eager
+    steps, or compiled graph replays) against graph replays with overlap. Equal, not close: the
+    same kernels on the same shapes."""
+    from labkit.engine import LLM
+    from labkit.models import Llama, LlamaConfig, Tokenizer
+    from labkit.models.sampling import SamplingParams
+
+    tok = Tokenizer(tokenizer_dir)
+    cfg = LlamaConfig(vocab_size=tok.vocab_size, hidden_size=1024, intermediate_size=2816, num_hidden_layers=4,
+                      num_attention_heads=8, num_key_value_heads=8, head_dim=128, max_position_embeddings=1024)
+    prompts = [list(range(100 + 37 * i, 100 + 37 * i + n)) for i, n in enumerate((5, 40, 17))]
+    params = SamplingParams(temperature=0, max_tokens=40, ignore_eos=True)
+    out = {}
+    for overlap in (False, True):
+        launch.set_overlap(overlap)
+        torch.manual_seed(0)
+        with torch.device("cuda"):
+            model = Llama(cfg).half()
+        llm = LLM(model, tokenizer=tok, backend="numba", weights="int4", max_batch_size=8, max_model_len=512,
+                  num_blocks=128, use_cuda_graph=overlap or compiled, compile=compiled)
+        out[overlap] = [llm.generate([p], params)[0].token_ids for p in prompts]
+        del llm, model
+        measure.free_memory()
+    launch.set_overlap(True)
+    assert out[True] == out[False], "tokens differ"
+    return True
+
+
+def _rms(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    return (x.float() * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + 1e-5)).half() * w
+
+
+def kernel_rows(copy_gbps: float) -> list[dict]:
+    """us per GEMV (20 back to back in a graph) and per layer chain, overlap off / on."""
+    rows = []
+    shapes = {**LAYER, "lm_head": LM_HEAD}
+    for name, (n, k) in shapes.items():
+        nbytes = n * k // 2 + n * k // 128 * 2 + n * k // 128 // 2
+        sets = measure.sets_for(nbytes)
+        layers = [random_int4_layer(n, k, 128, "cuda") for _ in range(sets)]
+        x = torch.randn(k, device="cuda").half()
+        out = torch.empty(n, device="cuda", dtype=torch.float16)
+        row = {"kernel": "w4a16_gemv", "shape": f"{name} {n}x{k}", "bytes": nbytes}
+        for overlap in (False, True, False, True):
+            launch.set_overlap(overlap)
+            us = measure.time_us(lambda i: w4a16_gemv.w4a16_gemv(x, *layers[i], 128, out=out), sets)
+            row.setdefault("overlap" if overlap else "plain", []).append(round(us, 2))
+        row["plain_us"], row["overlap_us"] = min(row["plain"]), min(row["overlap"])
+        row["copy_frac_overlap"] = round(nbytes / (row["overlap_us"] * 1e-6) / 1e9 / copy_gbps, 3)
+        rows.append(row)
+        measure.log(f"kernels {row}")
+        del layers
+        measure.free_memory()
+
+    # one decoder layer's linear chain, with the element-wise kernels between the GEMVs
+    sets = 4
+    weights = [{name: random_int4_layer(n, k, 128, "cuda") for name, (n, k) in LAYER.items()} for _ in range(sets)]
+    h, w = torch.randn(4096, device="cuda").half(), torch.rand(4096, device="cuda").half()
+
+    def layer(i: int) -> None:
+        L = weights[i]
+        a = _rms(h, w)
+        q = w4a16_gemv.w4a16_gemv(a, *L["qkv"], 128)
+        o = w4a16_gemv.w4a16_gemv(q[:4096].contiguous(), *L["o"], 128)
+        b = _rms(h + o, w)
+        gu = w4a16_gemv.w4a16_gemv(b, *L["gate_up"], 128)
+        m = (F.silu(gu[:11008]) * gu[11008:]).contiguous()
+        w4a16_gemv.w4a16_gemv(m, *L["down"], 128)
+
+    row = {"kernel": "layer chain (int4)", "shape": "norm qkv o norm gate_up silu down"}
+    for overlap in (False, True, False, True):
+        launch.set_overlap(overlap)
+        row.setdefault("overlap" if overlap else "plain", []).append(round(measure.time_us(layer, sets, calls=8), 2))
+    row["plain_us"], row["overlap_us"] = min(row["plain"]), min(row["overlap"])
+    rows.append(row)
+    measure.log(f"kernels {row}")
+    launch.set_overlap(True)
+    return rows
+
+
+def batch_rows() -> list[dict]:
+    """One layer's four linear layers at M rows: W4A16 (dispatcher) against fp16 F.linear, us."""
+    rows = []
+    layers = {name: [random_int4_layer(n, k, 128, "cuda") for _ in range(2)] for name, (n, k) in LAYER.items()}
+    dense = {name: [torch.randn(n, k, device="cuda").half() * 0.02 for _ in range(2)] for name, (n, k) in LAYER.items()}
+    for m in BATCHES:
+        row = {"m": m, "int4": {}, "fp16": {}, "choice": {}}
+        for name, (n, k) in LAYER.items():
+            x = torch.randn(m, k, device="cuda").half()
+            row["choice"][name] = dispatch.choose(m, n, k, 128)
+            row["int4"][name] = round(measure.time_us(lambda i: dispatch.w4a16_linear(x, *layers[name][i], 128), 2), 2)
+            row["fp16"][name] = round(measure.time_us(lambda i: F.linear(x, dense[name][i]), 2), 2)
+        row["int4_total"], row["fp16_total"] = round(sum(row["int4"].values()), 1), round(sum(row["fp16"].values()), 1)
+        rows.append(row)
+        measure.log(f"rows {row}")
+    return rows
+
+
+def decode_ms(llm, batch: int, rng: random.Random, vocab: int, steps: int = 48) -> float:
+    """ms per decode step at `batch`: generating 1 + steps tokens minus generating 1 (fresh prompts)."""
+    from labkit.models.sampling import SamplingParams
+
+    def timed(tokens: int) -> float:
+        prompts = [[rng.randrange(100, vocab) for _ in range(128)] for _ in range(batch)]
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        llm.generate(prompts, SamplingParams(temperature=0, max_tokens=tokens, ignore_eos=True))
+        torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    return round(1000 * min(timed(1 + steps) - timed(1) for _ in range(2)) / steps, 3)
+
+
+def step_timeline(llm, vocab: int, steps: int = 16) -> dict:
+    """Kernels per batch-1 decode step, their summed time, and the gap from one kernel's end to
+    the next one's start inside a step (negative: overlapped)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from labkit.models.sampling import SamplingParams
+
+    prompt = [random.Random(1).randrange(100, vocab) for _ in range(128)]
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        llm.generate([prompt], SamplingParams(temperature=0, max_tokens=steps + 1, ignore_eos=True))
+        torch.cuda.synchronize()
+    kernels = sorted((e.time_range.start, e.time_range.end, e.name) for e in prof.events()
+                     if e.device_type == torch.autograd.DeviceType.CUDA)
+    # a step is a run of kernels between gaps of >= 50 us (host work between two replays);
+    # the decode steps are the last runs, after the prefill
+    runs, current = [], [kernels[0]]
+    for a, b in zip(kernels, kernels[1:]):
+        if b[0] - a[1] >= 50:
+            runs.append(current)
+            current = []
+        current.append(b)
+    runs.append(current)
+    decode = [r for r in runs if len(r) > 10][-(steps - 2):]
+    gaps = [b[0] - a[1] for r in decode for a, b in zip(r, r[1:])]
+    names: dict[str, float] = {}
+    for r in decode:
+        for s, e, n in r:
+            names[n] = names.get(n, 0.0) + (e - s) / len(decode)
+    count = statistics.median(len(r) for r in decode)
+    busy = statistics.median(sum(e - s for s, e, _ in r) for r in decode)
+    span = statistics.median(r[-1][1] - r[0][0] for r in decode)
+    return {"steps": len(decode), "kernels_per_step": count, "kernel_us_per_step": round(busy, 1),
+            "span_us_per_step": round(span, 1), "gap_us_median": round(statistics.median(gaps), 2),
+            "gap_us_mean": round((span - busy) / max(count - 1, 1), 2),
+            "overlapped_pairs_per_step": round(sum(g < 0 for g in gaps) / len(decode), 1),
+            "top": sorted(((round(v, 1), n[:90]) for n, v in names.items()), reverse=True)[:14]}
+
+
+def engine_rows(copy_gbps: float, tokenizer: str | None) -> dict:
+    from labkit.engine import LLM
+    from labkit.engine.bench import random_model, weight_bytes
+    from labkit.models import Tokenizer, resolve
+
+    tok = Tokenizer(tokenizer or resolve("embedded"))
+    rng = random.Random(0)
+    vocab = 32000
+    out: dict = {}
+    for weights in ("fp16", "int4"):
+        launch.set_overlap(True)
+        start = time.time()
+        model = random_model("llama-2-7b", "cuda", torch.float16)
+        llm = LLM(model, tokenizer=tok, backend="numba", weights=None if weights == "fp16" else weights,
+                  compile=True, max_batch_size=32, max_model_len=4096, cache_max_entry_count=0.3)
+        runner = llm.engine.runner
+        res = {"build_s": round(time.time() - start, 1), "weight_bytes": weight_bytes(llm.model)}
+        res["roofline_ms"] = round(res["weight_bytes"] / (copy_gbps * 1e9) * 1e3, 3)
+        decode_ms(llm, 1, rng, vocab, steps=8)   # warm up
+        res["ms_per_step"] = {b: decode_ms(llm, b, rng, vocab) for b in BATCHES}
+        measure.log(f"engine {weights}: {res}")
+        ab = {}
+        for overlap in (False, True, False, True):   # the same engine, graphs re-captured (buckets 1-8)
+            launch.set_overlap(overlap)
+            runner.graphs.clear()
+            runner.capture_graphs(8)
+            for b in (1, 8):
+                ab.setdefault(f"B={b} {'overlap' if overlap else 'plain'}", []).append(decode_ms(llm, b, rng, vocab))
+        res["overlap_ab"] = ab
+        measure.log(f"engine {weights} A/B: {ab}")
+        for overlap in (False, True):
+            launch.set_overlap(overlap)
+            runner.graphs.clear()
+            runner.capture_graphs(1)
+            key = "timeline_overlap" if overlap else "timeline_plain"
+            res[key] = step_timeline(llm, vocab)
+            measure.log(f"engine {weights} {key}: {res[key]}")
+        b1 = min(res["overlap_ab"]["B=1 overlap"] + [res["ms_per_step"][1]])
+        res["batch1_tok_s"] = round(1000 / b1, 1)
+        res["batch1_fraction_of_roofline"] = round(res["roofline_ms"] / b1, 3)
+        out[weights] = res
+        llm.close()
+        del llm, model, runner
+        measure.free_memory()
+    return out
+
+
+def table(result: dict) -> str:
+    lines = [f"{result['device']} · copy {result['copy_gbps']:.0f} GB/s · {result['date']}"]
+    for c in result.get("checks", []):
+        lines.append(f"check {c['check']:<70} {'ok ' + str(c.get('value')) if c['ok'] else 'FAILED ' + c['message']}")
+    for r in result.get("kernels", []):
+        lines.append(f"{r['kernel']:<20} {r['shape']:<36} plain {r['plain_us']:>7.2f} us  overlap {r['overlap_us']:>7.2f} us"
+                     + (f"  ({100 * r['copy_frac_overlap']:.0f}% copy)" if "copy_frac_overlap" in r else ""))
+    for r in result.get("rows", []):
+        lines.append(f"M={r['m']:<3} layer linears: int4 {r['int4_total']:>7.1f} us  fp16 {r['fp16_total']:>7.1f} us  "
+                     f"{json.dumps(r['choice'])}")
+    for w, e in result.get("engine", {}).items():
+        lines.append(f"engine {w}: ms/step {json.dumps(e['ms_per_step'])}; batch 1 {e['batch1_tok_s']} tok/s = "
+                     f"{100 * e['batch1_fraction_of_roofline']:.1f}% of the roofline ({e['roofline_ms']} ms)")
+        lines.append(f"  overlap A/B {json.dumps(e['overlap_ab'])}")
+        for k in ("timeline_plain", "timeline_overlap"):
+            t = e[k]
+            lines.append(f"  {k}: {t['kernels_per_step']} kernels/step, {t['kernel_us_per_step']} us busy, span "
+                         f"{t['span_us_per_step']} us, gap median {t['gap_us_median']} us mean {t['gap_us_mean']} us")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", required=True)
+    p.add_argument("--tokenizer", default=None, help="folder with tokenizer.json (default: the embedded model's)")
+    p.add_argument("--parts", default="checks,kernels,engine,rows")
+    args = p.parse_args(argv)
+    parts = args.parts.split(",")
+    result: dict = {"device": torch.cuda.get_device_name(), "date": time.strftime("%Y-%m-%d"),
+                    "torch": torch.__version__, "overlap_enabled": None,
+                    "copy_gbps": round(measure.copy_bandwidth(), 1)}
+    result["overlap_enabled"] = launch.overlap_enabled()
+    path = Path(args.out) / "gpu_decode.json"
+
+    def save() -> None:
+        path.write_text(json.dumps(result, indent=1))
+
+    for part, fn in (("checks", lambda: checks(args.tokenizer)), ("kernels", lambda: kernel_rows(result["copy_gbps"])),
+                     ("engine", lambda: engine_rows(result["copy_gbps"], args.tokenizer)), ("rows", batch_rows)):
+        if part in parts:
+            start = time.time()
+            result[part] = fn()
+            result[f"{part}_s"] = round(time.time() - start, 1)
+            save()
+    print(table(result))
+    return 0 if all(c["ok"] for c in result.get("checks", [])) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
