@@ -40,6 +40,10 @@ def test_solution_full_marks_and_stub_zero(g):
     # a request that needs exactly the free blocks refused
     ("        if need > free_blocks:\n            break", "        if need >= free_blocks:\n            break",
      "exact_fits_are_admitted", "exactly 2 are free"),
+    # decodes past the budget
+    ("        if not req.in_prefill and budget > 0:\n            plan.append((req.name, 1))",
+     "        if not req.in_prefill:\n            plan.append((req.name, 1))",
+     "admission_respects_batch_size_and_budget", "bounds decodes too"),
     # the batch limit off by one
     ("while waiting and len(running) < max_batch and budget > 0:",
      "while waiting and len(running) <= max_batch and budget > 0:", "exact_fits_are_admitted", "max_batch 1"),

@@ -61,6 +61,12 @@ def test_solution_full_marks_and_stub_zero(g):
     # "content": null taken as text
     ("            if content:\n                pieces.append(content)",
      '            if content != "":\n                pieces.append(content)', "accumulate_joins_the_text", "None"),
+    # the last finish_reason, null or not
+    ('            if choice.get("finish_reason") is not None:\n                finish_reason = choice["finish_reason"]',
+     '            finish_reason = choice.get("finish_reason")', "accumulate_joins_the_text", "last non-null"),
+    # the whole error body as the message
+    ('raise RuntimeError(response.json()["error"]["message"])', "raise RuntimeError(response.text)",
+     "stream_chat_raises_on_http_errors", "not the whole body"),
     # finish_reason starts as "" instead of None
     ("finish_reason, usage = None, None", 'finish_reason, usage = "", None', "accumulate_joins_the_text",
      "empty stream"),

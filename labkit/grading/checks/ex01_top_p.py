@@ -119,7 +119,7 @@ def large_logits_stay_finite(impl):
 @check(points=3)
 def sampling_probs_pipeline(impl):
     x = _logits(2, 300, seed=9)
-    for t, k, p in ((0.7, 0, 0.9), (1.5, 20, 0.8), (1.0, 0, 1.0), (0.4, 50, 0.5)):
+    for t, k, p in ((0.7, 0, 0.9), (1.5, 20, 0.8), (1.0, 0, 1.0), (0.4, 50, 0.5), (0.05, 0, 1.0)):
         want = sampling.top_p_filter(sampling.top_k_filter(x / t, k), p).softmax(-1)
         got = _as_tensor(impl.sampling_probs(x, t, k, p), x, "sampling_probs")
         assert torch.allclose(got.sum(-1), torch.ones(2), atol=1e-4), "each row of probabilities should sum to 1"

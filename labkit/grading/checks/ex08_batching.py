@@ -69,6 +69,9 @@ def admission_respects_batch_size_and_budget(impl):
     assert "W" not in dict(plan) and len(waiting) == 1, "the batch is full (max_batch 4): W waits"
     plan, left = _call(impl, running, waiting, 50, max_batch=8, budget=4)
     assert "W" not in dict(plan) and left == 50, "the 4 decodes spent the whole budget: W waits, its blocks stay free"
+    plan, left = _call(impl, running, waiting, 50, max_batch=8, budget=2)
+    assert plan == [("R0", 1), ("R1", 1)], (
+        f"a budget of 2 tokens runs 2 of the 4 decodes (R0 and R1, in order); the budget bounds decodes too, got {plan}")
 
 
 @check(points=2)

@@ -87,6 +87,9 @@ def accumulate_joins_the_text(impl):
     assert isinstance(out, dict), f"accumulate should return a dict, got {type(out).__name__}"
     assert out.get("text") == TEXT, f"text: expected {TEXT!r}, got {out.get('text')!r}"
     assert out.get("finish_reason") == "stop", f"finish_reason: expected 'stop', got {out.get('finish_reason')!r}"
+    out = impl.accumulate(iter(CHUNKS[:-1] + [_chunk(finish=None, has_content=False), USAGE]))
+    assert out.get("finish_reason") == "stop", (
+        "a chunk with finish_reason null after the one that said 'stop' must not erase it: keep the last non-null one")
     out = impl.accumulate(iter([]))
     want = {"text": "", "finish_reason": None, "content_chunks": 0, "completion_tokens": 0, "prompt_tokens": None}
     assert {k: out.get(k) for k in want} == want, f"an empty stream should give {want}, got {out}"
@@ -192,6 +195,7 @@ def stream_chat_raises_on_http_errors(impl):
     except NotImplementedError:   # a RuntimeError too, but a stub must not pass
         raise
     except RuntimeError as e:
-        assert "temperature must be between 0 and 2" in str(e), "the RuntimeError should carry error.message"
+        assert "temperature must be between 0 and 2" in str(e) and "invalid_request_error" not in str(e), (
+            f"the RuntimeError should carry the message of the JSON body's error.message, not the whole body: got {e}")
         return
     raise AssertionError("a 400 answer should raise RuntimeError with the server's error message")
