@@ -8,21 +8,11 @@ next-token distributions, and top-1 agreement, how often both pick the same most
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from importlib import resources
 
 import torch
 
 from labkit.models.llama import Llama
-
-
-def eval_text() -> str:
-    """The evaluation text shipped with labkit (prose on varied topics, written for it)."""
-    return resources.files("labkit.eval").joinpath("data/eval.txt").read_text()
-
-
-def calibration_text() -> str:
-    """The calibration text (separate from the evaluation text) used by AWQ and SmoothQuant."""
-    return resources.files("labkit.eval").joinpath("data/calib.txt").read_text()
+from labkit.texts import calibration_text, eval_text  # noqa: F401  (the texts, importable from here too)
 
 
 @dataclass

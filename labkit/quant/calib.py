@@ -99,7 +99,7 @@ def check_architecture(model: nn.Module) -> None:
 
 def calibration_ids(tokenizer, text: str | None = None, n_samples: int = 8, seqlen: int = 512) -> torch.Tensor:
     """Token windows [n, seqlen] of the calibration text (labkit's own by default)."""
-    from labkit.eval import calibration_text
+    from labkit.texts import calibration_text
 
     ids = tokenizer.encode(text if text is not None else calibration_text())
     n = min(n_samples, len(ids) // seqlen)
