@@ -63,7 +63,7 @@ class LLM:
                  max_model_len: int | None = None, scheduler: str = "continuous",
                  tokenizer: Tokenizer | None = None, dtype: torch.dtype | None = None, weights: str | None = None,
                  max_num_batched_tokens: int | None = None, use_cuda_graph: bool | None = None,
-                 record_timeline: bool = False, compile: bool = False):
+                 record_timeline: bool = False, compile: bool = False, tp: int = 1):
         """`model` is a MODEL spec ('embedded', a folder, a hub id) or a built `Llama` (then pass
         `tokenizer`). The KV cache gets `num_blocks` blocks, or `cache_max_entry_count` of the
         free memory (capped at what `max_batch_size` requests of `max_model_len` tokens use).
@@ -73,15 +73,27 @@ class LLM:
         its q/k/v and gate/up projections are merged, labkit.engine.fuse). `compile` runs the
         decode step through torch.compile: before capturing it in CUDA graphs on a GPU, in place
         of the eager step on a CPU, where it fuses the small operations around the matmuls;
-        `warmup()` compiles each kind of step up front."""
+        `warmup()` compiles each kind of step up front. `tp` > 1 splits the model over
+        that many GPUs (or CPU processes): this process is rank 0 and starts the others, each
+        built with these same arguments (labkit.engine.parallel, docs/parallel.md)."""
+        args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
         if not 0 < cache_max_entry_count <= 1:
             raise ValueError(f"cache_max_entry_count must be in (0, 1], got {cache_max_entry_count}")
+        self.tp = None
+        if tp > 1:
+            if compile:
+                raise ValueError("compile=True does not work with tp > 1 yet")
+            from labkit.engine.parallel import TensorParallel
+
+            self.tp = TensorParallel.start(tp, device, args)
         if isinstance(model, Llama):
             if tokenizer is None:
                 raise ValueError("pass tokenizer= along with a model object")
-            self.model = model
+            self.model = model if self.tp is None else self.tp.shard(model)
+        elif self.tp is not None:
+            self.model, tokenizer = self.tp.load(model, dtype, backend)
         else:
             from labkit.loading import load_model
 
@@ -92,6 +104,8 @@ class LLM:
 
         self.model = convert(self.model, weights, backend)   # a quantized checkpoint on a CPU: repacked
         self.model.eval()
+        if self.tp is not None:
+            self.tp.gather_logits(self.model)
         self.tokenizer = tokenizer
         cfg, dev = self.model.config, self.model.model.embed_tokens.weight.device
         kv_dtype = self.model.model.embed_tokens.weight.dtype
@@ -99,6 +113,8 @@ class LLM:
         if num_blocks is None:
             num_blocks = _blocks_for_memory(bytes_per_block(cfg, block_size, kv_dtype, quant_policy), dev,
                                             cache_max_entry_count, max_batch_size * -(-limit // block_size))
+            if self.tp is not None:
+                num_blocks = self.tp.agree(num_blocks)
         if max_model_len is not None and max_model_len > num_blocks * block_size:
             raise ValueError(f"max_model_len {max_model_len} does not fit in the KV cache "
                              f"({num_blocks} blocks x {block_size} tokens = {num_blocks * block_size})")
@@ -111,6 +127,8 @@ class LLM:
                              enable_prefix_caching=enable_prefix_caching, max_model_len=self.max_model_len,
                              scheduler=scheduler, use_cuda_graph=use_cuda_graph, record_timeline=record_timeline,
                              compile=compile)
+        if self.tp is not None:
+            self.tp.attach(self.engine.runner)
         self._lock = threading.Lock()       # one step at a time
         self._wakeup = threading.Event()
         self._worker: threading.Thread | None = None
@@ -236,6 +254,8 @@ class LLM:
         self._wakeup.set()
         if self._worker is not None:
             self._worker.join(timeout=5)
+        if self.tp is not None:
+            self.tp.close()
 
     def __enter__(self):
         return self
