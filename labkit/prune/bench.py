@@ -1,22 +1,36 @@
-"""`labkit bench prune [--only ...] [--json]`: what pruning costs in quality and buys in speed.
+"""`labkit bench prune [--only quality speed sparse24] [--json]`: what pruning costs and buys.
 
+- `quality` (the embedded model, any CPU): every one-shot method (magnitude, Wanda,
+  SparseGPT) at sparsities 0.1-0.7 and at 2:4 and 4:8, depth pruning ranked by block
+  influence, by perplexity, and as the last or random layers, and width pruning: perplexity,
+  KL and top-1 against the dense model on the evaluation text (the dense logits computed
+  once), and the targets met or not.
+- `speed` (this CPU): structured variants (fewer layers, narrower layers) against the
+  unpruned model in the same run: parameters, weight MiB, batch-1 decode tokens/s through
+  the engine's fastest CPU path (`LLM(compile=True)`), in alternating rounds.
 - `sparse24` (GPU): 2:4 semi-structured sparse matmuls (`torch.sparse.to_sparse_semi_structured`,
   cuSPARSELt; CUTLASS is tried too) against dense fp16 `F.linear` on Llama-2-7B layer shapes
-  over 1 to 8192 tokens, then end to end on a Llama-2-7B-shaped model with random weights:
-  prefill, and decode at batch 1 and 64. Both sides of every ratio run in the same process.
+  over 1 to 8192 tokens (also replayed from a CUDA graph, which separates the host's cost
+  from the GPU's), then end to end on a Llama-2-7B-shaped model with random weights:
+  prefill, and decode at batch 1 and 64.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime
 import platform
 import statistics
 import sys
+import time
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
+SPARSITIES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+PATTERNS = ("2:4", "4:8")
+ONESHOT = ("magnitude", "wanda", "sparsegpt")
 LLAMA2_7B_LINEARS = {"q/k/v/o_proj": (4096, 4096), "gate/up_proj": (11008, 4096), "down_proj": (4096, 11008)}
 TOKENS = (1, 16, 64, 256, 1024, 4096, 8192)
 
@@ -34,6 +48,25 @@ def gpu_ms(fn: Callable[[], object], calls: int = 20, repeats: int = 5) -> float
         torch.cuda.synchronize()
         times.append(start.elapsed_time(end) / calls)
     return statistics.median(times)
+
+
+def graph_ms(fn: Callable[[], object]) -> float | str:
+    """Milliseconds per replay of `fn` captured in a CUDA graph (the GPU's time without the
+    host's per-call work), or why it could not be captured."""
+    try:
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(3):
+                fn()
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            fn()
+        return gpu_ms(graph.replay)
+    except Exception as e:
+        torch.cuda.synchronize()
+        return f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"
 
 
 def two_four(weight: torch.Tensor) -> torch.Tensor:
@@ -72,6 +105,7 @@ def sparse24_layers(tokens=TOKENS) -> list[dict]:
                     ms = gpu_ms(lambda: F.linear(x, ws))
                     row.update({f"{backend}_ms": ms, f"{backend}_speedup": row["dense_ms"] / ms,
                                 f"{backend}_rel_err": err})
+                    row[f"{backend}_graph_ms"] = graph_ms(lambda: F.linear(x, ws))
                 except Exception as e:
                     row[f"{backend}_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"
             rows.append(row)
@@ -111,10 +145,12 @@ def sparse24_end_to_end(prefill_tokens: int = 2048, context: int = 512, batches=
 
 def sparse24_table(result: dict) -> str:
     lines = [f"2:4 semi-structured vs dense fp16 on {result['device']} (torch {result['torch']})",
-             f"{'layer':<14}{'tokens':>7}{'dense ms':>10}{'cuSPARSELt ms':>15}{'ratio':>7}  cutlass"]
+             f"{'layer':<14}{'tokens':>7}{'dense ms':>10}{'cuSPARSELt ms':>15}{'ratio':>7}{'graph ms':>10}  cutlass"]
     for r in result["layers"]:
+        graph = r.get("cusparselt_graph_ms")
         sp = f"{r['cusparselt_ms']:>15.4f}{r['cusparselt_speedup']:>7.2f}" if "cusparselt_ms" in r else \
             f"  {r.get('cusparselt_error', '')[:40]}"
+        sp += f"{graph:>10.4f}" if isinstance(graph, float) else f"  {str(graph)[:30]}"
         cut = f"{r['cutlass_ms']:.4f} ms ({r['cutlass_speedup']:.2f}x)" if "cutlass_ms" in r else \
             r.get("cutlass_error", "")[:60]
         lines.append(f"{r['layer']:<14}{r['tokens']:>7}{r['dense_ms']:>10.4f}{sp}  {cut}")
@@ -124,22 +160,217 @@ def sparse24_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------------------- quality (CPU)
+
+
+def depth_choices(scores: dict[str, torch.Tensor], n: int, seed: int = 0) -> dict[str, list[int]]:
+    """Which `n` layers each ranking removes: by each score in `scores`, the last, random ones."""
+    from labkit.prune.depth import layers_to_drop
+
+    L = len(next(iter(scores.values())))
+    rand = torch.randperm(L, generator=torch.Generator().manual_seed(seed))[:n]
+    return {**{rank: layers_to_drop(s, n) for rank, s in scores.items()},
+            "last": list(range(L - n, L)), "random": sorted(rand.tolist())}
+
+
+def width_args(config, name: str) -> dict[str, int]:
+    """The widths `prune_width` keeps for a named variant of the tables."""
+    H, H_kv, F = config.num_attention_heads, config.num_key_value_heads, config.intermediate_size
+    return {"mlp 3/4": {"mlp": round(0.75 * F)},
+            "one query head fewer per group": {"heads": H - H_kv},
+            "one KV group fewer": {"heads": H - H // H_kv, "kv_heads": H_kv - 1},
+            "mlp 1/2, one query head fewer per group": {"mlp": F // 2, "heads": H - H_kv}}[name]
+
+
+WIDTHS = ("mlp 3/4", "one query head fewer per group", "one KV group fewer")
+
+
+def quality(model, tokenizer, max_tokens: int | None = 2048, calib_samples: int = 4, methods=ONESHOT,
+            settings=(*SPARSITIES, *PATTERNS), depth_ratios=(0.1, 0.2), widths=WIDTHS, log=None) -> dict:
+    """The quality rows (see the module docstring) of `model` against itself."""
+    from labkit.eval import eval_text, evaluate
+    from labkit.prune.depth import block_influence, drop_layers, layers_for_ratio, ppl_increase
+    from labkit.prune.oneshot import prune_oneshot
+    from labkit.prune.width import prune_width
+    from labkit.quant.bench import CachedReference
+    from labkit.quant.calib import calibration_ids
+
+    ids = tokenizer.encode(eval_text())
+    calib = calibration_ids(tokenizer, None, calib_samples, 512)
+    reference = CachedReference(model)
+    rows = []
+
+    def add(kind: str, method: str, setting: str, pruned, seconds: float) -> None:
+        t0 = time.perf_counter()
+        res = evaluate(pruned, ids, reference, max_tokens=max_tokens)
+        rows.append({"kind": kind, "method": method, "setting": setting, "tokens": res.tokens, "ppl": res.ppl, "kl": res.kl,
+                     "top1": res.top1, "prune_s": round(seconds, 1), "eval_s": round(time.perf_counter() - t0, 1)})
+        if log:
+            log(f"{kind} {method} {setting}: ppl {res.ppl:.3f}, KL {res.kl:.4f}, top-1 {res.top1:.2%}")
+
+    add("dense", "dense", "-", model, 0.0)
+    for method in methods:
+        for setting in settings:
+            pruned, t0 = copy.deepcopy(model), time.perf_counter()
+            pattern = setting if isinstance(setting, str) else None
+            prune_oneshot(pruned, calib, method, None if pattern else setting, pattern)
+            add("oneshot", method, str(setting), pruned, time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    depth_layers = sorted({layers_for_ratio(len(model.model.layers), r) for r in depth_ratios})
+    scores = {"influence": block_influence(model, calib), "ppl": ppl_increase(model, calib)} if depth_layers else {}
+    for n in depth_layers:
+        for rank, drop in depth_choices(scores, n).items():
+            add("layers", rank, f"{n} of {len(model.model.layers)}", drop_layers(model, drop), time.perf_counter() - t0)
+    for name in widths:
+        t0 = time.perf_counter()
+        pruned, _ = prune_width(model, calib, **width_args(model.config, name))
+        add("width", "activation", name, pruned, time.perf_counter() - t0)
+    return {"rows": rows, "targets": targets(rows)}
+
+
+def targets(rows: list[dict]) -> list[dict]:
+    """The bar of issue and DESIGN.md, checked against the rows that ran."""
+    ppl = {(r["method"], r["setting"]): r["ppl"] for r in rows}
+    dense = ppl.get(("dense", "-"))
+    out = []
+    for setting in ("0.5", "2:4"):
+        mag = ppl.get(("magnitude", setting))
+        for method in ("wanda", "sparsegpt"):
+            if None not in (dense, mag, ppl.get((method, setting))):
+                gap, mag_gap = ppl[(method, setting)] - dense, mag - dense
+                out.append({"target": f"{method} at {setting} far below magnitude (perplexity increase <= 1/2 of "
+                                      "magnitude's)", "met": gap <= 0.5 * mag_gap,
+                            "detail": f"{ppl[(method, setting)]:.2f} vs {mag:.2f} (dense {dense:.2f})"})
+    if ("sparsegpt", "2:4") in ppl and ("wanda", "2:4") in ppl:
+        out.append({"target": "sparsegpt beats wanda at 2:4", "met": ppl[("sparsegpt", "2:4")] < ppl[("wanda", "2:4")],
+                    "detail": f"{ppl[('sparsegpt', '2:4')]:.2f} vs {ppl[('wanda', '2:4')]:.2f}"})
+    for method in ONESHOT:
+        within = [float(r["setting"]) for r in rows if r["method"] == method and ":" not in r["setting"]
+                  and r["ppl"] <= 1.1 * dense]
+        if any(r["method"] == method for r in rows):
+            out.append({"target": f"{method}: largest unstructured sparsity within +10% perplexity",
+                        "met": bool(within), "detail": f"{max(within):.1f}" if within else "none of those tried",
+                        "sparsity": max(within) if within else None})
+    for setting in sorted({r["setting"] for r in rows if r["kind"] == "layers"}):
+        by = {r["method"]: r["ppl"] for r in rows if r["kind"] == "layers" and r["setting"] == setting}
+        if {"influence", "last", "random"} <= set(by):
+            out.append({"target": f"depth {setting} layers: block influence beats the last and random layers",
+                        "met": by["influence"] < min(by["last"], by["random"]),
+                        "detail": f"influence {by['influence']:.2f}, ppl-ranked {by.get('ppl', float('nan')):.2f}, "
+                                  f"last {by['last']:.2f}, random {by['random']:.2f}"})
+    return out
+
+
+def quality_table(result: dict) -> str:
+    lines = ["| kind | method | sparsity / setting | perplexity | KL | top-1 |", "|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        lines.append(f"| {r['kind']} | {r['method']} | {r['setting']} | {r['ppl']:.3f} | {r['kl']:.4f} | {r['top1']:.2%} |")
+    lines += ["", *(f"- {'met' if t['met'] else 'NOT MET'}: {t['target']} ({t['detail']})" for t in result["targets"])]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- speed (CPU)
+
+
+def structured_variants(model, calib: torch.Tensor) -> dict:
+    """The variants of the speed table: dense, fewer layers, narrower layers, and unstructured
+    50% (dense storage: the control that shows zeros alone save no time)."""
+    from labkit.prune.depth import prune_depth
+    from labkit.prune.oneshot import prune_oneshot
+    from labkit.prune.width import prune_width
+
+    half = copy.deepcopy(model)
+    prune_oneshot(half, None, "magnitude", 0.5)
+    return {"dense": model, "layers -20%": prune_depth(model, calib, 0.2)[0],
+            "mlp 1/2, one query head fewer per group":
+                prune_width(model, calib, **width_args(model.config, "mlp 1/2, one query head fewer per group"))[0],
+            "unstructured 50% (dense storage)": half}
+
+
+def speed(variants: dict, tokenizer, prompt: list[int], output_len: int = 32, rounds: int = 3,
+          compile: bool = True, log=None) -> list[dict]:
+    """Batch-1 decode tokens/s of each variant through the engine, alternating the order each round."""
+    from labkit.engine import LLM
+    from labkit.engine.workload import engine_static, greedy
+    from labkit.models.llama import parameter_count
+
+    llms, rows = {}, {}
+    for name, model in variants.items():
+        params = parameter_count(model)
+        llms[name] = LLM(copy.deepcopy(model), tokenizer=tokenizer, device="cpu", compile=compile, max_batch_size=1,
+                         num_blocks=(len(prompt) + output_len) // 16 + 2, max_model_len=len(prompt) + output_len)
+        llms[name].generate([prompt], greedy(output_len))  # warm up (and compile each kind of step)
+        rows[name] = {"variant": name, "parameters": params, "fp16_mib": round(2 * params / 2**20, 1), "tok_s": []}
+        if log:
+            log(f"speed: {name} ready")
+    names = list(variants)
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else names[::-1]:
+            rows[name]["tok_s"].append(engine_static(llms[name], 1, [prompt], output_len)["decode_tok_s_per_seq"])
+    for llm in llms.values():
+        llm.close()
+    dense = statistics.median(rows[names[0]]["tok_s"])
+    for row in rows.values():
+        row["decode_tok_s"] = statistics.median(row["tok_s"])
+        row["vs_dense"] = round(row["decode_tok_s"] / dense, 3)
+    return list(rows.values())
+
+
+def speed_table(rows: list[dict]) -> str:
+    lines = ["| variant | parameters | weights (fp16) | batch-1 decode tok/s | vs dense |", "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['variant']} | {r['parameters'] / 1e6:.1f}M | {r['fp16_mib']} MiB | {r['decode_tok_s']:.1f} | "
+                     f"{r['vs_dense']:.2f}x |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     import json
 
     from labkit.errors import UserError
+    from labkit.loading import load_model
 
     p = argparse.ArgumentParser(prog="labkit bench prune", description=__doc__.splitlines()[0])
-    p.add_argument("--only", nargs="+", choices=["sparse24"], default=["sparse24"], help="which parts to run")
+    p.add_argument("--only", nargs="+", choices=["quality", "speed", "sparse24"], default=None,
+                   help="which parts to run (default: quality and speed; sparse24 too on a GPU)")
+    p.add_argument("--model", default="embedded", help="the full-precision MODEL to prune (default embedded)")
+    p.add_argument("--max-tokens", type=int, default=2048, help="evaluation tokens per row (default 2048)")
+    p.add_argument("--calib-samples", type=int, default=4, help="512-token calibration windows (default 4)")
+    p.add_argument("--rounds", type=int, default=3, help="speed: alternating rounds (default 3)")
+    p.add_argument("--eager", action="store_true", help="speed: the eager engine instead of the compiled one")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args(argv)
-    result = {"date": datetime.date.today().isoformat(), "machine": platform.machine(), "torch": torch.__version__}
-    if "sparse24" in args.only:
-        if not torch.cuda.is_available():
-            raise UserError("--only sparse24 needs an NVIDIA GPU (2:4 sparse tensor cores)")
+    parts = args.only or ["quality", "speed"] + ["sparse24"] * torch.cuda.is_available()
+    if args.max_tokens < 1 or args.calib_samples < 1 or args.rounds < 1:
+        raise UserError("--max-tokens, --calib-samples and --rounds must be >= 1")
+    if "sparse24" in parts and not torch.cuda.is_available():
+        raise UserError("--only sparse24 needs an NVIDIA GPU (2:4 sparse tensor cores)")
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    result = {"suite": "prune", "date": datetime.date.today().isoformat(), "torch": torch.__version__,
+              "command": "labkit bench prune " + " ".join(argv or []),
+              "cpu": f"{platform.machine()}, {torch.get_num_threads()} threads"}
+    tables = []
+    if "quality" in parts or "speed" in parts:
+        model, tokenizer = load_model(args.model)
+        result["model"] = args.model
+    if "quality" in parts:
+        result["quality"] = quality(model, tokenizer, args.max_tokens, args.calib_samples, log=log)
+        tables.append(quality_table(result["quality"]))
+    if "speed" in parts:
+        from labkit.eval import eval_text
+        from labkit.quant.calib import calibration_ids
+
+        variants = structured_variants(model, calibration_ids(tokenizer, None, args.calib_samples, 512))
+        result["speed"] = speed(variants, tokenizer, tokenizer.encode(eval_text())[:64], rounds=args.rounds,
+                                compile=not args.eager, log=log)
+        result["speed_engine"] = "LLM(compile=True), fp32, batch 1" if not args.eager else "LLM eager, fp32, batch 1"
+        tables.append(speed_table(result["speed"]))
+    if "sparse24" in parts:
         result["device"] = torch.cuda.get_device_name()
         result["layers"] = sparse24_layers()
-        print("layers done", file=sys.stderr, flush=True)
         result["end_to_end"] = sparse24_end_to_end()
-    print(json.dumps(result) if args.json else sparse24_table(result))
+        tables.append(sparse24_table(result))
+    result["seconds"] = round(time.perf_counter() - start, 1)
+    print(json.dumps(result) if args.json else "\n\n".join(tables))
     return 0
