@@ -15,6 +15,7 @@ Each kernel file reads the same way: reference (torch) -> kernel (Numba) -> laun
 - kv_quant.py       int8/int4 KV cache: quantized writes and attention over the codes
 - gemv_steps.py     the course's path from a naive GEMV to w4a16_gemv
 - launch.py, ptx.py, splitk.py, measure.py   launch plumbing, PTX primitives, split-K, timing
+- graph_capture.py  a launch sequence captured in a CUDA graph replays like eager launches
 - bench.py          `labkit bench kernels`
 """
 if __name__ != "labkit.kernels":  # e.g. found as a top-level module from the repository root

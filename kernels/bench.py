@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import gc
 import json
 import sys
 import time
@@ -24,13 +23,11 @@ from typing import Callable
 
 import torch
 
+from labkit.kernels import measure
+
 LINEAR_SHAPES = [(4096, 4096), (11008, 4096), (4096, 11008), (12288, 4096), (32000, 4096)]
 ATTENTION = [(b, c) for b in (1, 8, 32) for c in (512, 4096, 32768)]
 DISPATCH_ROWS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64)
-
-
-def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def _finish(row: dict, copy_gbps: float) -> dict:
@@ -41,11 +38,6 @@ def _finish(row: dict, copy_gbps: float) -> dict:
     if base:
         row["speedup"] = base / row["us"]
     return row
-
-
-def _free() -> None:
-    gc.collect()
-    torch.cuda.empty_cache()
 
 
 def correctness() -> list[dict]:
@@ -78,44 +70,8 @@ def correctness() -> list[dict]:
             rows.append({"check": name, "ok": True, "rel_error": err})
         except AssertionError as e:
             rows.append({"check": name, "ok": False, "message": str(e)})
-        _log(f"check {name}: {rows[-1]}")
+        measure.log(f"check {name}: {rows[-1]}")
     return rows
-
-
-def graph_capture_check() -> dict:
-    """Capture gemv -> gemm -> write_kv -> attention in one CUDA graph, refill the static
-    inputs with new values, replay, and compare with the same kernels run eagerly."""
-    from labkit.kernels import kv_quant, w4a16_gemm, w4a16_gemv
-    from labkit.kernels.packing import random_int4_layer
-    from labkit.kernels.paged_attention import bench_cache, paged_attention
-
-    layer = random_int4_layer(512, 1024, 128, "cuda")
-    x1 = torch.randn(1, 1024, device="cuda").half()
-    x4 = torch.randn(4, 1024, device="cuda").half()
-    k, v, tables, lens = bench_cache(4, 300, 8, 128)
-    q = torch.randn(4, 32, 128, device="cuda").half()
-    new_k, new_v = torch.randn(2, 4, 8, 128, device="cuda").half()
-    slots = torch.tensor([5, 700, 1100, 1200], device="cuda")
-
-    def step() -> tuple[torch.Tensor, ...]:
-        y1 = w4a16_gemv.w4a16_gemv(x1, *layer, 128)
-        y4 = w4a16_gemm.w4a16_gemm(x4, *layer, 128)
-        kv_quant.write_kv(new_k, new_v, slots, k, v)
-        return y1, y4, paged_attention(q, k, v, tables, lens, max_context_len=300)
-
-    step()
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        static_out = step()
-    for t in (x1, x4, q, new_k, new_v):
-        t.copy_(torch.randn_like(t))
-    graph.replay()
-    torch.cuda.synchronize()
-    replayed = [t.clone() for t in static_out]
-    eager = step()
-    same = all(torch.equal(a, b) for a, b in zip(replayed, eager))
-    return {"graph_replay_matches_eager": same, "kernels": ["w4a16_gemv", "w4a16_gemm", "write_kv", "paged_attention"]}
 
 
 def linear_rows(copy_gbps: float, quick: bool) -> list[dict]:
@@ -129,63 +85,14 @@ def linear_rows(copy_gbps: float, quick: bool) -> list[dict]:
         for m in (1, 2, 4, 8):
             rows.append(_finish(w4a16_tc.bench(m, n, k, 128), copy_gbps))
         rows.append(_finish(w8a16_gemv.bench(n, k), copy_gbps))
-        _log(f"linear {n}x{k}: " + ", ".join(f"{r['kernel']} {r['us']:.1f} us" for r in rows[-9:]))
-        _free()
-    return rows
-
-
-def sweep_rows() -> list[dict]:
-    """Kernel variants (block shapes, launch bounds, partitions) on a few shapes: how the
-    defaults in each file's plan() were chosen. Times only, inputs built once per shape."""
-    from labkit.kernels import kv_quant, measure, paged_attention, w4a16_gemm, w4a16_gemv
-    from labkit.kernels.packing import random_int4_layer
-
-    rows = []
-
-    def timed(kernel: str, shape: str, variant: dict, step: Callable[[int], None], sets: int) -> None:
-        rows.append({"kernel": kernel, "shape": shape, "variant": variant, "us": measure.time_us(step, sets)})
-        _log(f"sweep {kernel} {shape} {variant}: {rows[-1]['us']:.1f} us")
-
-    for n, k in ((4096, 4096), (32000, 4096)):
-        layers = [random_int4_layer(n, k, 128, "cuda") for _ in range(measure.sets_for(k * n // 2))]
-        x = torch.randn(8, k, device="cuda").half()
-        for tile in ((4, 32, 4, 3, 2), (8, 32, 4, 3, 1), (8, 32, 2, 2, 1), (8, 16, 8, 3, 1)):
-            timed("w4a16_gemv", f"N={n} K={k}", {"tile": tile},
-                  lambda i: w4a16_gemv.w4a16_gemv(x[:1], *layers[i], 128, tile=tile), len(layers))
-        if n == 4096:
-            for m in (2, 8):
-                for tile, mb in (((16, 8, 8), 1), ((16, 8, 8), 2), ((16, 8, 8), 3), ((16, 8, 4), 3),
-                                 ((16, 8, 16), 3), ((8, 16, 8), 3)):
-                    timed("w4a16_gemm", f"M={m} N={n} K={k}", {"tile": tile, "min_blocks": mb},
-                          lambda i: w4a16_gemm.w4a16_gemm(x[:m], *layers[i], 128, tile=tile, min_blocks=mb),
-                          len(layers))
-        del layers
-        _free()
-    for kv_heads in (8, 32):
-        for batch, context in ((32, 4096), (1, 32768)):
-            k, v, tables, lens = paged_attention.bench_cache(batch, context, kv_heads)
-            q = torch.randn(batch, 32, 128, device="cuda", dtype=torch.float16)
-            shape = f"B={batch} ctx={context} H=32/{kv_heads}"
-            for partition in ((None, 256) if batch == 1 else (None,)):
-                for steps, mb in ((4, 0), (2, 0), (4, 3), (8, 0)):
-                    timed("paged_attention", shape, {"partition": partition, "steps": steps, "min_blocks": mb},
-                          lambda i: paged_attention.launch_attention(q, k, v, tables, lens, None, context, None,
-                                                                     partition, 4, 16, steps=steps, min_blocks=mb), 1)
-            for bits in (8, 4):
-                kq, vq, ksz, vsz = kv_quant.quantized_cache(k, v, bits)
-                for steps, mb in ((8, 0), (4, 0), (8, 3)):
-                    timed(f"paged_attention_int{bits}", shape, {"steps": steps, "min_blocks": mb},
-                          lambda i: paged_attention.launch_attention(q, kq, vq, tables, lens, None, context, None,
-                                                                     None, 4, bits, ksz, vsz, steps, mb), 1)
-                del kq, vq, ksz, vsz
-            del k, v
-            _free()
+        measure.log(f"linear {n}x{k}: " + ", ".join(f"{r['kernel']} {r['us']:.1f} us" for r in rows[-9:]))
+        measure.free_memory()
     return rows
 
 
 def dispatch_rows(quick: bool) -> list[dict]:
     """For each M: time every option and the dispatcher's choice; report the slowdown vs best."""
-    from labkit.kernels import dispatch, measure
+    from labkit.kernels import dispatch
     from labkit.kernels.packing import random_int4_layer
 
     rows = []
@@ -203,9 +110,9 @@ def dispatch_rows(quick: bool) -> list[dict]:
             best = min(times, key=times.get)
             rows.append({"shape": f"N={n} K={k}", "m": m, "times_us": times, "choice": choice, "best": best,
                          "slowdown": times[choice] / times[best]})
-            _log(f"dispatch {n}x{k} M={m}: {times} choice={choice}")
+            measure.log(f"dispatch {n}x{k} M={m}: {times} choice={choice}")
         del layers
-        _free()
+        measure.free_memory()
     return rows
 
 
@@ -216,8 +123,8 @@ def attention_rows(copy_gbps: float, quick: bool) -> list[dict]:
     for kv_heads in (32, 8):
         for batch, context in ([(32, 4096)] if quick else ATTENTION):
             rows.append(_finish(paged_attention.bench(batch, context, 32, kv_heads), copy_gbps))
-            _log(f"attention B={batch} ctx={context} kv={kv_heads}: {rows[-1]['us']:.1f} us")
-            _free()
+            measure.log(f"attention B={batch} ctx={context} kv={kv_heads}: {rows[-1]['us']:.1f} us")
+            measure.free_memory()
         for batch, context in ((32, 4096), (1, 32768)):
             fp16 = next(r for r in rows if r["kernel"] == "paged_attention"
                         and r["shape"].startswith(f"B={batch} ctx={context} H=32/{kv_heads}"))
@@ -225,8 +132,8 @@ def attention_rows(copy_gbps: float, quick: bool) -> list[dict]:
                 row = _finish(kv_quant.bench(batch, context, bits, 32, kv_heads), copy_gbps)
                 row["speedup_vs_fp16"] = fp16["us"] / row["us"]
                 rows.append(row)
-                _log(f"attention int{bits} B={batch} ctx={context} kv={kv_heads}: {row['us']:.1f} us")
-                _free()
+                measure.log(f"attention int{bits} B={batch} ctx={context} kv={kv_heads}: {row['us']:.1f} us")
+                measure.free_memory()
     return rows
 
 
@@ -266,8 +173,6 @@ def table(result: dict) -> str:
                      f"{r['us']:>9.1f}{r['gbps']:>8.0f}{100 * r['copy_frac']:>6.0f}%"
                      f"{base if base is not None else float('nan'):>12.1f}{r.get('speedup', float('nan')):>8.2f}"
                      + (f"  {r['speedup_vs_fp16']:.2f}x fp16 KV" if "speedup_vs_fp16" in r else ""))
-    for r in result.get("sweep", []):
-        lines.append(f"sweep {r['kernel']:<24}{r['shape']:<26}{json.dumps(r['variant']):<52}{r['us']:>9.1f} us")
     for r in result.get("dispatch", []):
         lines.append(f"dispatch {r['shape']} M={r['m']:<3} choice={r['choice']:<15} best={r['best']:<15} "
                      f"slowdown={r['slowdown']:.2f}  {json.dumps({k: round(v, 1) for k, v in r['times_us'].items()})}")
@@ -287,23 +192,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.add_argument("--quick", action="store_true", help="a few shapes only")
     parser.add_argument("--only", nargs="*",
-                        choices=["checks", "linear", "steps", "dispatch", "attention", "graph", "sweep"],
-                        help="run only these parts (sweep: kernel variants, not run by default)")
+                        choices=["checks", "linear", "steps", "dispatch", "attention", "graph"],
+                        help="run only these parts (kernel variants: tools/sweep_kernels.py)")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print("labkit bench kernels needs a CUDA GPU (the simulator is for correctness, not speed)", file=sys.stderr)
         return 2
-    from labkit.kernels import measure
-
     parts = set(args.only or ["checks", "linear", "steps", "dispatch", "attention", "graph"])
     start = time.time()
     result: dict = {"device": torch.cuda.get_device_name(), "date": datetime.date.today().isoformat(),
                     "command": "labkit bench kernels " + " ".join(argv if argv is not None else sys.argv[1:]),
                     "copy_gbps": measure.copy_bandwidth(), "kernels": []}
-    _log(f"copy bandwidth {result['copy_gbps']:.0f} GB/s")
+    measure.log(f"copy bandwidth {result['copy_gbps']:.0f} GB/s")
     if "checks" in parts:
         result["checks"] = correctness()
     if "graph" in parts:
+        from labkit.kernels.graph_capture import graph_capture_check
+
         result["graph"] = graph_capture_check()
     if "linear" in parts:
         result["kernels"] += linear_rows(result["copy_gbps"], args.quick)
@@ -311,17 +216,15 @@ def main(argv: list[str] | None = None) -> int:
         from labkit.kernels import gemv_steps
 
         result["kernels"] += [_finish(row, result["copy_gbps"]) for row in gemv_steps.bench()]
-        _free()
+        measure.free_memory()
     if "dispatch" in parts:
         result["dispatch"] = dispatch_rows(args.quick)
     if "attention" in parts:
         result["kernels"] += attention_rows(result["copy_gbps"], args.quick)
-    if "sweep" in parts:
-        result["sweep"] = sweep_rows()
     try:
         result["compiler"] = compiler_report()
     except Exception as e:  # a kernel not compiled in this run has no report
-        _log(f"compiler report unavailable: {e}")
+        measure.log(f"compiler report unavailable: {e}")
     result["seconds"] = round(time.time() - start, 1)
     print(json.dumps(result) if args.json else table(result))
     ok = all(c["ok"] for c in result.get("checks", [])) and result.get("graph", {}).get("graph_replay_matches_eager", True)

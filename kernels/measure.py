@@ -14,7 +14,9 @@ same process (`copy_bandwidth`), counting bytes read plus bytes written.
 """
 from __future__ import annotations
 
+import gc
 import statistics
+import sys
 from typing import Callable
 
 import torch
@@ -93,14 +95,14 @@ def time_us(step: Callable[[int], None], sets: int, calls: int = 20, repeats: in
     return statistics.median(times)
 
 
-def copy_bandwidth(nbytes: int = 1 << 30) -> float:
+def copy_bandwidth(nbytes: int = 1 << 30, device: str = "cuda") -> float:
     """Device-to-device copy bandwidth in GB/s (bytes read + bytes written per second).
 
     Timed eagerly (events around 10 copies), not in a graph: a copy recorded in a CUDA
-    graph becomes a memcpy node, which ran at ~2.4 TB/s on an H100 where the same copy
-    launched directly moved ~3 TB/s.
+    graph becomes a memcpy node, which moves fewer bytes per second than the same copy
+    launched directly.
     """
-    src = torch.empty(nbytes // 2, dtype=torch.float16, device="cuda").normal_()
+    src = torch.empty(nbytes // 2, dtype=torch.float16, device=device).normal_()
     dst = torch.empty_like(src)
     for _ in range(200):  # ~0.5 s of copies first: an idle GPU starts at low clocks
         dst.copy_(src)
@@ -114,6 +116,18 @@ def copy_bandwidth(nbytes: int = 1 << 30) -> float:
         end.synchronize()
         times.append(start.elapsed_time(end) / 10 * 1e-3)
     return 2 * nbytes / statistics.median(times) / 1e9
+
+
+def log(msg: str) -> None:
+    """A benchmark's progress line, on stderr (stdout carries the table or the JSON)."""
+    print(msg, file=sys.stderr, flush=True)
+
+
+def free_memory() -> None:
+    """Give back the memory of the tensors, models and engines the caller has dropped."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def sets_for(nbytes_per_set: int, l2_bytes: int = 50 << 20) -> int:

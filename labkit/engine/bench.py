@@ -25,137 +25,22 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import gc
 import json
-import math
 import platform
 import random
 import sys
 import time
-from dataclasses import dataclass
+from contextlib import contextmanager
 
 import numpy as np
 import torch
 
-if not hasattr(np, "row_stack"):   # numba-cuda 0.30 still calls np.row_stack, gone in numpy 2.5
-    np.row_stack = np.vstack
+from labkit.engine.workload import (Req, chat_workload, drive_engine, engine_static, greedy, percentiles,
+                                    profile_decode, static_row, summarize, synchronize, text_ids)
+from labkit.kernels import measure
 
-SHAPES = {"llama-2-7b": dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
-                             num_attention_heads=32, num_key_value_heads=32, head_dim=128,
-                             max_position_embeddings=4096, rms_norm_eps=1e-5)}
-
-
-def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-# ----------------------------------------------------------------------------- workloads
-
-@dataclass
-class Req:
-    arrival: float          # seconds after the start
-    prompt: list[int]
-    output_len: int
-
-
-def chat_workload(n: int, rate: float, scale: float, vocab: int, seed: int = 0, text_ids: list[int] | None = None,
-                  max_len: int = 2048) -> list[Req]:
-    """Chat-shaped requests: log-normal prompt and answer lengths, Poisson arrivals.
-
-    The shape follows the ShareGPT conversations used by vLLM's and LMDeploy's throughput
-    benchmarks: prompt tokens with median ~130 and a long tail (sigma 1.0), answers with
-    median ~150 (sigma 0.9), clipped to [4, 1024]; `scale` shrinks both for small machines
-    (0.25 on a CPU). Arrivals are exponential gaps at `rate` requests/s. Prompts are cut from
-    real text when `text_ids` is given (else random ids); each answer is forced to its
-    drawn length (ignore_eos), as profile_throughput does, so every server does equal work.
-    """
-    rng = np.random.default_rng(seed)
-    t, out = 0.0, []
-    for _ in range(n):
-        t += rng.exponential(1 / rate)
-        p = int(np.clip(rng.lognormal(math.log(130 * scale), 1.0), 4, 1024 * scale))
-        o = int(np.clip(rng.lognormal(math.log(150 * scale), 0.9), 4, 1024 * scale))
-        p, o = min(p, max_len // 2), min(o, max_len // 2 - 1)
-        if text_ids and len(text_ids) > p:
-            start = int(rng.integers(0, len(text_ids) - p))
-            prompt = text_ids[start:start + p]
-        else:
-            prompt = rng.integers(10, vocab, p).tolist()
-        out.append(Req(t, prompt, o))
-    return out
-
-
-def percentiles(xs: list[float], scale: float = 1000.0) -> dict:
-    if not xs:
-        return {}
-    a = np.asarray(xs) * scale
-    return {"mean": round(float(a.mean()), 2), "p50": round(float(np.percentile(a, 50)), 2),
-            "p90": round(float(np.percentile(a, 90)), 2), "p99": round(float(np.percentile(a, 99)), 2)}
-
-
-def summarize(name: str, reqs: list[Req], first: list[float], finish: list[float], itl: list[float],
-              start: float) -> dict:
-    """Request throughput over the makespan (first arrival to last finish), TTFT and ITL in ms."""
-    makespan = max(finish) - start
-    out_tokens = sum(r.output_len for r in reqs)
-    return {"server": name, "requests": len(reqs), "makespan_s": round(makespan, 2),
-            "req_per_s": round(len(reqs) / makespan, 3), "output_tok_s": round(out_tokens / makespan, 1),
-            "ttft_ms": percentiles([f - (start + r.arrival) for f, r in zip(first, reqs)]),
-            "itl_ms": percentiles(itl)}
-
-
-# ----------------------------------------------------------------------------- the engine
-
-def drive_engine(llm, reqs: list[Req], name: str) -> dict:
-    """Feed requests at their arrival times and run engine steps in this thread."""
-    from labkit.engine.sequence import Sequence
-    from labkit.models.sampling import SamplingParams
-
-    engine = llm.engine
-    times: dict[int, list[float]] = {i: [] for i in range(len(reqs))}
-    pending = list(enumerate(reqs))
-    start = time.perf_counter()
-    while pending or engine.has_work():
-        now = time.perf_counter() - start
-        while pending and pending[0][1].arrival <= now:
-            i, r = pending.pop(0)
-            seq = Sequence(r.prompt, SamplingParams(temperature=0, max_tokens=r.output_len, ignore_eos=True),
-                           request_id=f"{name}-{i}")
-            engine.add(seq, lambda d, i=i: times[i].append(time.perf_counter()))
-        if engine.has_work():
-            engine.step()
-        elif pending:
-            time.sleep(max(0.0, pending[0][1].arrival - (time.perf_counter() - start)))
-    first = [times[i][0] for i in range(len(reqs))]
-    finish = [times[i][-1] for i in range(len(reqs))]
-    itl = [b - a for i in range(len(reqs)) for a, b in zip(times[i], times[i][1:])]
-    return summarize(name, reqs, first, finish, itl, start)
-
-
-def engine_static(llm, batch: int, prompts: list[list[int]], output_len: int) -> dict:
-    from labkit.models.sampling import SamplingParams
-
-    params = SamplingParams(temperature=0, max_tokens=output_len, ignore_eos=True)
-    runner = llm.engine.runner
-    runner.event_pairs = [] if runner.graphs else None
-    _sync()
-    start = time.perf_counter()
-    outs = llm.generate(prompts[:batch], params)
-    _sync()
-    total = time.perf_counter() - start
-    ttft = [o.first_token_time - start for o in outs]
-    steps = [b - a for o in outs for a, b in zip(o.token_times, o.token_times[1:])]
-    row = _static_row(batch, total, output_len, ttft, float(np.mean(steps)) if steps else float("nan"))
-    if runner.event_pairs:   # the decode graph's own GPU time: the rest of a step is host work
-        row["graph_gpu_ms"] = round(float(np.median([a.elapsed_time(b) for a, b in runner.event_pairs])), 3)
-    runner.event_pairs = None
-    return row
-
-
-def _static_row(batch: int, total: float, output_len: int, ttft: list[float], step: float) -> dict:
-    return {"batch": batch, "ttft_ms": round(1000 * float(np.mean(ttft)), 1), "decode_ms_per_step": round(1000 * step, 2),
-            "decode_tok_s_per_seq": round(1 / step, 1), "output_tok_s": round(batch * output_len / total, 1),
-            "total_s": round(total, 2)}
+#: --shape NAME -> the preset whose shapes the random weights take
+SHAPES = {"llama-2-7b": "Llama-2-7B"}
 
 
 # ----------------------------------------------------------------------------- HF transformers
@@ -180,19 +65,19 @@ def hf_generate(hf, prompts: list[list[int]], max_new: int, pad_id: int) -> tupl
     ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts], device=device)
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
     clock = _StepClock()
-    _sync()
+    synchronize()
     start = time.perf_counter()
     with torch.inference_mode():
         hf.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new, min_new_tokens=max_new,
                     do_sample=False, logits_processor=LogitsProcessorList([clock]), pad_token_id=pad_id)
-    _sync()
+    synchronize()
     return clock.times, start
 
 
 def hf_static(hf, batch: int, prompts: list[list[int]], output_len: int, pad_id: int) -> dict:
     times, start = hf_generate(hf, prompts[:batch], output_len, pad_id)
     steps = np.diff(times)
-    return _static_row(batch, times[-1] - start, output_len, [times[0] - start] * batch,
+    return static_row(batch, times[-1] - start, output_len, [times[0] - start] * batch,
                        float(steps.mean()) if len(steps) else float("nan"))
 
 
@@ -222,14 +107,8 @@ def load_hf(spec: str, device: str, dtype: torch.dtype, shape: str | None):
     import transformers
 
     if shape:
-        cfg = transformers.LlamaConfig(**{k: v for k, v in SHAPES[shape].items() if k != "head_dim"})
-        previous = torch.get_default_dtype()
-        torch.set_default_dtype(dtype)
-        try:
-            with torch.device(device):
-                model = transformers.LlamaForCausalLM(cfg)
-        finally:
-            torch.set_default_dtype(previous)
+        with building(dtype, device):
+            model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**shape_config(shape).to_hf()))
         return model.eval()
     from labkit.models import resolve
 
@@ -238,18 +117,32 @@ def load_hf(spec: str, device: str, dtype: torch.dtype, shape: str | None):
 
 # ----------------------------------------------------------------------------- building engines
 
-def random_model(shape: str, device: str, dtype: torch.dtype):
-    """Llama with random weights of a real model's shapes, built on the device."""
-    from labkit.models.llama import Llama, LlamaConfig, rope_frequencies
+def shape_config(shape: str):
+    """The config of a `--shape` (a preset of `labkit.profile.configs`)."""
+    from labkit.profile.configs import preset
 
-    cfg = LlamaConfig(**SHAPES[shape])
+    return preset(SHAPES[shape])
+
+
+@contextmanager
+def building(dtype: torch.dtype, device: str):
+    """Modules built inside are made on `device` in `dtype` (torch's default dtype is restored after)."""
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
         with torch.device(device):
-            model = Llama(cfg)
+            yield
     finally:
         torch.set_default_dtype(previous)
+
+
+def random_model(shape: str, device: str, dtype: torch.dtype):
+    """Llama with random weights of a real model's shapes, built on the device."""
+    from labkit.models.llama import Llama, rope_frequencies
+
+    cfg = shape_config(shape)
+    with building(dtype, device):
+        model = Llama(cfg)
     model.inv_freq = rope_frequencies(cfg).to(device)
     return model.eval()
 
@@ -268,8 +161,8 @@ def make_llm(args, weights: str, scheduler: str = "continuous", prefix: bool = T
     return LLM(args.model, device=args.device, **common)
 
 
-def weight_bytes(model) -> int:
-    """Bytes read per decoded token: the stored weights (state dict) except the embedding
+def decode_weight_bytes(model) -> int:
+    """Weight bytes read per decoded token, as stored (state dict): all but the embedding
     table, of which one row is read (a tied vocabulary projection reads it all)."""
     emb = model.model.embed_tokens.weight
     seen, total = set(), 0
@@ -281,46 +174,7 @@ def weight_bytes(model) -> int:
     return total
 
 
-def copy_bandwidth(device: str) -> float | None:
-    """Device-to-device copy, bytes read + written per second (the roofline's bandwidth)."""
-    if not device.startswith("cuda"):
-        return None
-    x = torch.empty(1 << 30, dtype=torch.uint8, device=device)
-    y = torch.empty_like(x)
-    for _ in range(3):
-        y.copy_(x)
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(10):
-        y.copy_(x)
-    end.record()
-    torch.cuda.synchronize()
-    bw = 2 * x.nbytes * 10 / (start.elapsed_time(end) / 1000)
-    del x, y
-    return bw
-
-
-def _sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
-def _free() -> None:
-    """Give back the memory of engines and models the caller has dropped."""
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
 # ----------------------------------------------------------------------------- the runs
-
-def text_ids(vocab: int, tokenizer: str | None = None) -> list[int]:
-    from labkit.eval import eval_text
-    from labkit.models import Tokenizer, resolve
-
-    ids = Tokenizer(tokenizer or resolve("embedded")).encode(eval_text())
-    return [i for i in ids if i < vocab]
-
 
 def run_static(args, result: dict, source: list[int]) -> None:
     def prompts_at(first: int, count: int) -> list[list[int]]:
@@ -336,16 +190,16 @@ def run_static(args, result: dict, source: list[int]) -> None:
         for b in args.batch_sizes:
             # warm up this shape (kernels compiled for it); a compiled CPU step compiles again for
             # each kind of step it meets (batch 1, a few rows, many rows), so it warms up in full
-            llm.generate(prompts_at(first, b), _params(args.output_len if args.compile else 3))
+            llm.generate(prompts_at(first, b), greedy(args.output_len if args.compile else 3))
             row = {"server": f"labkit {weights}", **engine_static(llm, b, prompts_at(first + b, b), args.output_len)}
             first += 2 * b
             if b == 1:
-                row["weight_bytes"] = weight_bytes(llm.model)
+                row["weight_bytes"] = decode_weight_bytes(llm.model)
             rows.append(row)
-            _log(f"static {row}")
+            measure.log(f"static {row}")
         llm.close()
         del llm
-        _free()
+        measure.free_memory()
     if not args.no_hf:
         hf = load_hf(args.model, args.device, torch.float16 if args.device.startswith("cuda") else torch.float32,
                      args.shape)
@@ -354,9 +208,9 @@ def run_static(args, result: dict, source: list[int]) -> None:
             row = {"server": f"hf {'fp16' if args.device.startswith('cuda') else 'fp32'}",
                    **hf_static(hf, b, prompts, args.output_len, 0)}
             rows.append(row)
-            _log(f"static {row}")
+            measure.log(f"static {row}")
         del hf
-        _free()
+        measure.free_memory()
     result["static"] = rows
 
 
@@ -366,19 +220,19 @@ def run_dynamic(args, result: dict, source: list[int], vocab: int) -> None:
     rows = []
     for scheduler in ("continuous", "static"):
         llm = make_llm(args, weights, scheduler)
-        llm.generate([reqs[0].prompt], _params(2))
+        llm.generate([reqs[0].prompt], greedy(2))
         rows.append({**drive_engine(llm, reqs, scheduler), "weights": weights})
-        _log(f"dynamic {rows[-1]}")
+        measure.log(f"dynamic {rows[-1]}")
         llm.close()
         del llm
-        _free()
+        measure.free_memory()
     if not (args.no_hf or args.no_hf_dynamic):
         hf = load_hf(args.model, args.device, torch.float16 if args.device.startswith("cuda") else torch.float32,
                      args.shape)
         rows.append(drive_hf(hf, reqs, args.max_batch_size, 0))
-        _log(f"dynamic {rows[-1]}")
+        measure.log(f"dynamic {rows[-1]}")
         del hf
-        _free()
+        measure.free_memory()
     lengths = {"prompt_tokens": percentiles([len(r.prompt) for r in reqs], 1),
                "output_tokens": percentiles([r.output_len for r in reqs], 1)}
     result["dynamic"] = {"workload": {"requests": len(reqs), "rate_req_s": args.rate, "scale": args.scale,
@@ -399,14 +253,14 @@ def run_multi_turn(args, result: dict, source: list[int]) -> None:
         # caching): the first prefills of each kind pay one-off costs (kernels loaded, cuBLAS
         # plans), which belong to neither column
         warm = system[::-1] + source[:user]
-        llm.generate([warm], _params(2))
-        llm.generate([warm + source[user:2 * user]], _params(2))
+        llm.generate([warm], greedy(2))
+        llm.generate([warm + source[user:2 * user]], greedy(2))
         history = system
         ttft, cached = [], []
         for turn in range(args.turns):
             start = rng.randrange(0, len(source) - user)
             history = history + source[start:start + user]
-            o = llm.generate([history], _params(answer))[0]
+            o = llm.generate([history], greedy(answer))[0]
             ttft.append(o.ttft)
             cached.append(o.cached_tokens)
             history = history + o.token_ids
@@ -415,67 +269,22 @@ def run_multi_turn(args, result: dict, source: list[int]) -> None:
                                                              "final_history_tokens": len(history)}
         llm.close()
         del llm
-        _free()
-        _log(f"multi-turn prefix={prefix}: {out}")
+        measure.free_memory()
+        measure.log(f"multi-turn prefix={prefix}: {out}")
     result["multi_turn"] = out
-
-
-PROFILE_STEPS = 16
-
-
-def profile_decode(llm, prompt: list[int], steps: int = PROFILE_STEPS, top: int = 30) -> dict:
-    """Where a batch-1 decode step's time goes: the GPU's kernels (on a GPU, CUDA-graph replays
-    included) or the CPU's operators (self time), per step over `steps` decode steps. The
-    prefill runs before the profiler starts; wall time per step is under the profiler."""
-    from torch.profiler import ProfilerActivity, profile
-
-    from labkit.engine.sequence import Sequence
-
-    engine = llm.engine
-    gpu = engine.runner.device.type == "cuda"
-    engine.add(Sequence(prompt, _params(steps + 1), request_id="profile"))
-    engine.step()   # the prefill (and the first token)
-    with profile(activities=[ProfilerActivity.CPU] + [ProfilerActivity.CUDA] * gpu) as prof:
-        start = time.perf_counter()
-        for _ in range(steps):
-            engine.step()
-        _sync()
-        wall = time.perf_counter() - start
-    while engine.has_work():
-        engine.step()
-    totals: dict[str, list] = {}
-    if gpu:
-        for e in prof.events():
-            if e.device_type == torch.autograd.DeviceType.CUDA:
-                row = totals.setdefault(e.name, [0, 0.0])
-                row[0], row[1] = row[0] + 1, row[1] + e.device_time
-    else:
-        for e in prof.key_averages():
-            totals[e.key] = [e.count, e.self_cpu_time_total]
-    rows = sorted(({"name": name, "calls_per_step": round(n / steps, 2), "us_per_step": round(us / steps, 1)}
-                   for name, (n, us) in totals.items()), key=lambda r: -r["us_per_step"])
-    return {"unit": "GPU kernels" if gpu else "CPU operators (self time)", "steps": steps,
-            "wall_ms_per_step": round(1000 * wall / steps, 3),
-            "total_us_per_step": round(sum(r["us_per_step"] for r in rows), 1), "rows": rows[:top]}
 
 
 def run_profile(args, result: dict, source: list[int]) -> None:
     out = {}
     for weights in args.weights:
         llm = make_llm(args, weights, max_batch=1)
-        llm.generate([source[37:37 + args.input_len]], _params(3))   # warm up: kernels compiled, graphs captured
+        llm.generate([source[37:37 + args.input_len]], greedy(3))   # warm up: kernels compiled, graphs captured
         out[weights] = profile_decode(llm, source[:args.input_len])
-        _log(f"profile {weights}: {out[weights]['wall_ms_per_step']} ms per step")
+        measure.log(f"profile {weights}: {out[weights]['wall_ms_per_step']} ms per step")
         llm.close()
         del llm
-        _free()
+        measure.free_memory()
     result["profile"] = out
-
-
-def _params(n: int):
-    from labkit.models.sampling import SamplingParams
-
-    return SamplingParams(temperature=0, max_tokens=n, ignore_eos=True)
 
 
 def ratios(result: dict) -> dict:
@@ -566,8 +375,8 @@ def main(argv: list[str] | None = None) -> int:
               "device": torch.cuda.get_device_name() if gpu else f"{platform.processor() or 'cpu'} ({torch.get_num_threads()} threads)",
               "model": args.shape + " (random weights)" if args.shape else args.model,
               "backend": args.backend, "torch": torch.__version__}
-    result["copy_bandwidth_gbs"] = round(copy_bandwidth(args.device) / 1e9, 1) if gpu else None
-    vocab = SHAPES[args.shape]["vocab_size"] if args.shape else 49152
+    result["copy_bandwidth_gbs"] = round(measure.copy_bandwidth(device=args.device), 1) if gpu else None
+    vocab = shape_config(args.shape).vocab_size if args.shape else 49152
     source = text_ids(vocab, args.tokenizer)
     if args.mode in ("all", "static"):
         run_static(args, result, source)

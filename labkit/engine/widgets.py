@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from labkit.engine.bench import engine_static, text_ids
+from labkit.engine.workload import engine_static, text_ids
 
 _engines: dict[tuple, object] = {}
 

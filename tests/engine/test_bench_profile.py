@@ -1,6 +1,7 @@
-"""`labkit bench engine --mode profile`: a decode step's time, operator by operator (CPU here)."""
+"""`labkit.engine.workload.profile_decode` (behind `labkit bench engine --mode profile`): a decode
+step's time, operator by operator (CPU here)."""
 from labkit.engine import LLM
-from labkit.engine.bench import profile_decode
+from labkit.engine.workload import profile_decode
 
 
 def test_profile_names_the_operators_of_a_decode_step(tiny, tokenizer, h):

@@ -7,6 +7,6 @@ import torch
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_launch_sequence_replays_in_a_cuda_graph():
-    from labkit.kernels.bench import graph_capture_check
+    from labkit.kernels.graph_capture import graph_capture_check
 
     assert graph_capture_check()["graph_replay_matches_eager"]

@@ -1,0 +1,42 @@
+"""Benchmarks sit on top of the library: no library module imports a bench module.
+
+A bench module (`labkit/*/bench.py`, `kernels/bench.py`) is a script behind `labkit bench`;
+what notebooks and other modules need from it lives in a library module (for example
+`labkit.engine.workload`). This reads every module's import statements (no import is run).
+"""
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Dotted names a file imports: `import a.b` -> a.b; `from a import b` -> a and a.b."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names |= {f"{node.module}.{alias.name}" for alias in node.names}
+    return names
+
+
+def library_files() -> list[Path]:
+    files = [*(ROOT / "labkit").rglob("*.py"), *(ROOT / "kernels").rglob("*.py")]
+    return [f for f in files if f.name != "bench.py"]
+
+
+def test_imported_modules_sees_both_import_forms(tmp_path):
+    f = tmp_path / "m.py"
+    f.write_text("import labkit.quant.bench\nfrom labkit.engine import bench\ndef g():\n    from x.bench import y\n")
+    names = imported_modules(f)
+    assert {"labkit.quant.bench", "labkit.engine.bench", "x.bench.y"} <= names
+
+
+def test_no_library_module_imports_a_bench_module():
+    files = library_files()
+    assert len(files) > 50 and ROOT / "labkit" / "engine" / "workload.py" in files
+    offenders = {str(f.relative_to(ROOT)): sorted(n for n in imported_modules(f) if "bench" in n.split("."))
+                 for f in files}
+    assert {f: names for f, names in offenders.items() if names} == {}
