@@ -63,7 +63,7 @@ def write_reference(cache: torch.Tensor, scale_zero: torch.Tensor | None, slots:
 @L.kernel(threads=32 * WARPS)
 def write_kernel(k_new, v_new, slots, bits, k_cache, v_cache, k_sz, v_sz):
     # k_new/v_new: fp16 [T, H_kv, D]; caches [blocks, H_kv, block_size, D or D/2] (fp16 or uint8);
-    # k_sz/v_sz: fp16 [blocks, H_kv, block_size, 2]; blockIdx.y picks K (0) or V (1)
+    # k_sz/v_sz: the (scale, zero) pairs, fp16 [blocks, H_kv, block_size, 2]; blockIdx.y picks K (0) or V (1)
     n_tokens, kv_heads, head_dim = k_new.shape
     block_size = k_cache.shape[2]
     row = cuda.blockIdx.x * WARPS + cuda.threadIdx.x // 32
@@ -126,17 +126,17 @@ def write_kv(k_new: torch.Tensor, v_new: torch.Tensor, slots: torch.Tensor, k_ca
 def paged_attention_quant(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                           k_scale_zero: torch.Tensor, v_scale_zero: torch.Tensor, block_tables: torch.Tensor,
                           context_lens: torch.Tensor, bits: int, scale: float | None = None,
-                          max_context_len: int | None = None, out: torch.Tensor | None = None,
-                          partition: int | None = None, warps: int = 4, steps: int | None = None) -> torch.Tensor:
+                          max_context_len: int | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
     """Decode attention reading an int8 (bits=8) or int4 (bits=4) paged cache directly.
 
     Same arguments as `paged_attention.paged_attention`, plus the caches' fp16 (scale, zero)
-    tensors [blocks, H_kv, block_size, 2].
+    tensors [blocks, H_kv, block_size, 2]. Tuning knobs: `paged_attention.launch_attention`.
     """
     L.require(bits in (8, 4) and k_cache.dtype == torch.uint8, f"quantized caches are uint8 with bits 8 or 4, got "
               f"{k_cache.dtype}, bits={bits}")
-    return launch_attention(q, k_cache, v_cache, block_tables, context_lens, scale, max_context_len, out,
-                            partition, warps, bits, k_scale_zero.contiguous(), v_scale_zero.contiguous(), steps)
+    return launch_attention(q, k_cache, v_cache, block_tables, context_lens, bits=bits,
+                            k_scale_zero=k_scale_zero.contiguous(), v_scale_zero=v_scale_zero.contiguous(),
+                            scale=scale, max_context_len=max_context_len, out=out)
 
 
 def quantized_cache(k: torch.Tensor, v: torch.Tensor, bits: int) -> tuple[torch.Tensor, ...]:
@@ -186,8 +186,8 @@ def check(bits: int, lengths: tuple[int, ...] = (3, 37), heads: int = 4, kv_head
                      tables, lens, dtype=torch.float64)
     dev = L.device()
     out = measure.poisoned(tuple(q.shape), torch.float16, dev)
-    paged_attention_quant(q.to(dev), kq.to(dev), vq.to(dev), ksz.to(dev), vsz.to(dev), tables.to(dev),
-                          lens.to(dev), bits, out=out, partition=partition, warps=warps)
+    launch_attention(q.to(dev), kq.to(dev), vq.to(dev), tables.to(dev), lens.to(dev), bits=bits,
+                     k_scale_zero=ksz.to(dev), v_scale_zero=vsz.to(dev), out=out, partition=partition, warps=warps)
     return measure.assert_close(f"paged_attention_quant bits={bits} lengths={lengths}", out, want,
                                 attention_tolerance(head_dim, max(lengths)))
 

@@ -17,10 +17,9 @@ good when it streams the cache at close to copy bandwidth. How this kernel gets 
   blocks; each writes its unnormalized output, max and sum, and the last block of a
   (sequence, head group) to finish merges them (the ticket counter of `splitk`). This is
   what fills the GPU at batch 1 with 32k tokens, where one block per KV head would leave
-  most SMs idle. The merge stays inside the launch, one launch per layer instead of two
-  (side by side on an H100 at batch 1, 300 tokens of a graph planned for 1024: 8.4 us
-  against 9.3 with a second merging kernel), and a sequence whose context fits one
-  partition writes its output directly.
+  most SMs idle. The merge stays inside the launch: one launch per layer instead of two,
+  and faster than a second merging kernel (docs/benchmarks.md, "Split-K merge"); a
+  sequence whose context fits one partition writes its output directly.
 
 Scores are computed as exp2(q.k * scale * log2 e - max): the scale folds into q once.
 The same kernel reads int8/int4 caches (kv_quant.py): `bits` picks how a lane unpacks its
@@ -103,19 +102,19 @@ def make_kernel(head_dim: int, block_size: int, heads: int, bits: int, warps: in
     A warp works on tiles of `steps` load steps (32 / LPT tokens each); while it computes
     on one tile, the loads of the next are already in flight (two register buffers).
     """
-    lpt = head_dim // E  # lanes per token
-    tpw = 32 // lpt  # tokens per warp load step
+    lpt = head_dim // E  # lanes per token: lpt lanes of E elements each hold one token's K (or V) row
+    tpw = 32 // lpt  # tokens per warp load step: the warp reads tpw whole rows per load instruction
     steps = min(steps, max(1, block_size // tpw))
     tiles = -(-block_size // (steps * tpw))  # tiles per KV block
-    wpl = E * bits // 32  # words per lane per token: 4 (fp16), 2 (int8), 1 (int4)
-    row_words = head_dim * bits // 32
+    wpl = E * bits // 32  # 32-bit words per lane per token: 4 (fp16), 2 (int8), 1 (int4)
+    row_words = head_dim * bits // 32  # 32-bit words of one token's row of one head
     quantized = bits != 16
     unit = code_units(bits)
-    hx = heads * E
-    hs = heads * steps
-    kv_words = steps * wpl
-    smem_heads = warps * heads
-    smem_acc = warps * heads * head_dim
+    hx = heads * E  # a lane's query (and output) registers: its E elements of each head
+    hs = heads * steps  # a lane's score registers: one per head and load step of a tile
+    kv_words = steps * wpl  # a lane's K (and V) words of one tile
+    smem_heads = warps * heads  # one running max and sum per (warp, head) in shared memory
+    smem_acc = warps * heads * head_dim  # one partial output row per (warp, head)
     quads = heads * head_dim // 4  # the merge reads partial outputs 4 floats (16 bytes) at a time
     slices = min(warps, max(1, 32 * warps // quads))  # threads per quad, each over every slices-th partition
     merge_weights, merge_words = heads * MAX_PARTS, 4 * MERGE_LOADS
@@ -127,7 +126,7 @@ def make_kernel(head_dim: int, block_size: int, heads: int, bits: int, warps: in
         First a warp per head turns the partitions' maxima and sums into weights (lanes over
         partitions), then each thread adds 4 dims of the partial outputs over its slice of the
         partitions, MERGE_LOADS 16-byte loads in flight: a loop of one dependent load per
-        partition waits for L2 once per partition (~30 us for 64 partitions, measured).
+        partition would wait for L2 once per partition (docs/benchmarks.md, "Split-K merge").
         """
         sm_f = cuda.shared.array(merge_weights, float32)
         sm_inv = cuda.shared.array(heads, float32)
@@ -219,7 +218,7 @@ def make_kernel(head_dim: int, block_size: int, heads: int, bits: int, warps: in
     def attention(q, k_cache, v_cache, k_sz, v_sz, block_tables, context_lens, scale_log2, partition, magic,
                   out, m_part, l_part, acc_part, counters):
         # q: fp16 [B, H, D] as int32 pairs; caches: [blocks, H_kv, block_size, row_words] int32;
-        # k_sz/v_sz: fp16 (scale, zero) pairs as int32 [blocks, H_kv, block_size] (quantized only)
+        # k_sz/v_sz: the fp16 (scale, zero) pairs as int32 [blocks, H_kv, block_size] (quantized only)
         n_heads = q.shape[1]
         kv_heads = k_cache.shape[1]
         group = n_heads // kv_heads
@@ -236,16 +235,16 @@ def make_kernel(head_dim: int, block_size: int, heads: int, bits: int, warps: in
         warp, lane = cuda.threadIdx.x // 32, cuda.threadIdx.x % 32
         lt, tok = lane % lpt, lane // lpt  # which 8 elements, which token of a step
 
-        qv = cuda.local.array(hx, float32)
-        qsum = cuda.local.array(heads, float32)
-        acc = cuda.local.array(hx, float32)
-        m_run = cuda.local.array(heads, float32)
-        l_run = cuda.local.array(heads, float32)
-        corr = cuda.local.array(heads, float32)
+        qv = cuda.local.array(hx, float32)  # the lane's query elements, pre-scaled
+        qsum = cuda.local.array(heads, float32)  # sum of each head's query (quantized scores subtract zero * it)
+        acc = cuda.local.array(hx, float32)  # running weighted sum of V rows
+        m_run = cuda.local.array(heads, float32)  # online softmax: running max ...
+        l_run = cuda.local.array(heads, float32)  # ... and running sum of exp2(score - max)
+        corr = cuda.local.array(heads, float32)  # sum of p * scale * zero of V, subtracted at the end
         score = cuda.local.array(hs, float32)
-        kw = cuda.local.array(kv_words, uint32)
+        kw = cuda.local.array(kv_words, uint32)  # K and V words of the current tile
         vw = cuda.local.array(kv_words, uint32)
-        ksz = cuda.local.array(steps, uint32)
+        ksz = cuda.local.array(steps, uint32)  # their (scale, zero) words, one per load step
         vsz = cuda.local.array(steps, uint32)
         kw_next = cuda.local.array(kv_words, uint32)
         vw_next = cuda.local.array(kv_words, uint32)
@@ -391,11 +390,19 @@ def plan_partition(batch: int, kv_heads: int, groups: int, max_context: int, blo
 
 
 def launch_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_tables: torch.Tensor,
-                     context_lens: torch.Tensor, scale: float | None, max_context_len: int | None,
-                     out: torch.Tensor | None, partition: int | None, warps: int, bits: int,
-                     k_scale_zero: torch.Tensor | None = None, v_scale_zero: torch.Tensor | None = None,
-                     steps: int | None = None, min_blocks: int = 0) -> torch.Tensor:
-    """Shared launcher of the fp16 and quantized caches (see `paged_attention`)."""
+                     context_lens: torch.Tensor, *, bits: int = 16, k_scale_zero: torch.Tensor | None = None,
+                     v_scale_zero: torch.Tensor | None = None, scale: float | None = None,
+                     max_context_len: int | None = None, out: torch.Tensor | None = None,
+                     partition: int | None = None, warps: int = 4, steps: int | None = None,
+                     min_blocks: int = 0) -> torch.Tensor:
+    """The launcher behind `paged_attention` (bits=16) and `kv_quant.paged_attention_quant` (8, 4),
+    with the tuning knobs the public functions leave to the plan:
+
+    - `partition`: tokens per split-K partition (a multiple of block_size; default `plan_partition`);
+    - `warps`: warps per thread block (each takes whole KV blocks);
+    - `steps`: load steps per tile (default 4 for fp16, 8 for int8/int4, see below);
+    - `min_blocks`: a launch bound (blocks per SM the compiler must fit; 0 = none).
+    """
     batch, n_heads, head_dim = q.shape
     kv_heads, block_size = k_cache.shape[1], k_cache.shape[2]
     L.require(q.dtype == torch.float16 and q.is_contiguous(), "paged attention wants contiguous fp16 q [B, H, D]")
@@ -419,11 +426,14 @@ def launch_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     m_part = L.workspace("attention.m", (parts,), torch.float32, q.device)
     l_part = L.workspace("attention.l", (parts,), torch.float32, q.device)
     acc_part = L.workspace("attention.acc", (parts * head_dim,), torch.float32, q.device)
-    # scale/zero pairs as one int32 word per token; fp16 caches have none (any int32 array fills the slot)
-    k_sz, v_sz = ((t.view(torch.int32).reshape(-1) if t is not None else context_lens) for t in (k_scale_zero, v_scale_zero))
+    # k_sz, v_sz: the (scale, zero) fp16 pairs as one int32 word per token; fp16 caches have none
+    # (any int32 array fills the slot)
+    k_sz, v_sz = ((t.view(torch.int32).reshape(-1) if t is not None else context_lens)
+                  for t in (k_scale_zero, v_scale_zero))
     # a tile of 8-bit or 4-bit codes is half or a quarter of the bytes: take more steps per tile
     # so that as many bytes are in flight per warp as with fp16; except int8 for several heads
-    # per block, which then needs all 255 registers and ran 20% slower than with 4 steps (H100)
+    # per block, which then needs all 255 registers and runs slower than with 4 steps
+    # (docs/benchmarks.md, "Split-K merge")
     steps = steps or (4 if bits == 16 or (bits == 8 and heads > 1) else 8)
     kernel = make_kernel(head_dim, block_size, heads, bits, warps, steps, min_blocks)
     scale_log2 = np.float32((scale if scale is not None else head_dim ** -0.5) * LOG2E)
@@ -438,19 +448,18 @@ def launch_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
 
 def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_tables: torch.Tensor,
                     context_lens: torch.Tensor, scale: float | None = None, max_context_len: int | None = None,
-                    out: torch.Tensor | None = None, partition: int | None = None, warps: int = 4,
-                    steps: int | None = None) -> torch.Tensor:
+                    out: torch.Tensor | None = None) -> torch.Tensor:
     """Decode attention over an fp16 paged cache: q [B, H, D] fp16 -> [B, H, D] fp16.
 
     `max_context_len` (an upper bound the caller knows on the host) fixes the number of
     partitions without reading `context_lens` back from the GPU, so the launch can be
     captured in a CUDA graph; by default it is block_tables.shape[1] * block_size.
-    `partition` (tokens, a multiple of block_size) overrides the split-K plan.
+    Tuning knobs (partition, warps, steps): `launch_attention`.
     """
     L.require(k_cache.dtype == torch.float16 and v_cache.dtype == torch.float16,
               "paged_attention reads fp16 caches; use kv_quant.paged_attention_quant for int8/int4")
-    return launch_attention(q, k_cache, v_cache, block_tables, context_lens, scale, max_context_len, out,
-                            partition, warps, 16, steps=steps)
+    return launch_attention(q, k_cache, v_cache, block_tables, context_lens, scale=scale,
+                            max_context_len=max_context_len, out=out)
 
 
 # ----------------------------------------------------------------------------- check and bench
@@ -495,8 +504,8 @@ def check(lengths: tuple[int, ...] = (1, 21, 40), heads: int = 4, kv_heads: int 
     want = reference(q, k, v, tables, lens, dtype=torch.float64)
     dev = L.device()
     out = measure.poisoned(tuple(q.shape), torch.float16, dev)
-    paged_attention(q.to(dev), k.to(dev), v.to(dev), tables.to(dev), lens.to(dev), out=out,
-                    partition=partition, warps=warps, max_context_len=max_context)
+    launch_attention(q.to(dev), k.to(dev), v.to(dev), tables.to(dev), lens.to(dev), out=out,
+                     partition=partition, warps=warps, max_context_len=max_context)
     return measure.assert_close(f"paged_attention lengths={lengths} H={heads}/{kv_heads} D={head_dim} "
                                 f"partition={partition} max_context={max_context}", out, want,
                                 attention_tolerance(head_dim, max(lengths)))
