@@ -45,6 +45,9 @@ def test_solution_full_marks_and_stub_zero(g):
     # positions 0 .. T-1 instead of the given ones
     ("angles = positions[..., None].float()", "angles = torch.arange(x.shape[1])[None, :, None].float()",
      "apply_rope_matches_reference", "Use `positions`"),
+    # angles from fp16 positions: whole numbers above 2048 round
+    ("angles = positions[..., None].float()", "angles = positions[..., None].half().float()",
+     "apply_rope_matches_reference", "float32"),
     # every position 0
     ("angles = positions[..., None].float()", "angles = 0 * positions[..., None].float()",
      "apply_rope_matches_reference", None),

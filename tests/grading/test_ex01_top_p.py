@@ -32,6 +32,9 @@ def test_solution_full_marks_and_stub_zero(g):
     # off-by-one in the cumulative sum: inclusive instead of exclusive
     ("mass_above = probs.cumsum(dim=-1) - probs", "mass_above = probs.cumsum(dim=-1)", "top_p_keeps_the_nucleus",
      "crosses p"),
+    # a token with exactly p ranked above it kept (> instead of >=)
+    ('sorted_logits.masked_fill(mass_above >= p, float("-inf"))', 'sorted_logits.masked_fill(mass_above > p, float("-inf"))',
+     "top_p_keeps_the_nucleus", "exactly p ranked above it"),
     # keeps tokens in sorted order instead of scattering back
     ("return torch.empty_like(logits).scatter(-1, order, sorted_logits)", "return sorted_logits",
      "top_p_keeps_the_nucleus", "original positions"),

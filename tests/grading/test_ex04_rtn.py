@@ -44,6 +44,9 @@ def test_solution_full_marks_and_stub_zero(g):
     # a constant group divides by zero
     ("scale = ((hi - lo) / qmax).clamp(min=1e-8)", "scale = (hi - lo) / qmax",
      "constant_group_and_bad_group_size", "clamp the scale"),
+    # a floor on the scale far above 1e-8: groups of tiny weights lose their resolution
+    ("scale = ((hi - lo) / qmax).clamp(min=1e-8)", "scale = ((hi - lo) / qmax).clamp(min=1e-3)",
+     "codes_match_the_reference", None),
     # no check that the group size divides K
     ('    if k % group_size:\n        raise ValueError(f"group size {group_size} does not divide K = {k}")\n', "",
      "constant_group_and_bad_group_size", None),

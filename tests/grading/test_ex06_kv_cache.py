@@ -32,6 +32,8 @@ def test_solution_full_marks_and_stub_zero(g):
     # share() of a free block accepted
     ("        if self.refs[block] == 0:\n            raise ValueError(f\"block {block} is free: allocate it first\")\n",
      "", "allocator_refuses_to_share_a_free_block", "share()"),
+    # share() sets the count instead of adding one
+    ("        self.refs[block] += 1", "        self.refs[block] = 2", "allocator_counts_references", "3 times"),
     # each block hashed on its own: no chain
     ("prev = hash((prev, tuple(token_ids[i * block_size:(i + 1) * block_size])))",
      "prev = hash((None, tuple(token_ids[i * block_size:(i + 1) * block_size])))", "hash_chain_matches_reference",

@@ -144,6 +144,13 @@ def apply_rope_matches_reference(impl):
                     hint = " You rotated neighbouring pairs (2i, 2i+1); Llama rotates (i, i + D/2)."
             raise AssertionError(f"apply_rope differs from the reference by {_err(got, want):.3g} "
                                  f"on x {tuple(x.shape)}, theta {theta:g}.{hint}")
+    # late positions: fp16 holds whole numbers exactly only up to 2048 (4097 becomes 4096)
+    x = _randn(1, 5, 2, 32, seed=12)
+    late = torch.tensor([[0, 1, 2049, 4097, 60001]])
+    want = _reference_rope(x, late, 10000.0)
+    got = _tensor(impl.apply_rope(x, late, 10000.0), x.shape, "apply_rope")
+    assert _err(got, want) < 1e-3, (f"at positions {late.tolist()[0]} apply_rope differs by {_err(got, want):.3g}: "
+                                    "compute the angles in float32 (fp16 rounds positions above 2048)")
     # relative positions: shifting every position by the same amount keeps q . k
     q, k = _randn(1, 2, 1, 64, seed=7), _randn(1, 2, 1, 64, seed=8)
     p = torch.tensor([[3, 10]])

@@ -77,6 +77,13 @@ def top_p_keeps_the_nucleus(impl):
         assert _same(got, sampling.top_p_filter(fixed, p)), (
             f"probabilities [0.3, 0.5, 0.2] with p={p}: keep the {n} most likely token(s), got {got.tolist()}."
             + _nucleus_hint(_kept(got).sum(-1), torch.tensor(n)))
+    # a tie with p: two tokens of probability exactly 0.5 (a row top-k already cut). The second has
+    # 0.5 ranked above it, which is not < 0.5: it is dropped
+    tied = torch.tensor([0.0, float("-inf"), 0.0])
+    got = _as_tensor(impl.top_p_filter(tied, 0.5), tied, "top_p_filter")
+    assert int(_kept(got).sum()) == 1 and bool(torch.isinf(got[1])), (
+        f"probabilities [0.5, 0, 0.5] with p=0.5: keep 1 token (the second has exactly p ranked above it, "
+        f"not less), got {got.tolist()}")
     for shape, seed in (((60,), 3), ((5, 200), 4), ((2, 3, 50), 5)):
         x = _logits(*shape, seed=seed)
         for p in (0.3, 0.75, 0.9):
