@@ -15,11 +15,15 @@ A Numba launch costs tens of microseconds of host time; a CUDA graph replays a w
 sequence of launches for a few microseconds, which is why rule 1 matters on a GPU.
 
 A kernel written to overlap with the one before it (`ptx.wait_for_previous_grid` before it
-reads anything that kernel wrote) is launched with `overlap=True`: programmatic dependent
-launch (Hopper and later), through `cuLaunchKernelEx` with the programmatic-stream-
-serialization attribute, which CUDA graph capture records as a programmatic edge. The
-kernel then starts while its predecessor drains and streams its weights in meanwhile. The
-ordinary launch stays the fallback (older GPUs, the simulator, `LABKIT_OVERLAP=0`) and
+reads anything that kernel wrote) may be launched with `overlap=True`: programmatic
+dependent launch (Hopper and later), through `cuLaunchKernelEx` with the programmatic-
+stream-serialization attribute, which CUDA graph capture records as a programmatic edge.
+The kernel is then resident and waiting when its predecessor lets it start. It pays where
+the predecessor takes part (issues `allow_next_grid` early, as labkit's GEMVs do): GEMVs
+back to back ran 2-5% faster. Behind a kernel that does not, such as the Inductor kernels
+between the GEMVs of a decode step, the programmatic edges made the step slower
+(docs/benchmarks.md), so overlap is off unless asked for (`LABKIT_OVERLAP=1` or
+`set_overlap(True)`). The ordinary launch is the fallback (older GPUs, the simulator) and
 computes the same bits: the wait is then a no-op.
 
 Under the CUDA simulator (`NUMBA_ENABLE_CUDASIM=1`) tensors live on the CPU and are handed
@@ -245,7 +249,7 @@ def _fast_launch(fast: Any, grid: Any, block: Any, args: tuple, overlap: bool = 
 
 # ----------------------------------------------------------------- programmatic dependent launch
 
-_overlap = {"wanted": os.environ.get("LABKIT_OVERLAP", "1") != "0", "supported": None}
+_overlap = {"wanted": os.environ.get("LABKIT_OVERLAP", "0") == "1", "supported": None}
 
 
 def overlap_enabled() -> bool:
