@@ -46,7 +46,7 @@ def allocator_counts_references(impl):
     assert alloc.ref_count(a) == 3, f"after a second share() the block is held 3 times, got {alloc.ref_count(a)}"
     alloc.free(a)
     assert alloc.ref_count(a) == 2 and alloc.num_free == 2, (
-        "freeing a shared block once must keep it: the other requests still read its K/V "
+        "freeing a shared block once must keep it: another request still reads its K/V "
         f"(ref_count {alloc.ref_count(a)}, num_free {alloc.num_free}, expected 2 and 2)")
     alloc.free(a)
     assert alloc.ref_count(a) == 1 and alloc.num_free == 2, (
