@@ -8,6 +8,7 @@ One small module per idea, each with the reasoning in its docstring:
 - `depth`: block influence (and the perplexity ranking), dropping whole decoder layers.
 - `width`: activation importance of MLP channels, heads (whole KV groups, or the same count
   in each) and embedding channels; the same narrower widths in every layer.
+- `sensitivity`: perplexity with one projection kind or one layer pruned at a time.
 - `semistructured`: 2:4 weights as PyTorch's compressed semi-structured tensors (GPU).
 - `checkpoint`: pruned folders (an ordinary Hugging Face config plus a `prune` section),
   what `labkit prune` writes and every MODEL argument reads.
