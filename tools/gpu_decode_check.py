@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -171,42 +170,15 @@ def decode_ms(llm, batch: int, rng: random.Random, vocab: int, steps: int = 48) 
     return round(1000 * min(timed(1 + steps) - timed(1) for _ in range(2)) / steps, 3)
 
 
-def step_timeline(llm, vocab: int, steps: int = 16) -> dict:
-    """Kernels per batch-1 decode step, their summed time, and the gap from one kernel's end to
-    the next one's start inside a step (negative: overlapped)."""
-    from torch.profiler import ProfilerActivity, profile
+def step_timeline(llm, vocab: int) -> dict:
+    """The batch-1 profile of `labkit bench engine --mode profile`: kernels per step, the gaps
+    between them, and the kernels that take the time."""
+    from labkit.engine.workload import profile_decode
 
-    from labkit.models.sampling import SamplingParams
-
-    prompt = [random.Random(1).randrange(100, vocab) for _ in range(128)]
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        llm.generate([prompt], SamplingParams(temperature=0, max_tokens=steps + 1, ignore_eos=True))
-        torch.cuda.synchronize()
-    kernels = sorted((e.time_range.start, e.time_range.end, e.name) for e in prof.events()
-                     if e.device_type == torch.autograd.DeviceType.CUDA)
-    # a step is a run of kernels between gaps of >= 50 us (host work between two replays);
-    # the decode steps are the last runs, after the prefill
-    runs, current = [], [kernels[0]]
-    for a, b in zip(kernels, kernels[1:]):
-        if b[0] - a[1] >= 50:
-            runs.append(current)
-            current = []
-        current.append(b)
-    runs.append(current)
-    decode = [r for r in runs if len(r) > 10][-(steps - 2):]
-    gaps = [b[0] - a[1] for r in decode for a, b in zip(r, r[1:])]
-    names: dict[str, float] = {}
-    for r in decode:
-        for s, e, n in r:
-            names[n] = names.get(n, 0.0) + (e - s) / len(decode)
-    count = statistics.median(len(r) for r in decode)
-    busy = statistics.median(sum(e - s for s, e, _ in r) for r in decode)
-    span = statistics.median(r[-1][1] - r[0][0] for r in decode)
-    return {"steps": len(decode), "kernels_per_step": count, "kernel_us_per_step": round(busy, 1),
-            "span_us_per_step": round(span, 1), "gap_us_median": round(statistics.median(gaps), 2),
-            "gap_us_mean": round((span - busy) / max(count - 1, 1), 2),
-            "overlapped_pairs_per_step": round(sum(g < 0 for g in gaps) / len(decode), 1),
-            "top": sorted(((round(v, 1), n[:90]) for n, v in names.items()), reverse=True)[:14]}
+    prof = profile_decode(llm, [random.Random(1).randrange(100, vocab) for _ in range(128)], top=14)
+    keys = ("kernels_per_step", "gap_us_median", "gap_us_mean", "gap_us_per_step", "total_us_per_step",
+            "wall_ms_per_step")
+    return {**{k: prof[k] for k in keys}, "top": [(r["us_per_step"], r["name"][:90]) for r in prof["rows"]]}
 
 
 def engine_rows(copy_gbps: float, tokenizer: str | None) -> dict:
@@ -272,8 +244,8 @@ def table(result: dict) -> str:
         lines.append(f"  overlap A/B {json.dumps(e['overlap_ab'])}")
         for k in ("timeline_plain", "timeline_overlap"):
             t = e[k]
-            lines.append(f"  {k}: {t['kernels_per_step']} kernels/step, {t['kernel_us_per_step']} us busy, span "
-                         f"{t['span_us_per_step']} us, gap median {t['gap_us_median']} us mean {t['gap_us_mean']} us")
+            lines.append(f"  {k}: {t['kernels_per_step']} kernels/step, {t['total_us_per_step']} us of kernels, "
+                         f"gap median {t['gap_us_median']} us mean {t['gap_us_mean']} us, wall {t['wall_ms_per_step']} ms")
     return "\n".join(lines)
 
 

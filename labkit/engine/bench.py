@@ -415,6 +415,9 @@ def format_tables(result: dict) -> str:
     for weights, prof in result.get("profile", {}).items():
         lines.append(f"\nprofile, {weights}, batch 1: {prof['unit']}, us per decode step over {prof['steps']} steps "
                      f"(total {prof['total_us_per_step']}; wall {prof['wall_ms_per_step']} ms per step under the profiler)")
+        if "kernels_per_step" in prof:
+            lines.append(f"  {prof['kernels_per_step']} kernels per step; gap between kernels median "
+                         f"{prof['gap_us_median']} us, mean {prof['gap_us_mean']} us ({prof['gap_us_per_step']} us per step)")
         lines += [f"  {r['us_per_step']:>9.1f} us  {r['calls_per_step']:>7.2f} calls  {r['name'][:100]}" for r in prof["rows"]]
     lines.append("\nratios:")
     lines += [f"  {k}: {v}" for k, v in result["ratios"].items()]

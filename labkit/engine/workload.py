@@ -168,11 +168,16 @@ def profile_decode(llm, prompt: list[int], steps: int = PROFILE_STEPS, top: int 
     while engine.has_work():
         engine.step()
     totals: dict[str, list] = {}
+    timeline: dict = {}
     if gpu:
+        spans = []
         for e in prof.events():
             if e.device_type == torch.autograd.DeviceType.CUDA:
                 row = totals.setdefault(e.name, [0, 0.0])
                 row[0], row[1] = row[0] + 1, row[1] + e.device_time
+                if not e.name.startswith(("Memcpy", "Memset")):
+                    spans.append((e.time_range.start, e.time_range.end))
+        timeline = kernel_timeline(spans, steps)
     else:
         for e in prof.key_averages():
             totals[e.key] = [e.count, e.self_cpu_time_total]
@@ -180,4 +185,20 @@ def profile_decode(llm, prompt: list[int], steps: int = PROFILE_STEPS, top: int 
                    for name, (n, us) in totals.items()), key=lambda r: -r["us_per_step"])
     return {"unit": "GPU kernels" if gpu else "CPU operators (self time)", "steps": steps,
             "wall_ms_per_step": round(1000 * wall / steps, 3),
-            "total_us_per_step": round(sum(r["us_per_step"] for r in rows), 1), "rows": rows[:top]}
+            "total_us_per_step": round(sum(r["us_per_step"] for r in rows), 1), **timeline, "rows": rows[:top]}
+
+
+HOST_GAP_US = 50.0   # a longer pause between two kernels is host work between steps, not a launch gap
+
+
+def kernel_timeline(spans: list[tuple[float, float]], steps: int) -> dict:
+    """Kernels per step, and the gap from one kernel's end to the next one's start inside a step
+    (us; negative where two kernels overlap), from the (start, end) of every kernel of `steps`
+    steps. At batch 1 every kernel pays this gap on top of its own time."""
+    spans = sorted(spans)
+    gaps = [b[0] - a[1] for a, b in zip(spans, spans[1:])]
+    inside = [g for g in gaps if g < HOST_GAP_US]
+    return {"kernels_per_step": round(len(spans) / steps, 1),
+            "gap_us_median": round(float(np.median(inside)), 2) if inside else None,
+            "gap_us_mean": round(float(np.mean(inside)), 2) if inside else None,
+            "gap_us_per_step": round(sum(inside) / steps, 1)}
