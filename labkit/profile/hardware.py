@@ -70,7 +70,16 @@ def _median(xs: list[float]) -> float:
 
 
 def measure_bandwidth(device: str = "cpu", megabytes: int = 256, repeats: int = 5) -> float:
-    """Measured copy bandwidth in GB/s: a copy reads and writes every byte, so 2 x size moves."""
+    """Measured copy bandwidth in GB/s: a copy reads and writes every byte, so 2 x size moves.
+
+    On a GPU this is the kernels' figure, `labkit.kernels.measure.copy_bandwidth` (CUDA events
+    after a warm-up that lifts the clocks; `repeats` counts on a CPU only), so every roofline
+    in labkit uses one measurement.
+    """
+    if str(device).startswith("cuda"):
+        from labkit.kernels.measure import copy_bandwidth
+
+        return copy_bandwidth(megabytes * 2**20, str(device))
     from labkit.profile.timing import measure
 
     n = megabytes * 2**20 // 4
