@@ -71,8 +71,8 @@ def unfinished_note(error: NotImplementedError) -> str | None:
             # the CUDA simulator prefixes the thread ids: "tid=[0, 0, 0] ctaid=[0, 0, 0]: message"
             message = str(error).split("]: ", 1)[-1] if str(error).startswith("tid=") else str(error)
             return (f"NotImplementedError: {message or f'{name} is not written yet'}\n"
-                    f"This cell needs {name} from exercises/{path.name}. Write it and run the cell again, "
-                    "or run the notebook with LABKIT_USE_SOLUTIONS=1 to use the reference answers.")
+                    f"This cell needs {name} from exercises/{path.name}. Write it and run the cell again, or "
+                    "use the reference answers: run %env LABKIT_USE_SOLUTIONS=1, then the notebook from the top.")
     return None
 
 
