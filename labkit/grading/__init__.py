@@ -119,8 +119,9 @@ class Report:
 
 def unfinished_function(error: BaseException, impl_file: str | Path) -> str:
     """The name of the function of `impl_file` that raised `error` (innermost), or ''."""
-    names = [getattr(code, "co_qualname", code.co_name) for code in (frame.f_code for frame, _ in traceback.walk_tb(error.__traceback__))
-             if Path(code.co_filename) == Path(impl_file)]
+    impl_file = Path(impl_file).resolve()
+    codes = [frame.f_code for frame, _ in traceback.walk_tb(error.__traceback__)]
+    names = [getattr(c, "co_qualname", c.co_name) for c in codes if Path(c.co_filename).resolve() == impl_file]
     return names[-1] if names else ""
 
 
