@@ -9,6 +9,7 @@ import torch
 
 from labkit.engine import LLM
 from labkit.models.sampling import SamplingParams
+from labkit.profile.parallel import collectives_per_step
 
 pytestmark = pytest.mark.slow   # each tp=2 engine starts a second Python process with torch (~5-10 s)
 
@@ -33,8 +34,12 @@ def one_and_two(path: str, h):
     one.close()
     with LLM(path, tp=2, **h.ENGINE) as two:
         assert two.model.config.num_attention_heads == 2   # rank 0 holds half the heads
+        two.tp.comm.timing = True
         tokens_2, logits_2 = run(two, h.PROMPTS)
         again, _ = run(two, h.PROMPTS)   # now from the prefix cache: blocks agree across ranks
+        # per step: two all-reduces per layer, the embedding's, the logits' all-gather
+        per_step = collectives_per_step(two.model.config) + 1
+        assert two.tp.comm.calls == two.engine.steps * per_step
     assert again == tokens_2
     return tokens_1, logits_1, tokens_2, logits_2
 

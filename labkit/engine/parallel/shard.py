@@ -41,12 +41,18 @@ from labkit.quant.qlinear import QuantLinear
 
 
 class Comm:
-    """The collectives of one rank, with the seconds spent in them (when `timing` is on: a GPU
-    then synchronizes around each call, so only eager steps are timed)."""
+    """The collectives of one rank. With `timing` on it counts them: calls, the bytes of this
+    rank's messages, and the seconds spent inside them, waiting for the other ranks included (a
+    GPU then synchronizes around each call, so only eager steps are timed; a CUDA graph's
+    replay runs no Python and counts nothing)."""
 
     def __init__(self, rank: int, world: int, group=None):
         self.rank, self.world, self.group = rank, world, group
-        self.timing, self.seconds, self.calls = False, 0.0, 0
+        self.timing = False
+        self.reset()
+
+    def reset(self) -> None:
+        self.seconds, self.calls, self.nbytes = 0.0, 0, 0
 
     def all_reduce(self, x: torch.Tensor) -> torch.Tensor:
         start = self._start(x)
@@ -74,6 +80,7 @@ class Comm:
                 torch.cuda.synchronize(x.device)
             self.seconds += time.perf_counter() - start
             self.calls += 1
+            self.nbytes += x.numel() * x.element_size()
 
 
 # ---------------------------------------------------------------------------- what splits how
@@ -82,6 +89,15 @@ class Comm:
 def kv_heads_per_rank(n_kv: int, world: int) -> int:
     """KV heads each rank holds: its share, or one (a copy) when there are fewer than ranks."""
     return max(1, n_kv // world)
+
+
+def shard_config(config: LlamaConfig, world: int, split_vocab: bool = False) -> LlamaConfig:
+    """The shapes one of `world` ranks holds: its query heads, KV heads and MLP columns (and,
+    with `split_vocab`, its slice of the vocabulary, padded: what it stores, not what it returns)."""
+    return replace(config, num_attention_heads=config.num_attention_heads // world,
+                   num_key_value_heads=kv_heads_per_rank(config.num_key_value_heads, world),
+                   intermediate_size=config.intermediate_size // world,
+                   vocab_size=-(-config.vocab_size // world) if split_vocab else config.vocab_size)
 
 
 def check_split(config: LlamaConfig, world: int, group_size: int | None = None, int4: bool = False) -> None:
@@ -246,7 +262,7 @@ def shard(model: Llama, comm: Comm) -> Llama:
         rows = torch.arange(embed.start, embed.start + embed.num_embeddings).clamp(max=cfg.vocab_size - 1)
         model.lm_head = slice_outputs(model.lm_head, rows)
     model.model.embed_tokens = embed
-    model.config = replace(cfg, num_attention_heads=h, num_key_value_heads=h_kv, intermediate_size=f)
+    model.config = shard_config(cfg, w)
     return model
 
 
