@@ -14,6 +14,7 @@ Each kernel file reads the same way: reference (torch) -> kernel (Numba) -> laun
 - paged_attention.py  decode attention over a paged fp16 cache, split-K for long contexts
 - kv_quant.py       int8/int4 KV cache: quantized writes and attention over the codes
 - gemv_steps.py     the course's path from a naive GEMV to w4a16_gemv
+- attention_steps.py  the course's path from a naive decode attention to paged_attention
 - launch.py, ptx.py, splitk.py, measure.py   launch plumbing, PTX primitives, split-K, timing
 - graph_capture.py  a launch sequence captured in a CUDA graph replays like eager launches
 - bench.py          `labkit bench kernels`

@@ -213,10 +213,11 @@ def main(argv: list[str] | None = None) -> int:
     if "linear" in parts:
         result["kernels"] += linear_rows(result["copy_gbps"], args.quick)
     if "steps" in parts:
-        from labkit.kernels import gemv_steps
+        from labkit.kernels import attention_steps, gemv_steps
 
-        result["kernels"] += [_finish(row, result["copy_gbps"]) for row in gemv_steps.bench()]
-        measure.free_memory()
+        for steps in (gemv_steps, attention_steps):
+            result["kernels"] += [_finish(row, result["copy_gbps"]) for row in steps.bench()]
+            measure.free_memory()
     if "dispatch" in parts:
         result["dispatch"] = dispatch_rows(args.quick)
     if "attention" in parts:
