@@ -1,7 +1,8 @@
 """Exercise 09 (SSE client): solutions score full marks, stubs zero, typical mistakes lose points.
 
 Kinds of mistake covered: streams and protocols (the body arriving 1, 5 or 7 bytes at a
-time, splitting lines, events and multi-byte characters; CRLF line ends; comments and other
+time, splitting lines, events and multi-byte characters; CRLF line ends; a connection that
+breaks after [DONE], which only a client reading past it notices; comments and other
 fields; [DONE]; every field of the request, including the defaults and the JSON content
 type), contracts (RuntimeError for HTTP errors and error events; null content), boundaries
 (an empty stream, a stream cut before [DONE])."""
@@ -52,6 +53,15 @@ def test_solution_full_marks_and_stub_zero(g):
     # the server's address hard-coded instead of base_url
     ('f"{base_url}/v1/chat/completions"', '"http://127.0.0.1:23333/v1/chat/completions"',
      "stream_chat_sends_a_streaming_request", "base_url"),
+    # the whole body read before any line is looked at: reads past [DONE]
+    ("            return accumulate(iter_events(response.iter_lines()))",
+     "            response.read()\n            return accumulate(iter_events(response.iter_lines()))",
+     "stream_chat_reads_the_stream_as_it_arrives", "stop at [DONE]"),
+    ("            return accumulate(iter_events(response.iter_lines()))",
+     "            lines = list(response.iter_lines())\n            return accumulate(iter_events(lines))",
+     "stream_chat_reads_the_stream_as_it_arrives", "as they arrive"),
+    # the answer stripped: its final newline (or leading space) is part of it
+    ('"text": "".join(pieces)', '"text": "".join(pieces).strip()', "accumulate_joins_the_text", None),
     # the temperature not sent (the server then uses its own default)
     ('"max_tokens": max_tokens, "temperature": temperature,', '"max_tokens": max_tokens,',
      "stream_chat_sends_a_streaming_request", "temperature"),

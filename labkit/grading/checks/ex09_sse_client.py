@@ -23,9 +23,9 @@ def _chunk(content=None, role=None, finish=None, has_content: bool = True) -> di
 
 USAGE = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": "embedded", "choices": [],
          "usage": {"prompt_tokens": 31, "completion_tokens": 4, "total_tokens": 35}}
-CHUNKS = [_chunk("", role="assistant"), _chunk("Hel"), _chunk(None), _chunk("lo"), _chunk(" thère 👋"), _chunk("!"),
+CHUNKS = [_chunk("", role="assistant"), _chunk("Hel"), _chunk(None), _chunk("lo"), _chunk(" thère 👋"), _chunk("!\n"),
           _chunk(finish="stop", has_content=False), USAGE]
-TEXT = "Hello thère 👋!"
+TEXT = "Hello thère 👋!\n"   # the answer ends with a newline: keep it, do not strip
 
 
 def _sse(events: list[dict], sep: str = "data: ") -> list[str]:
@@ -124,19 +124,26 @@ def accumulate_raises_on_error_event(impl):
 
 
 def _client(events: list[dict], seen: list, status: int = 200, error: str = "", piece: int = 0,
-            newline: str = "\n") -> httpx.Client:
+            newline: str = "\n", drop_after_done: bool = False) -> httpx.Client:
     """A fake server. `piece` > 0 streams the body in pieces of that many bytes, as a socket delivers
-    it: pieces split lines, events and multi-byte characters."""
+    it: pieces split lines, events and multi-byte characters. `drop_after_done`: after [DONE] the
+    connection stays open and then breaks, which only a client that reads past [DONE] notices."""
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(request)
         if status != 200:
             return httpx.Response(status, json={"error": {"message": error, "type": "invalid_request_error",
                                                           "param": None, "code": None}})
         body = newline.join(_sse(events)).encode()
-        content = (body[i:i + piece] for i in range(0, len(body), piece)) if piece else body
+        pieces = [body[i:i + piece] for i in range(0, len(body), piece)] if piece else [body]
+        content = _then_drop(pieces, request) if drop_after_done else (pieces if piece else body)
         return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=content)
 
     return httpx.Client(transport=httpx.MockTransport(handler))
+
+
+def _then_drop(pieces: list[bytes], request: httpx.Request):
+    yield from pieces
+    raise httpx.ReadError("the connection broke after [DONE]", request=request)
 
 
 @check(points=3)
@@ -171,11 +178,15 @@ def stream_chat_sends_a_streaming_request(impl):
 def stream_chat_reads_the_stream_as_it_arrives(impl):
     """A socket delivers bytes in pieces of any size: a piece may end inside a line, an event or a
     multi-byte character (the 'è' and the emoji here), and servers may end lines with CRLF."""
-    for piece, newline in ((7, "\n"), (1, "\n"), (5, "\r\n")):
+    for piece, newline, drop in ((7, "\n", False), (1, "\n", False), (5, "\r\n", False), (7, "\n", True)):
         seen: list = []
         try:
             out = impl.stream_chat("http://server", [{"role": "user", "content": "Hi"}],
-                                   client=_client(CHUNKS, seen, piece=piece, newline=newline))
+                                   client=_client(CHUNKS, seen, piece=piece, newline=newline, drop_after_done=drop))
+        except httpx.ReadError:
+            raise AssertionError("stream_chat kept reading after 'data: [DONE]' and met the connection breaking: "
+                                 "stop at [DONE] (a server may keep the connection open after it), and feed the "
+                                 "lines to iter_events as they arrive instead of reading the whole body first") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise AssertionError(f"with the body arriving {piece} byte(s) at a time ({newline!r} line ends) reading "
                                  f"failed: {type(e).__name__}: {e}. Let httpx split the lines: response.iter_lines() "
