@@ -5,11 +5,12 @@ Which kernel wins depends on M, the rows of X (tokens in the step):
 - M = 1 (decode, batch 1): memory-bound; the GEMV streams int4 at close to copy bandwidth.
 - M = 2..GEMM_UP_TO: still few flops per weight byte; the GEMM dequantizes each weight once
   and reuses it for every row (8 rows per launch, so M = 9..16 takes two launches). On
-  wide layers the tensor-core kernel (w4a16_tc.py) is faster up to M = 8: from M = 4 when
-  N >= 2K (the gate/up projection, 11008 x 4096), from M = 2 when N >= 3K (fused QKV, the
-  LM head). Its multiply-adds run in mma instructions, where the GEMM's FMAs grow with M;
-  on narrow layers it must split K over many blocks, and their M x N partial sums cost
-  more than it saves.
+  wide layers the tensor-core kernel (w4a16_tc.py) is faster: from M = 4 when N >= 2K (the
+  gate/up projection, 11008 x 4096), from M = 2 when N >= 3K (fused QKV, the LM head), and
+  for M = 9..16 as two launches of up to 8 rows (twice its 8-row time is about half the
+  GEMM's two launches on the fused q/k/v and gate/up layers). Its multiply-adds run in mma
+  instructions, where the GEMM's FMAs grow with M; on narrow layers it must split K over
+  many blocks, and their M x N partial sums cost more than it saves.
 - Larger M (prefill, big batches): compute-bound; dequantize to fp16 once and let cuBLAS
   run the matmul on tensor cores.
 
@@ -35,7 +36,7 @@ def choose(m: int, n: int, k: int, group_size: int) -> str:
     if m == 1 and n % 32 == 0:
         return "gemv"
     wide = n >= 3 * k or (m >= 4 and n >= 2 * k)
-    if 2 <= m <= 8 and wide and group_size & (group_size - 1) == 0:
+    if 2 <= m <= GEMM_UP_TO and wide and group_size & (group_size - 1) == 0:
         return "tc"
     if m <= GEMM_UP_TO:
         return "gemm"
@@ -67,13 +68,11 @@ def _run(kernel: str, x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tens
 
     if kernel == "gemv":
         return w4a16_gemv.w4a16_gemv(x, qweight, qzeros, scales, group_size)
-    if kernel == "gemm":
-        step = w4a16_gemm.MAX_ROWS
-        parts = [w4a16_gemm.w4a16_gemm(x[i:i + step], qweight, qzeros, scales, group_size)
-                 for i in range(0, x.shape[0], step)]
+    chunked = {"gemm": (w4a16_gemm.w4a16_gemm, w4a16_gemm.MAX_ROWS), "tc": (w4a16_tc.w4a16_tc, w4a16_tc.MAX_ROWS)}
+    if kernel in chunked:   # a launch per MAX_ROWS rows
+        run, step = chunked[kernel]
+        parts = [run(x[i:i + step], qweight, qzeros, scales, group_size) for i in range(0, x.shape[0], step)]
         return parts[0] if len(parts) == 1 else torch.cat(parts)
-    if kernel == "tc":
-        return w4a16_tc.w4a16_tc(x, qweight, qzeros, scales, group_size)
     if kernel == "dequant_matmul":
         return x @ dequant.dequantize_t(qweight, qzeros, scales, group_size)
     raise ValueError(f"unknown kernel {kernel!r}; expected one of {KERNELS}")

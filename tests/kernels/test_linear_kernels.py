@@ -64,12 +64,14 @@ def test_dispatch_choice():
     assert dispatch.choose(2, 12288, 4096, 128) == "tc"
     assert dispatch.choose(2, 11008, 4096, 128) == "gemm"
     assert dispatch.choose(4, 11008, 4096, 128) == "tc"
+    assert dispatch.choose(16, 22016, 4096, 128) == "tc"           # two launches of 8 rows
+    assert dispatch.choose(16, 4096, 11008, 128) == "gemm"
     assert dispatch.choose(dispatch.GEMM_UP_TO + 1, 4096, 4096, 128) == "dequant_matmul"
     assert dispatch.choose(1, 4096, 4096, 48) == "dequant_matmul"  # group size not a multiple of 32
 
 
-@pytest.mark.parametrize("kernel, m", [("gemv", 1), ("gemm", 3), ("gemm", 11), ("tc", 5), ("dequant_matmul", 4),
-                                       ("torch", 2)])
+@pytest.mark.parametrize("kernel, m", [("gemv", 1), ("gemm", 3), ("gemm", 11), ("tc", 5), ("tc", 11),
+                                       ("dequant_matmul", 4), ("torch", 2)])
 def test_w4a16_linear_paths(kernel, m, seed):
     gen = torch.Generator().manual_seed(seed)
     n, k, g = 64, 64, 32
