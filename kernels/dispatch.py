@@ -15,8 +15,9 @@ Which kernel wins depends on M, the rows of X (tokens in the step):
   run the matmul on tensor cores.
 
 The crossover points come from `labkit bench kernels` (its dispatch table, kept in
-docs/benchmarks.md, checks that no M is more than 10% slower than the best of the three). Shapes the kernels do not take (N % 32 != 0 for the GEMV, group sizes not a
-multiple of 32) go to dequantize + matmul, and CPU tensors to plain torch.
+docs/benchmarks.md, checks that no M is more than 10% slower than the best option). Shapes
+the kernels do not take (N % 32 != 0 for the GEMV, group sizes not a multiple of 32) go to
+dequantize + matmul, and CPU tensors to plain torch.
 """
 from __future__ import annotations
 

@@ -19,10 +19,10 @@ reads anything that kernel wrote) may be launched with `overlap=True`: programma
 dependent launch (Hopper and later), through `cuLaunchKernelEx` with the programmatic-
 stream-serialization attribute, which CUDA graph capture records as a programmatic edge.
 The kernel is then resident and waiting when its predecessor lets it start. It pays where
-the predecessor takes part (issues `allow_next_grid` early, as labkit's GEMVs do): GEMVs
-back to back ran 2-5% faster. Behind a kernel that does not, such as the Inductor kernels
-between the GEMVs of a decode step, the programmatic edges made the step slower
-(docs/benchmarks.md), so overlap is off unless asked for (`LABKIT_OVERLAP=1` or
+the predecessor takes part (issues `allow_next_grid` early, as labkit's GEMVs do), as
+between GEMVs back to back. Behind a kernel that does not, such as the Inductor kernels
+between the GEMVs of a decode step, the programmatic edges made the step slower (both
+measured in docs/benchmarks.md), so overlap is off unless asked for (`LABKIT_OVERLAP=1` or
 `set_overlap(True)`). The ordinary launch is the fallback (older GPUs, the simulator) and
 computes the same bits: the wait is then a no-op.
 
