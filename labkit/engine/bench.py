@@ -147,16 +147,17 @@ def random_model(shape: str, device: str, dtype: torch.dtype):
     return model.eval()
 
 
-def make_llm(args, weights: str, scheduler: str = "continuous", prefix: bool = True, max_batch: int | None = None):
+def make_llm(args, weights: str, scheduler: str = "continuous", prefix: bool = True, max_batch: int | None = None,
+             tp: int = 1):
     from labkit.engine import LLM
     from labkit.models import Tokenizer, resolve
 
     common = dict(backend=args.backend, scheduler=scheduler, enable_prefix_caching=prefix, compile=args.compile,
                   max_batch_size=max_batch or args.max_batch_size, max_model_len=args.max_model_len,
                   cache_max_entry_count=args.cache_max_entry_count,
-                  weights=None if weights in ("fp32", "fp16") else weights)
-    if args.shape:
-        model = random_model(args.shape, args.device, torch.float16)
+                  weights=None if weights in ("fp32", "fp16") else weights, tp=tp)
+    if args.shape:   # split over several GPUs: built on the CPU, each rank moves its own shard
+        model = random_model(args.shape, "cpu" if tp > 1 else args.device, torch.float16)
         return LLM(model, tokenizer=Tokenizer(args.tokenizer or resolve("embedded")), **common)
     return LLM(args.model, device=args.device, **common)
 
@@ -350,6 +351,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-hf", action="store_true", help="skip the HF transformers peer")
     p.add_argument("--compile", action="store_true", help="torch.compile the decode step before graph capture (GPU)")
     p.add_argument("--no-hf-dynamic", action="store_true", help="HF only in the static mode (it is slow on long loads)")
+    p.add_argument("--tp", type=int, default=1,
+                   help="compare tp=1 with tensor parallelism over this many GPUs (CPU processes) on static "
+                        "batches, in place of the modes (labkit.engine.parallel.bench)")
     p.add_argument("--out", default=None, help="also write the JSON here")
     return p
 
@@ -363,8 +367,8 @@ def main(argv: list[str] | None = None) -> int:
     args.batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     args.hf_batch_sizes = [int(b) for b in args.hf_batch_sizes.split(",")] if args.hf_batch_sizes else None
     args.requests = args.requests or (200 if gpu else 48)
-    # arrivals must outpace the server, or the measured throughput is the arrival rate's: on an
-    # H200 at 20/s the continuous engine kept up (13.7 req/s measured, 15.4 with arrivals at 100/s)
+    # arrivals must outpace the server, or the measured throughput is the arrival rate's (a GPU
+    # keeps up with 20/s: docs/benchmarks.md, Engine)
     args.rate = args.rate or (100.0 if gpu else 20.0)
     args.scale = args.scale or (1.0 if gpu else 0.25)
     args.max_model_len = args.max_model_len or (4096 if gpu else 1024)
@@ -378,6 +382,11 @@ def main(argv: list[str] | None = None) -> int:
     result["copy_bandwidth_gbs"] = round(measure.copy_bandwidth(device=args.device), 1) if gpu else None
     vocab = shape_config(args.shape).vocab_size if args.shape else 49152
     source = text_ids(vocab, args.tokenizer)
+    if args.tp > 1:
+        from labkit.engine.parallel.bench import run_tp
+
+        run_tp(args, result, source, make_llm)
+        args.mode = "tp"
     if args.mode in ("all", "static"):
         run_static(args, result, source)
     if args.mode in ("all", "dynamic"):
@@ -401,6 +410,10 @@ def format_tables(result: dict) -> str:
         for r in result["static"]:
             lines.append(f"  {r['server']:<16} B={r['batch']:<3} {r['ttft_ms']:>8} {r['decode_ms_per_step']:>8} "
                          f"{r['decode_tok_s_per_seq']:>8} {r['output_tok_s']:>9}")
+    if result.get("tp"):
+        from labkit.engine.parallel.bench import format_tp
+
+        lines += format_tp(result["tp"])
     if result.get("dynamic"):
         w = result["dynamic"]["workload"]
         lines.append(f"\ndynamic: {w['requests']} requests at {w['rate_req_s']}/s, prompt {w['prompt_tokens']}, "
