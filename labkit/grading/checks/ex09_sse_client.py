@@ -135,7 +135,7 @@ def _client(events: list[dict], seen: list, status: int = 200, error: str = "", 
                                                           "param": None, "code": None}})
         body = newline.join(_sse(events)).encode()
         pieces = [body[i:i + piece] for i in range(0, len(body), piece)] if piece else [body]
-        content = _then_drop(pieces, request) if drop_after_done else (pieces if piece else body)
+        content = _then_drop(pieces, request) if drop_after_done else iter(pieces)
         return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=content)
 
     return httpx.Client(transport=httpx.MockTransport(handler))
