@@ -1,0 +1,117 @@
+"""What the student trains on: the teacher's own answers, and the calibration text.
+
+Sequence-level distillation (Kim & Rush 2016): the teacher answers a set of prompts, and the
+student learns from those sequences, on which the teacher's distributions are the ones it
+meets when it generates. The answers come from labkit's engine (continuous batching over all
+prompts at once) and are cached in the work dir under a key made of the teacher, the prompts
+and the sampling settings, so a second run (or `--resume`) does not generate them again.
+
+The project's calibration text adds plain prose; the evaluation text is never trained on.
+Everything is packed into one token stream cut into windows of `seq_len + 1` tokens (inputs
+and their next-token labels). The order of the windows is a function of the seed and the
+sample index only, so a resumed run reads exactly what an uninterrupted one would.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from labkit.models.llama import Llama
+from labkit.models.tokenizer import Tokenizer
+
+DATA_KINDS = ("teacher", "text", "both")
+
+
+def prompts() -> list[str]:
+    """The prompt set shipped with labkit: questions, instructions and tasks on varied topics."""
+    text = resources.files("labkit.distill").joinpath("data/prompts.txt").read_text()
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def teacher_key(teacher: str, prompt_list: list[str], settings: dict) -> str:
+    """A short hash naming the teacher (its spec and weight files), the prompts and the settings."""
+    from labkit.models.loader import resolve
+
+    folder = resolve(teacher)
+    files = sorted((f.name, f.stat().st_size, int(f.stat().st_mtime)) for f in folder.glob("*.safetensors"))
+    blob = json.dumps({"teacher": str(folder.resolve()), "files": files, "prompts": prompt_list, **settings},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def teacher_answers(model: Llama, tokenizer: Tokenizer, teacher: str, prompt_list: list[str], cache: Path,
+                    max_tokens: int = 160, temperature: float = 0.7, seed: int = 0,
+                    show_progress: bool = True) -> list[list[int]]:
+    """Token ids of chat prompt + teacher answer, one list per prompt, generated once and cached.
+
+    `model` is handed to an `LLM` engine, which merges its projections in place (the same
+    function, fewer matmuls)."""
+    settings = {"max_tokens": max_tokens, "temperature": temperature, "seed": seed}
+    path = Path(cache) / f"teacher-{teacher_key(teacher, prompt_list, settings)}.json"
+    if path.is_file():
+        return json.loads(path.read_text())["sequences"]
+    from labkit.engine.llm import LLM
+    from labkit.models.sampling import SamplingParams
+
+    chats = [tokenizer.encode_chat([{"role": "user", "content": p}]) for p in prompt_list]
+    params = [SamplingParams(temperature=temperature, top_p=0.9, max_tokens=max_tokens, seed=seed + i)
+              for i in range(len(chats))]
+    with torch.inference_mode():
+        llm = LLM(model, tokenizer=tokenizer, max_batch_size=64, max_model_len=max(map(len, chats)) + max_tokens + 1)
+        outputs = llm.generate(chats, params, use_tqdm=show_progress)
+        llm.close()
+    eos = sorted(model.config.eos_ids)
+    sequences = [chat + out.token_ids + ([eos[0]] if eos and out.finish_reason == "length" else [])
+                 for chat, out in zip(chats, outputs)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"teacher": teacher, "settings": settings, "prompts": prompt_list,
+                               "sequences": sequences}))
+    tmp.replace(path)
+    return sequences
+
+
+def text_sequences(tokenizer: Tokenizer, text: str) -> list[list[int]]:
+    """The text's paragraphs as token id lists."""
+    return [tokenizer.encode(p) for p in text.split("\n\n") if p.strip()]
+
+
+class Windows:
+    """Sequences packed into one stream (separated by EOS) and cut into [seq_len + 1] windows."""
+
+    def __init__(self, sequences: list[list[int]], seq_len: int, eos: int, seed: int = 0):
+        stream = [t for s in sequences for t in (*s, eos)]
+        n = (len(stream) - 1) // seq_len
+        if n < 1:
+            raise ValueError(f"{len(stream)} tokens do not fill one window of {seq_len + 1}")
+        self.ids = torch.tensor(stream[: n * seq_len + 1])
+        self.seq_len, self.seed, self.count = seq_len, seed, n
+        self._order: tuple[int, torch.Tensor] | None = None   # (epoch, its permutation)
+
+    def window(self, index: int) -> torch.Tensor:
+        start = index * self.seq_len
+        return self.ids[start:start + self.seq_len + 1]
+
+    def batch(self, first: int, size: int) -> torch.Tensor:
+        """Samples first .. first + size - 1 of the endless shuffled sequence, as [size, seq_len + 1].
+
+        Epoch e visits every window once in the order of a permutation seeded by (seed, e)."""
+        rows = []
+        for k in range(first, first + size):
+            epoch, i = divmod(k, self.count)
+            rows.append(self.window(int(self._permutation(epoch)[i])))
+        return torch.stack(rows)
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        if self._order is None or self._order[0] != epoch:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+            self._order = (epoch, torch.randperm(self.count, generator=g))
+        return self._order[1]
+
+    @property
+    def tokens(self) -> int:
+        return self.count * self.seq_len
