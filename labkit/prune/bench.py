@@ -1,10 +1,11 @@
-"""`labkit bench prune [--only quality speed sparse24] [--json]`: what pruning costs and buys.
+"""`labkit bench prune [--only quality compose speed sparse24] [--json]`: what pruning costs and buys.
 
 - `quality` (the embedded model, any CPU): every one-shot method (magnitude, Wanda,
   SparseGPT) at sparsities 0.1-0.7 and at 2:4 and 4:8, depth pruning ranked by block
   influence, by perplexity, and as the last or random layers, and width pruning: perplexity,
   KL and top-1 against the dense model on the evaluation text (the dense logits computed
   once), and the targets met or not.
+- `compose`: prune, then AWQ W4 g128 (Wanda and SparseGPT at 2:4), against each step alone.
 - `speed` (this CPU): structured variants (fewer layers, narrower layers) against the
   unpruned model in the same run: parameters, weight MiB, batch-1 decode tokens/s through
   the engine's fastest CPU path (`LLM(compile=True)`), in alternating rounds.
@@ -269,6 +270,37 @@ def quality_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def compose(model, tokenizer, max_tokens: int | None = 2048, calib_samples: int = 4, log=None) -> list[dict]:
+    """Prune, then AWQ W4 g128: each step alone and both, against the dense model. AWQ's
+    int4 rounding keeps a pruned weight's zeros exactly zero (zero lies inside every group's
+    range and maps to its zero point), so the sparsity survives."""
+    from labkit.eval import eval_text, evaluate
+    from labkit.prune.oneshot import linear_sparsity, prune_oneshot
+    from labkit.quant.awq import awq_quantize
+    from labkit.quant.bench import CachedReference
+    from labkit.quant.calib import calibration_ids
+    from labkit.quant.qlinear import weight_bytes
+
+    ids, reference = tokenizer.encode(eval_text()), CachedReference(model)
+    calib = calibration_ids(tokenizer, None, calib_samples, 512)
+    rows = []
+    for name, method, pattern, awq in [("AWQ W4 g128", None, None, True), ("Wanda 2:4", "wanda", "2:4", False),
+                                       ("Wanda 2:4, then AWQ W4 g128", "wanda", "2:4", True),
+                                       ("SparseGPT 2:4, then AWQ W4 g128", "sparsegpt", "2:4", True)]:
+        m, t0 = copy.deepcopy(model), time.perf_counter()
+        if method:
+            prune_oneshot(m, calib, method, pattern=pattern)
+        sparsity = linear_sparsity(m)
+        if awq:
+            awq_quantize(m, tokenizer, None, 4, 128, n_samples=calib_samples)
+        res = evaluate(m, ids, reference, max_tokens=max_tokens)
+        rows.append({"name": name, "ppl": res.ppl, "kl": res.kl, "top1": res.top1, "linear_sparsity": round(sparsity, 4),
+                     "weight_bytes": weight_bytes(m), "seconds": round(time.perf_counter() - t0, 1)})
+        if log:
+            log(f"compose {name}: ppl {res.ppl:.3f}, KL {res.kl:.4f}")
+    return rows
+
+
 # ---------------------------------------------------------------------------- speed (CPU)
 
 
@@ -331,8 +363,8 @@ def main(argv: list[str] | None = None) -> int:
     from labkit.loading import load_model
 
     p = argparse.ArgumentParser(prog="labkit bench prune", description=__doc__.splitlines()[0])
-    p.add_argument("--only", nargs="+", choices=["quality", "speed", "sparse24"], default=None,
-                   help="which parts to run (default: quality and speed; sparse24 too on a GPU)")
+    p.add_argument("--only", nargs="+", choices=["quality", "compose", "speed", "sparse24"], default=None,
+                   help="which parts to run (default: quality, compose and speed; sparse24 too on a GPU)")
     p.add_argument("--model", default="embedded", help="the full-precision MODEL to prune (default embedded)")
     p.add_argument("--max-tokens", type=int, default=2048, help="evaluation tokens per row (default 2048)")
     p.add_argument("--calib-samples", type=int, default=4, help="512-token calibration windows (default 4)")
@@ -340,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eager", action="store_true", help="speed: the eager engine instead of the compiled one")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args(argv)
-    parts = args.only or ["quality", "speed"] + ["sparse24"] * torch.cuda.is_available()
+    parts = args.only or ["quality", "compose", "speed"] + ["sparse24"] * torch.cuda.is_available()
     if args.max_tokens < 1 or args.calib_samples < 1 or args.rounds < 1:
         raise UserError("--max-tokens, --calib-samples and --rounds must be >= 1")
     if "sparse24" in parts and not torch.cuda.is_available():
@@ -351,12 +383,16 @@ def main(argv: list[str] | None = None) -> int:
               "command": "labkit bench prune " + " ".join(argv or []),
               "cpu": f"{platform.machine()}, {torch.get_num_threads()} threads"}
     tables = []
-    if "quality" in parts or "speed" in parts:
+    if {"quality", "compose", "speed"} & set(parts):
         model, tokenizer = load_model(args.model)
         result["model"] = args.model
     if "quality" in parts:
         result["quality"] = quality(model, tokenizer, args.max_tokens, args.calib_samples, log=log)
         tables.append(quality_table(result["quality"]))
+    if "compose" in parts:
+        result["compose"] = compose(model, tokenizer, args.max_tokens, args.calib_samples, log=log)
+        tables.append("\n".join(f"{r['name']:34} perplexity {r['ppl']:8.3f}, KL {r['kl']:.4f}, top-1 {r['top1']:.2%}, "
+                                f"{r['weight_bytes'] / 2**20:.1f} MiB" for r in result["compose"]))
     if "speed" in parts:
         from labkit.eval import eval_text
         from labkit.quant.calib import calibration_ids
