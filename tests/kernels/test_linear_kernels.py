@@ -70,7 +70,8 @@ def test_dispatch_choice():
     assert dispatch.choose(1, 4096, 4096, 48) == "dequant_matmul"  # group size not a multiple of 32
 
 
-@pytest.mark.parametrize("kernel, m", [("gemv", 1), ("gemm", 3), ("gemm", 11), ("tc", 5), ("tc", 11),
+@pytest.mark.parametrize("kernel, m", [("gemv", 1), ("gemm", 3), ("gemm", 11), ("tc", 5),
+                                       pytest.param("tc", 11, marks=pytest.mark.slow),   # two launches
                                        ("dequant_matmul", 4), ("torch", 2)])
 def test_w4a16_linear_paths(kernel, m, seed):
     gen = torch.Generator().manual_seed(seed)
