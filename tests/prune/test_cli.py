@@ -41,6 +41,19 @@ def test_depth_checkpoint_loads_everywhere_with_the_same_logits(depth_pruned, ti
         assert torch.allclose(hf(ids).logits, model(ids), atol=1e-4)
 
 
+def test_a_pruned_checkpoint_quantizes_with_labkit_lite(capsys, depth_pruned, tmp_path):
+    from labkit.loading import load_model
+    from labkit.quant.qlinear import QuantLinear
+
+    code, out, err = labkit(capsys, "lite", "rtn", depth_pruned, "--w-bits", "4", "--w-group-size", "32",
+                            "--work-dir", tmp_path / "w4", "--json")
+    assert code == 0, err
+    model, _ = load_model(str(tmp_path / "w4"))
+    assert len(model.model.layers) == 3 and isinstance(model.model.layers[2].mlp.down_proj, QuantLinear)
+    config = json.loads((tmp_path / "w4" / "config.json").read_text())
+    assert config["prune"]["method"] == "layers"  # what was done before quantizing stays on record
+
+
 def test_width_checkpoint_loads_in_transformers_with_the_same_logits(capsys, tiny_folder, tmp_path):
     transformers = pytest.importorskip("transformers")
     from labkit.loading import load_model
