@@ -89,3 +89,15 @@ def test_int4_checkpoint_groups_checked_from_its_config(int4_dir):
     preflight(str(int4_dir), None, 2, torch.device("cpu"))   # groups of 32: whole on both ranks
     with pytest.raises(ValueError, match="o_proj gets 16 input rows"):
         preflight(str(int4_dir), None, 4, torch.device("cpu"))
+
+
+@pytest.mark.slow   # two CLI processes (~5 s each to import torch)
+def test_cli_refuses_a_bad_split_in_one_line():
+    import subprocess
+    import sys
+
+    for args, message in [(["--tp", "2"], "9 attention heads"), (["--tp", "0"], "--tp must be >= 1")]:
+        r = subprocess.run([sys.executable, "-m", "labkit", "serve", "api_server", "--server-port", "0", *args],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2 and message in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr

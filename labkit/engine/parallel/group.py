@@ -64,9 +64,9 @@ class TensorParallel:
         those ranks: the group it joined."""
         if _WORKER is not None:
             return _WORKER
-        if dist.is_initialized():
-            raise RuntimeError("torch.distributed is already initialized in this process: "
-                               "LLM(tp=N) starts its own process group")
+        if dist.is_initialized():   # one default process group per process
+            raise ValueError("this process already runs a tensor-parallel engine (or another torch.distributed "
+                             "group): close it before starting another")
         dev = rank_device(device, 0)
         preflight(llm_args["model"], llm_args.get("weights"), tp, dev)
         if dev.type == "cuda" and torch.cuda.device_count() < dev.index + tp:
