@@ -25,6 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--server-name", default="127.0.0.1", help="address of the page (default: this machine only)")
     p.add_argument("--server-port", type=int, default=6006)
     p.add_argument("--no-browser", action="store_true", help="do not open a browser tab")
+    p.add_argument("--models-dir", default=None, metavar="DIR",
+                   help="offer every labkit checkpoint folder found in DIR in the page's model selector")
     g = p.add_argument_group("terminal chat (--cli)")
     g.add_argument("--system", default=None, help="system prompt")
     g.add_argument("--temperature", type=float, default=0.7)
@@ -41,10 +43,16 @@ def run(args) -> int:
     if args.cli:
         params = _params(args)   # check the options before the model loads
         return terminal_chat(build_engine(args.model, **kwargs), params, args.system)
+    from labkit.serve import variants
+    from labkit.serve.api_server import bind
     from labkit.serve.gradio_app import build_demo, launch
 
+    bind(args.server_name, args.server_port).close()   # a bad or taken port fails now, not after the model loads
+    if args.models_dir:
+        variants.find_checkpoints(args.models_dir)       # and so does a missing --models-dir
     print(f"labkit chat: loading {args.model} ...", file=sys.stderr, flush=True)
-    demo = build_demo(args.model, llm=build_engine(args.model, **kwargs), engine_kwargs=kwargs)
+    demo = build_demo(args.model, llm=build_engine(args.model, **kwargs), engine_kwargs=kwargs,
+                      models_dir=args.models_dir, measure=True)
     launch(demo, args.server_name, args.server_port, inbrowser=not args.no_browser and _has_desktop())
     return 0
 

@@ -12,7 +12,7 @@ import asyncio
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 
 import torch
 
@@ -127,6 +127,7 @@ class LLM:
                              enable_prefix_caching=enable_prefix_caching, max_model_len=self.max_model_len,
                              scheduler=scheduler, use_cuda_graph=use_cuda_graph, record_timeline=record_timeline,
                              compile=compile)
+        self.compiled = compile
         if self.tp is not None:
             self.tp.attach(self.engine.runner)
         self._lock = threading.Lock()       # one step at a time
@@ -262,6 +263,27 @@ class LLM:
 
     def __exit__(self, *exc):
         self.close()
+
+    def warmup(self, progress: Callable[[str], None] | None = None) -> None:
+        """Run every kind of decode step once, so that a compiled engine compiles now, not
+        while a request waits: batch 1 (one context, no mask) and a batch of several rows
+        (masked; its sizes are symbolic, so other batch sizes and contexts reuse it). On a GPU
+        the graphs were captured, compiled, when the engine was built; eagerly there is
+        nothing to prepare. `progress` gets a line per kind of step."""
+        if not self.compiled or self.engine.runner.graphs:
+            return
+        kinds = [b for b in (1, 2) if b <= self.engine.scheduler.max_batch_size]
+        for i, batch in enumerate(kinds, 1):
+            start = time.perf_counter()
+            if progress:
+                progress(f"compiling the decode step at batch {batch}{'' if batch == 1 else '+'} ({i}/{len(kinds)})")
+            # contexts over two blocks: a block table of width 1 would compile a kind of its own
+            length = self.engine.kv.block_size + 2
+            prompts = [list(range(1 + row, 1 + row + length)) for row in range(batch)]
+            self.generate(prompts, SamplingParams(temperature=0, max_tokens=2, ignore_eos=True))
+            if progress:
+                progress(f"compiled the decode step at batch {batch}{'' if batch == 1 else '+'} "
+                         f"in {time.perf_counter() - start:.0f} s ({i}/{len(kinds)})")
 
     # ------------------------------------------------------------------ counters
     def stats(self) -> dict:

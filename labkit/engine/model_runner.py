@@ -26,6 +26,7 @@ Steps that carry a prefill chunk always run eagerly (their structure varies step
 """
 from __future__ import annotations
 
+import types
 from dataclasses import dataclass, field
 
 import torch
@@ -179,7 +180,7 @@ class ModelRunner:
             ops.route_quant_linears(model)
             # on a GPU the batch size turns symbolic after the first recompile; a CPU's steps also
             # change the context length every step, so every size is symbolic from the start
-            self.decode_forward = torch.compile(self.forward, fullgraph=True,
+            self.decode_forward = torch.compile(_own_code(self.forward), fullgraph=True,
                                                 dynamic=True if self.device.type == "cpu" else None,
                                                 options=GUARD_OPTIONS)
         if use_cuda_graph is None:
@@ -355,6 +356,19 @@ def _guards_on_inputs(entries: list) -> list[bool]:
     kept = torch.compiler.skip_guard_on_all_nn_modules_unsafe(entries)
     return [keep and not (e.name == "self.kv" or e.name.startswith(("self.kv.", "self.kv[")))
             for keep, e in zip(kept, entries)]
+
+
+def _own_code(method):
+    """`method` as a new function with a code object of its own.
+
+    Dynamo keeps compiled code per code object, and picks an entry by its guards. The guard
+    filter above drops the guards on the model, so two runners compiling the same
+    `ModelRunner.forward` (two engines in one process: a full-precision and an int4 model)
+    would share entries, and the second would run the first model's compiled code. A copy
+    of the code per runner gives each runner a cache of its own (freed with it)."""
+    fn = method.__func__
+    own = types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+    return types.MethodType(own, method.__self__)
 
 
 # guard filters came with torch 2.8 (labkit runs on 2.5 and later)

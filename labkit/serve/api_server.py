@@ -362,6 +362,8 @@ def bind(host: str, port: int) -> socket.socket:
     """A listening socket, or a one-line UserError (port taken, unknown address)."""
     from labkit.errors import UserError
 
+    if not 0 <= port <= 65535:
+        raise UserError(f"cannot listen on {host}:{port}: a port is a number from 0 to 65535")
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:

@@ -110,6 +110,7 @@ class LoadReport:
     latency_p50_s: float | None
     latency_p95_s: float | None
     errors: list[str] = field(default_factory=list)
+    decode_tok_s: float | None = None   # median per request: tokens after the first / time after the first
 
     @property
     def tokens_per_s(self) -> float:

@@ -6,8 +6,14 @@ them alike (LMDeploy's names where it has them) and build the engine the same wa
 from __future__ import annotations
 
 import argparse
+import sys
+from typing import Callable
 
 from labkit.errors import UserError
+
+
+def log(line: str) -> None:
+    print(f"labkit: {line}", file=sys.stderr, flush=True)
 
 
 def add_engine_arguments(p: argparse.ArgumentParser) -> None:
@@ -21,6 +27,12 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cache-max-entry-count", type=float, default=0.5,
                    help="fraction of free memory given to the KV cache")
     g.add_argument("--max-model-len", type=int, default=None, help="longest prompt + answer (default: the model's)")
+    g.add_argument("--weights", choices=["auto", "fp32", "bf16", "int8", "int4"], default="auto",
+                   help="convert a full-precision model at load time (int8/int4: round-to-nearest, "
+                        "on a CPU PyTorch's packed kernels); auto (default): bf16 on a CPU with native "
+                        "bfloat16, else as stored. A quantized checkpoint always runs as stored")
+    g.add_argument("--compile", action="store_true",
+                   help="torch.compile the decode step; each kind of step compiles at start-up")
     g.add_argument("--tp", type=int, default=1,
                    help="tensor parallelism: split the model over this many GPUs (CPU processes on a CPU)")
 
@@ -35,14 +47,18 @@ def engine_kwargs(args: argparse.Namespace) -> dict:
         raise UserError(f"--tp must be >= 1, got {args.tp}")
     return {"tp": args.tp, "backend": args.backend, "device": args.device, "quant_policy": args.quant_policy,
             "max_batch_size": args.max_batch_size, "cache_max_entry_count": args.cache_max_entry_count,
-            "max_model_len": args.max_model_len}
+            "max_model_len": args.max_model_len, "weights": args.weights, "compile": args.compile}
 
 
-def build_engine(model: str, **kwargs):
-    """`LLM(model, **kwargs)`, with a wrong model path or option reported as one line."""
+def build_engine(model: str, progress: Callable[[str], None] | None = log, **kwargs):
+    """`LLM(model, **kwargs)`, with a wrong model path or option reported as one line; a
+    compiled engine compiles every kind of step before it returns (`progress` gets a line
+    for each), so no request waits for a compile."""
     from labkit.engine import LLM
 
     try:
-        return LLM(model=model, **kwargs)
+        llm = LLM(model=model, **kwargs)
     except (FileNotFoundError, ValueError, OSError) as e:
         raise UserError(f"cannot load {model!r}: {e}") from e
+    llm.warmup(progress)
+    return llm

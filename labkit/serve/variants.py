@@ -1,4 +1,5 @@
-"""The chat page's model selector: full precision, W8, W4 AWQ, quantized once and cached.
+"""The chat page's model selector: full precision, W8, W4 AWQ (quantized once and cached),
+and every labkit checkpoint in a folder the learner names (`labkit chat --models-dir DIR`).
 
 A variant is a checkpoint folder `LLM(model=...)` accepts. Quantizing takes a while (AWQ
 runs calibration), so the first use writes the folder into the labkit cache
@@ -8,18 +9,23 @@ complete, so an interrupted run never leaves a half checkpoint that looks finish
 
 Quantization itself is `labkit lite ...` (the same command a learner runs), started as a
 child process: it keeps the calibration's memory out of the serving process and shows the
-exact command to reproduce a variant by hand.
+exact command to reproduce a variant by hand. Its progress lines go to a callback.
+
+Each choice's quality is `labkit eval`'s JSON, cached as `eval.json` next to the checkpoint
+(`eval_file`), so it is measured once per checkpoint.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from labkit.errors import UserError
 from labkit.paths import cache_dir
@@ -54,11 +60,55 @@ def is_quantized(model: str) -> bool:
         return False
 
 
-def choices(model: str) -> list[tuple[str, str]]:
-    """(label, key) pairs for a dropdown: a quantized MODEL is offered only as it is."""
+def choices(model: str, models_dir: str | Path | None = None) -> list[tuple[str, str]]:
+    """(label, key) pairs for a dropdown: MODEL's variants (a quantized MODEL is offered only
+    as it is), then each checkpoint folder in `models_dir` (its key is its path)."""
     if is_quantized(model):
-        return [(f"as given ({Path(model).name}, quantized)", "fp")]
-    return [(v.label, v.key) for v in VARIANTS.values()]
+        own = [(f"as given ({Path(model).name}, quantized)", "fp")]
+    else:
+        own = [(v.label, v.key) for v in VARIANTS.values()]
+    return own + [(label, str(path)) for label, path in find_checkpoints(models_dir)] if models_dir else own
+
+
+def find_checkpoints(folder: str | Path, depth: int = 3) -> list[tuple[str, Path]]:
+    """(label, folder) for every labkit checkpoint (a config.json with a "labkit" record: the
+    output of `labkit lite`, `prune` or `distill`) in `folder`, up to `depth` levels down."""
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise UserError(f"--models-dir {folder}: no such folder")
+    found = []
+    for config in sorted(root.glob("config.json")) + sorted(
+            p for d in range(1, depth + 1) for p in root.glob("/".join(["*"] * d) + "/config.json")):
+        try:
+            record = json.loads(config.read_text()).get("labkit")
+        except (OSError, json.JSONDecodeError, AttributeError):
+            continue
+        if isinstance(record, dict):
+            name = config.parent.relative_to(root).as_posix() if config.parent != root else root.name
+            found.append((f"{name} ({record.get('method', 'labkit')})", config.parent.resolve()))
+    return sorted(found)
+
+
+def spec_for(model: str, key: str) -> str | None:
+    """The MODEL spec of a choice if it exists already (None: a variant not quantized yet)."""
+    if key not in VARIANTS:
+        return key
+    if key == "fp" or is_quantized(model):
+        return model
+    out = variant_dir(model, key)
+    return str(out) if (out / "config.json").is_file() else None
+
+
+def eval_file(model: str, key: str) -> Path:
+    """Where a choice's `labkit eval --json` result is cached: next to its checkpoint."""
+    spec = spec_for(model, key) or str(variant_dir(model, key))
+    if Path(spec).is_dir():
+        return Path(spec) / "eval.json"
+    return variant_dir(model, key).with_name(f"{key}-eval.json")   # a hub id or 'embedded'
+
+
+def eval_command(spec: str, max_tokens: int) -> list[str]:
+    return [sys.executable, "-m", "labkit", "eval", spec, "--json", "--max-tokens", str(max_tokens)]
 
 
 def variant_dir(model: str, key: str) -> Path:
@@ -76,24 +126,37 @@ def lite_command(model: str, key: str, work_dir: Path) -> list[str]:
     return [sys.executable, "-m", "labkit", "lite", method, model, *rest, "--work-dir", str(work_dir)]
 
 
-def ensure(model: str, key: str) -> str:
-    """The model spec to load for variant `key`: MODEL itself, or a cached quantized folder."""
-    if key not in VARIANTS:
-        raise UserError(f"unknown variant {key!r}; choose one of {', '.join(VARIANTS)}")
-    if key == "fp" or is_quantized(model):
-        return model
+def ensure(model: str, key: str, progress: Callable[[str], None] | None = None) -> str:
+    """The model spec to load for choice `key`: MODEL itself, a checkpoint folder, or a
+    cached quantized folder (made now if needed; `progress` gets `labkit lite`'s lines)."""
+    if key not in VARIANTS and not (Path(key) / "config.json").is_file():
+        raise UserError(f"unknown variant {key!r}; choose one of {', '.join(VARIANTS)} or a checkpoint folder")
+    if (spec := spec_for(model, key)) is not None:
+        return spec
     out = variant_dir(model, key)
-    if (out / "config.json").is_file():
-        return str(out)
     tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.parent.mkdir(parents=True, exist_ok=True)
     cmd = lite_command(model, key, tmp)
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode != 0 or not (tmp / "config.json").is_file():
+    lines = run_with_progress(cmd, progress)
+    if lines is None or not (tmp / "config.json").is_file():
         shutil.rmtree(tmp, ignore_errors=True)
-        last = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise UserError(f"quantizing {model} to {key} failed ({' '.join(cmd[2:])}): {last[0]}")
+        raise UserError(f"quantizing {model} to {key} failed ({' '.join(cmd[2:])}): {(lines or ['no output'])[-1]}")
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
     return str(out)
+
+
+def run_with_progress(cmd: list[str], progress: Callable[[str], None] | None = None) -> list[str] | None:
+    """Run a child process, handing each line of its output (progress bars redraw with a
+    carriage return: each redraw is a line) to `progress`. Returns the lines, or None if it failed."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines, part = [], ""
+    for chunk in iter(lambda: proc.stdout.read(256), ""):
+        *done, part = re.split(r"[\r\n]+", part + chunk)
+        for line in filter(None, (d.strip() for d in done)):
+            lines.append(line)
+            if progress:
+                progress(line)
+    lines += [part.strip()] if part.strip() else []
+    return lines if proc.wait() == 0 else None

@@ -30,6 +30,9 @@ def free_port() -> int:
     (["serve", "api_server", "/no/such/model", "--server-port", "0"], "no such model"),
     (["chat", "--cli", "--top-p", "0"], "top_p"),
     (["bench", "serve", "--requests", "0"], "must be >= 1"),
+    (["serve", "api_server", "--server-port", "99999"], "0 to 65535"),
+    (["serve", "api_server", "--server-port", "-1"], "0 to 65535"),
+    (["chat", "--server-port", "99999", "--no-browser"], "0 to 65535"),   # before the model loads
 ])
 def test_bad_options_are_one_line(args, message):
     r = labkit(*args)
@@ -38,12 +41,14 @@ def test_bad_options_are_one_line(args, message):
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
-def test_port_taken_is_one_line():
+@pytest.mark.parametrize("command", [["serve", "api_server"], ["chat", "--no-browser"]])
+def test_port_taken_is_one_line(command):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
-        r = labkit("serve", "api_server", "--server-port", str(s.getsockname()[1]))
+        r = labkit(*command, "--server-port", str(s.getsockname()[1]))
     assert r.returncode == 2 and "cannot listen" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
 def test_api_server_command():
@@ -88,6 +93,22 @@ def test_bench_serve_json(capsys):
     result = json.loads(capsys.readouterr().out)
     assert [lv["concurrency"] for lv in result["levels"]] == [1, 3]
     assert all(lv["completed"] == 3 and lv["failed"] == 0 for lv in result["levels"])
-    assert result["levels"][1]["tokens_per_s"] > 0 and result["engine_stats_after"]["blocks_used"] == 0
+    assert result["levels"][1]["tokens_per_s"] > 0 and result["engine_stats_after"]["embedded"]["blocks_used"] == 0
     assert result["device"].startswith(("cpu", "NVIDIA")) and result["date"]
+    assert result["summary"]["servers"]["embedded"]["decode_tok_s_1"] > 0
+
+
+def test_bench_serve_summary_ratios():
+    from labkit.serve.bench import summary
+    from labkit.serve.client import LoadReport
+
+    def report(c, tok_s, decode=None):
+        return LoadReport(c, 4, 4, 0, 1.0, tok_s, None, None, None, None, decode_tok_s=decode)
+
+    runs = {"fp": [[report(1, 10, 20.0), report(16, 40)], [report(1, 12, 22.0), report(16, 44)]],
+            "w4": [[report(1, 30, 60.0), report(16, 100)], [report(1, 31, 70.0), report(16, 90)]]}
+    s = summary(runs, {"hf": [20.0, 22.0]}, [1, 16])
+    assert s["baselines"]["hf"] == 21.0
+    assert s["servers"]["w4"]["decode_tok_s_1"] == 65.0 and s["servers"]["w4"]["x_hf"] == round(65 / 21, 2)
+    assert s["servers"]["w4"]["tok_s_x_first"][16] == round(95 / 42, 2) and s["servers"]["fp"]["tok_s_x_first"][1] == 1.0
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -105,23 +106,68 @@ def test_lite_commands_are_the_documented_ones(tmp_path):
     assert json.dumps(variants.choices("embedded"))
 
 
-def test_page_engines_switch_variants(monkeypatch, llm):
-    """The selector swaps the page's engine, once per variant; the panel says what is prepared."""
+def test_page_engines_prepare_in_the_background(monkeypatch, llm):
+    """Choosing a model prepares it while the live one keeps answering; then it is live for
+    every tab, and the panels say what is live, what is being prepared and how far it got."""
+    import threading
+    from types import SimpleNamespace
+
+    import torch
+
     from labkit.serve import engine_args, gradio_app
 
-    built, seen_preparing = [], []
+    built, release = [], threading.Event()
 
-    def fake_build(spec, **kw):
-        seen_preparing.append(engines.preparing)
+    def fake_build(spec, progress=None, **kw):
+        progress("compiling the decode step at batch 1 (1/2)")
+        release.wait(10)
         built.append((spec, kw))
-        return f"engine for {spec}"
+        return SimpleNamespace(model=torch.nn.Linear(4, 4), stats=llm.stats)
 
     monkeypatch.setattr(engine_args, "build_engine", fake_build)
-    monkeypatch.setattr(variants, "ensure", lambda model, key: f"{model}/{key}")
+    monkeypatch.setattr(variants, "ensure", lambda model, key, progress=None: f"{model}/{key}")
     engines = gradio_app.Engines("embedded", {"max_batch_size": 4}, llm=llm)
     assert engines.get("fp") is llm and not built          # the engine it was given
-    assert engines.get("w8") == "engine for embedded/w8" and engines.key == "w8"
-    assert asyncio.run(engines.aget("w8")) == "engine for embedded/w8" and len(built) == 1
-    assert built[0][1] == {"max_batch_size": 4} and seen_preparing == ["w8"] and engines.preparing is None
-    assert "preparing W8" in gradio_app.engine_panel(None, "w8")
-    assert "KV blocks used" in gradio_app.engine_panel(llm)
+    engines.prepare("w8")
+    deadline = time.time() + 10
+    while "compiling" not in engines.progress and time.time() < deadline:
+        time.sleep(0.01)
+    panel = gradio_app.engine_panel(engines)
+    assert engines.llm is llm and engines.key == "fp"     # the live model still answers
+    assert "live model:** full precision" in panel and "preparing W8" in panel and "batch 1 (1/2)" in panel
+    release.set()
+    while engines.key != "w8" and time.time() < deadline:
+        time.sleep(0.01)
+    assert engines.key == "w8" and built == [("embedded/w8", {"max_batch_size": 4})]
+    assert asyncio.run(engines.aget("w8")) is engines.llm and len(built) == 1   # built once
+    panel = gradio_app.engine_panel(engines)
+    assert "live model:** W8" in panel and "preparing" not in panel
+    engines.record_speed("w8", 42.0)
+    table = gradio_app.models_panel(engines)
+    row = next(line for line in table.splitlines() if line.startswith("| W8"))
+    assert "◀" in row and "42.0" in row and "0 MiB" in row   # live, its speed, its (tiny) weight memory
+
+
+def test_kv_panel_shows_running_and_cached_blocks(llm, wait_idle):
+    from labkit.serve import gradio_app
+
+    ids = llm.tokenizer.encode("word " * 40)
+    llm.generate([ids], SamplingParams(temperature=0, max_tokens=2))
+    s = wait_idle()
+    panel = gradio_app.engine_panel(gradio_app.Engines("embedded", llm=llm))
+    assert s["blocks_cached"] > 0 and f"0 running + {s['blocks_cached']} cached" in panel
+
+
+def test_models_dir_offers_every_labkit_checkpoint(tmp_path):
+    for name, record in (("w4", {"method": "awq"}), ("pipeline/pruned", {"method": "prune_wanda"}),
+                         ("plain-hf", None)):
+        folder = tmp_path / name
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text(json.dumps({"labkit": record} if record else {"model_type": "llama"}))
+    offered = variants.choices("embedded", tmp_path)
+    assert [k for _, k in offered[:3]] == ["fp", "w8", "w4-awq"]
+    assert [(label, Path(k).name) for label, k in offered[3:]] == [("pipeline/pruned (prune_wanda)", "pruned"),
+                                                                  ("w4 (awq)", "w4")]
+    assert variants.ensure("embedded", offered[3][1]) == offered[3][1]   # a folder loads as it is
+    with pytest.raises(UserError, match="no such folder"):
+        variants.choices("embedded", tmp_path / "missing")
