@@ -1,6 +1,6 @@
 """Decode near the memory roofline: one GPU run that checks, times and writes the tables.
 
-    python tools/gpu_decode_check.py --out DIR [--tokenizer DIR] [--parts checks,kernels,engine,rows]
+    python tools/gpu_decode_check.py --out DIR [--tokenizer DIR] [--parts checks,kernels,engine,rows,tc,bench]
 
 - checks: the overlapped (programmatic dependent) launches give the bits of ordinary ones, on
   real layer shapes, and an engine's graph replays with overlap give the eager tokens without.
@@ -10,7 +10,11 @@
   batch 1-32 for fp16 and W4A16 (overlap off, the default), off and on alternately at batch
   1 and 8 (the graphs re-captured in the same process), and the batch-1 step's kernels per
   step and gaps.
-- rows: one layer's linear time for 1-32 rows, W4A16 (the dispatcher's kernel) against fp16.
+- rows: one layer's linear time for 1-32 rows, W4A16 (the dispatcher's kernel, and the
+  tensor-core kernel with its warps laid out the other way) against fp16.
+- tc: the tensor-core kernel against float64 on every layer shape at 2-32 rows.
+- bench: `labkit bench engine --shape llama-2-7b --weights fp16,int4 --compile` (static,
+  batch 1-32) in this process: both compiled engines in one process.
 
 Every figure comes with the copy bandwidth measured in the same run; the JSON goes to
 DIR/gpu_decode.json and the table to stdout.
@@ -138,21 +142,58 @@ def kernel_rows(copy_gbps: float) -> list[dict]:
 
 
 def batch_rows() -> list[dict]:
-    """One layer's four linear layers at M rows: W4A16 (dispatcher) against fp16 F.linear, us."""
+    """One layer's four linear layers at M rows: W4A16 (the dispatcher's kernel; from 2 rows
+    also the tensor-core kernel with the other warp layout) against fp16 F.linear, us."""
     rows = []
     layers = {name: [random_int4_layer(n, k, 128, "cuda") for _ in range(2)] for name, (n, k) in LAYER.items()}
     dense = {name: [torch.randn(n, k, device="cuda").half() * 0.02 for _ in range(2)] for name, (n, k) in LAYER.items()}
     for m in BATCHES:
-        row = {"m": m, "int4": {}, "fp16": {}, "choice": {}}
+        row = {"m": m, "int4": {}, "fp16": {}, "choice": {}, "tc_other": {}}
         for name, (n, k) in LAYER.items():
             x = torch.randn(m, k, device="cuda").half()
             row["choice"][name] = dispatch.choose(m, n, k, 128)
-            row["int4"][name] = round(measure.time_us(lambda i: dispatch.w4a16_linear(x, *layers[name][i], 128), 2), 2)
             row["fp16"][name] = round(measure.time_us(lambda i: F.linear(x, dense[name][i]), 2), 2)
+            row["int4"][name] = round(measure.time_us(lambda i: dispatch.w4a16_linear(x, *layers[name][i], 128), 2), 2)
+            if m > 1:
+                warps_n = w4a16_tc.plan(m, n, k, 128)[0]
+                other = w4a16_tc.plan(m, n, k, 128, warps_n=5 - warps_n)   # 4 <-> 1 warps side by side
+                out = torch.empty(m, n, device="cuda", dtype=torch.float16)
+                us = measure.time_us(lambda i: w4a16_tc.w4a16_tc(x, *layers[name][i], 128, out=out, tile=other), 2)
+                row["tc_other"][name] = {"tile": list(other), "us": round(us, 2)}
         row["int4_total"], row["fp16_total"] = round(sum(row["int4"].values()), 1), round(sum(row["fp16"].values()), 1)
+        if m > 1:
+            row["tc_other_total"] = round(sum(v["us"] for v in row["tc_other"].values()), 1)
         rows.append(row)
         measure.log(f"rows {row}")
     return rows
+
+
+def tc_checks() -> list[dict]:
+    """The tensor-core kernel (its plan) against float64 on each layer shape at 2-32 rows."""
+    rows = []
+    for m in (2, 3, 8, 13, 16, 32):
+        for name, (n, k) in LAYER.items():
+            try:
+                rows.append({"check": f"tc M={m} {name} {n}x{k}", "ok": True,
+                             "value": w4a16_tc.check(m, n, k, 128, tile=None)})
+            except AssertionError as e:
+                rows.append({"check": f"tc M={m} {name} {n}x{k}", "ok": False, "message": str(e)[:300]})
+            measure.log(f"check {rows[-1]}")
+    return rows
+
+
+def engine_bench(tokenizer: str | None, out_dir: str) -> dict:
+    """`labkit bench engine --shape llama-2-7b --weights fp16,int4 --compile`, static batches 1-32,
+    in this process (both compiled engines in one process)."""
+    from labkit.engine import bench
+
+    path = Path(out_dir) / "bench_engine.json"
+    argv = ["--shape", "llama-2-7b", "--weights", "fp16,int4", "--compile", "--mode", "static", "--no-hf",
+            "--batch-sizes", ",".join(map(str, BATCHES)), "--output-len", "32", "--max-model-len", "1024",
+            "--out", str(path)] + (["--tokenizer", tokenizer] if tokenizer else [])
+    bench.main(argv)
+    result = json.loads(path.read_text())
+    return {"command": result["command"], "static": result["static"], "ratios": result.get("ratios")}
 
 
 def decode_ms(llm, batch: int, rng: random.Random, vocab: int, steps: int = 48) -> float:
@@ -235,9 +276,14 @@ def table(result: dict) -> str:
     for r in result.get("kernels", []):
         lines.append(f"{r['kernel']:<20} {r['shape']:<36} plain {r['plain_us']:>7.2f} us  overlap {r['overlap_us']:>7.2f} us"
                      + (f"  ({100 * r['copy_frac_overlap']:.0f}% copy)" if "copy_frac_overlap" in r else ""))
+    for c in result.get("tc", []):
+        lines.append(f"check {c['check']:<40} {'ok ' + str(c.get('value')) if c['ok'] else 'FAILED ' + c['message']}")
     for r in result.get("rows", []):
         lines.append(f"M={r['m']:<3} layer linears: int4 {r['int4_total']:>7.1f} us  fp16 {r['fp16_total']:>7.1f} us  "
-                     f"{json.dumps(r['choice'])}")
+                     f"int4/fp16 {r['int4_total'] / r['fp16_total']:.2f}  tc other layout {r.get('tc_other_total', '-')} us  "
+                     f"{json.dumps(r['int4'])} {json.dumps(r['fp16'])} {json.dumps(r['choice'])}")
+    for r in result.get("bench", {}).get("static", []):
+        lines.append(f"bench engine {json.dumps(r)}")
     for w, e in result.get("engine", {}).items():
         lines.append(f"engine {w}: ms/step {json.dumps(e['ms_per_step'])}; batch 1 {e['batch1_tok_s']} tok/s = "
                      f"{100 * e['batch1_fraction_of_roofline']:.1f}% of the roofline ({e['roofline_ms']} ms)")
@@ -266,14 +312,15 @@ def main(argv: list[str] | None = None) -> int:
         path.write_text(json.dumps(result, indent=1))
 
     for part, fn in (("checks", lambda: checks(args.tokenizer)), ("kernels", lambda: kernel_rows(result["copy_gbps"])),
-                     ("engine", lambda: engine_rows(result["copy_gbps"], args.tokenizer)), ("rows", batch_rows)):
+                     ("engine", lambda: engine_rows(result["copy_gbps"], args.tokenizer)), ("tc", tc_checks),
+                     ("rows", batch_rows), ("bench", lambda: engine_bench(args.tokenizer, args.out))):
         if part in parts:
             start = time.time()
             result[part] = fn()
             result[f"{part}_s"] = round(time.time() - start, 1)
             save()
     print(table(result))
-    return 0 if all(c["ok"] for c in result.get("checks", [])) else 1
+    return 0 if all(c["ok"] for c in result.get("checks", []) + result.get("tc", [])) else 1
 
 
 if __name__ == "__main__":

@@ -32,10 +32,14 @@ def test_w4a16_gemm(m, n, k, g, tile, seed):
 
 
 @pytest.mark.parametrize("m, n, k, g, tile", [
-    (1, 64, 64, 32, (1, 1, 3, 1)),      # one warp, one block, two slabs
-    (3, 136, 160, 32, (2, 2, 3, 1)),    # N = 136: a partial block of columns; groups of 2 slabs
-    (8, 48, 512, 128, (2, 1, 8, 1)),    # 8 rows (all of the mma's B columns); 7 slabs in flight
-    (2, 200, 384, 64, (2, 3, 5, 1)),    # K over 3 blocks of 8 slabs, the ring turning mid-group
+    (1, 64, 64, 32, (1, 1, 1, 3, 1)),      # one warp, one block, two slabs
+    (3, 136, 160, 32, (2, 1, 2, 3, 1)),    # N = 136: a partial block of columns; groups of 2 slabs
+    (8, 48, 512, 128, (2, 1, 1, 8, 1)),    # 8 rows (all of the mma's B columns); 7 slabs in flight
+    (2, 200, 384, 64, (2, 1, 3, 5, 1)),    # K over 3 blocks of 8 slabs, the ring turning mid-group
+    pytest.param(13, 64, 160, 32, (1, 2, 2, 3, 1), marks=pytest.mark.slow),  # 2 B tiles, the second
+    # partial; K over 2 blocks of 5 slabs, split 3 + 2 between the block's 2 warps
+    pytest.param(32, 72, 96, 32, (1, 4, 1, 2, 1), marks=pytest.mark.slow),   # 4 B tiles; 6 slabs over
+    # 4 warps along K (2, 2, 2 and none); N = 72: a partial tile of columns
 ])
 def test_w4a16_tc(m, n, k, g, tile, seed):
     assert w4a16_tc.check(m, n, k, g, tile, seed=seed) >= 0
@@ -45,6 +49,19 @@ def test_w4a16_tc_rejects_what_it_cannot_run():
     qweight, qzeros, scales = random_int4_layer(64, 96, 96, launch.device())
     with pytest.raises(ValueError, match="power-of-two group_size"):
         w4a16_tc.w4a16_tc(torch.zeros(1, 96).half(), qweight, qzeros, scales, 96)
+    with pytest.raises(ValueError, match="1..32 rows"):
+        w4a16_tc.w4a16_tc(torch.zeros(33, 96).half(), qweight, qzeros, scales, 32)
+
+
+def test_w4a16_tc_plan():
+    """Narrow layers split K inside the block (fewer partial sums through the workspace),
+    wide ones keep 4 warps side by side; more B tiles, fewer stages and blocks per SM."""
+    assert w4a16_tc.plan(8, 4096, 4096, 128)[:2] == (1, 4)
+    assert w4a16_tc.plan(8, 22016, 4096, 128)[:2] == (4, 1)
+    for m in (1, 8, 16, 32):
+        warps_n, warps_k, splits, depth, _ = w4a16_tc.plan(m, 4096, 11008, 128)
+        assert 11008 // 16 // (splits * warps_k) >= 2 and depth - 1 <= 128 // 16
+    assert w4a16_tc.plan(32, 4096, 4096, 128)[3] < w4a16_tc.plan(8, 4096, 4096, 128)[3]
 
 
 def test_dequant_is_exact(seed):
@@ -64,14 +81,14 @@ def test_dispatch_choice():
     assert dispatch.choose(2, 12288, 4096, 128) == "tc"
     assert dispatch.choose(2, 11008, 4096, 128) == "gemm"
     assert dispatch.choose(4, 11008, 4096, 128) == "tc"
-    assert dispatch.choose(16, 22016, 4096, 128) == "tc"           # two launches of 8 rows
+    assert dispatch.choose(16, 22016, 4096, 128) == "tc"           # one launch of 16 rows
     assert dispatch.choose(16, 4096, 11008, 128) == "gemm"
     assert dispatch.choose(dispatch.GEMM_UP_TO + 1, 4096, 4096, 128) == "dequant_matmul"
     assert dispatch.choose(1, 4096, 4096, 48) == "dequant_matmul"  # group size not a multiple of 32
 
 
 @pytest.mark.parametrize("kernel, m", [("gemv", 1), ("gemm", 3), ("gemm", 11), ("tc", 5),
-                                       pytest.param("tc", 11, marks=pytest.mark.slow),   # two launches
+                                       pytest.param("tc", 11, marks=pytest.mark.slow),   # two B tiles
                                        ("dequant_matmul", 4), ("torch", 2)])
 def test_w4a16_linear_paths(kernel, m, seed):
     gen = torch.Generator().manual_seed(seed)
