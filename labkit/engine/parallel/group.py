@@ -27,6 +27,7 @@ import sys
 import threading
 import time
 import weakref
+from contextlib import contextmanager
 from datetime import timedelta
 from multiprocessing.connection import wait
 
@@ -109,9 +110,18 @@ class TensorParallel:
     def attach(self, runner) -> None:
         """Rank 0 hands every step to the other ranks before running its own share."""
         if self.rank == 0:
-            runner.share = self.broadcast
+            runner.share = self.run_step
 
     # ------------------------------------------------------------------ steps
+    def run_step(self, step, execute):
+        """Rank 0: broadcast the step, run it, and hold a Ctrl-C until it is over: a rank 0
+        that stopped between two collectives would leave the others waiting in one, out of
+        step for good (steps that run in a background thread, as the server's do, are never
+        interrupted)."""
+        with _ctrl_c_held():
+            self.broadcast(step)
+            return execute(step)
+
     def broadcast(self, step) -> None:
         dist.broadcast_object_list([step], src=0, group=self.control)
 
@@ -184,6 +194,22 @@ def preflight(model: str | Llama, weights: str | None, tp: int, device: torch.de
     if weights == "int4":   # the group sizes of labkit.engine.weights
         group, int4 = (32 if device.type == "cpu" else 128), True
     check_split(config, tp, group, int4)
+
+
+@contextmanager
+def _ctrl_c_held():
+    """Ctrl-C (SIGINT) delivered at the end of the block instead of inside it (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list = []
+    previous = signal.signal(signal.SIGINT, lambda *_: caught.append(True))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
+        if caught:
+            signal.raise_signal(signal.SIGINT)
 
 
 def rank_device(device: str | None, rank: int) -> torch.device:
