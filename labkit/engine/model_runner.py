@@ -175,7 +175,7 @@ class ModelRunner:
         self.graphs: dict[int, tuple] = {}   # bucket -> (graph, static inputs, their pinned host copies, logits)
         self.decode_forward = self.forward
         self.event_pairs: list | None = None   # set to [] to time graph replays on the GPU (bench)
-        self.share = None   # tensor parallelism: hands each step to the other ranks (labkit.engine.parallel)
+        self.share = None   # tensor parallelism: runs each step on every rank (labkit.engine.parallel)
         if compile:   # fuse the small element-wise kernels of the decode step (see labkit.engine.ops)
             ops.route_quant_linears(model)
             # on a GPU the batch size turns symbolic after the first recompile; a CPU's steps also
@@ -251,7 +251,7 @@ class ModelRunner:
     def run(self, batch: Batch) -> tuple[torch.Tensor, list[Sequence]]:
         step, sampling = self.prepare(batch)
         if self.share is not None:
-            self.share(step)
+            return self.share(step, self.execute), sampling
         return self.execute(step), sampling
 
     @torch.inference_mode()
