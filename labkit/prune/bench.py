@@ -5,7 +5,7 @@
   influence, by perplexity, and as the last or random layers, and width pruning: perplexity,
   KL and top-1 against the dense model on the evaluation text (the dense logits computed
   once), and the targets met or not.
-- `compose`: prune, then AWQ W4 g128 (Wanda and SparseGPT at 2:4), against each step alone.
+- `compose`: Wanda 2:4, then AWQ W4 g128, against each step alone.
 - `speed` (this CPU): structured variants (fewer layers, narrower layers) against the
   unpruned model in the same run: parameters, weight MiB, batch-1 decode tokens/s through
   the engine's fastest CPU path (`LLM(compile=True)`), in alternating rounds.
@@ -285,8 +285,7 @@ def compose(model, tokenizer, max_tokens: int | None = 2048, calib_samples: int 
     calib = calibration_ids(tokenizer, None, calib_samples, 512)
     rows = []
     for name, method, pattern, awq in [("AWQ W4 g128", None, None, True), ("Wanda 2:4", "wanda", "2:4", False),
-                                       ("Wanda 2:4, then AWQ W4 g128", "wanda", "2:4", True),
-                                       ("SparseGPT 2:4, then AWQ W4 g128", "sparsegpt", "2:4", True)]:
+                                       ("Wanda 2:4, then AWQ W4 g128", "wanda", "2:4", True)]:
         m, t0 = copy.deepcopy(model), time.perf_counter()
         if method:
             prune_oneshot(m, calib, method, pattern=pattern)
