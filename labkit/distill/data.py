@@ -48,8 +48,8 @@ def teacher_answers(model: Llama, tokenizer: Tokenizer, teacher: str, prompt_lis
                     show_progress: bool = True) -> list[list[int]]:
     """Token ids of chat prompt + teacher answer, one list per prompt, generated once and cached.
 
-    `model` is handed to an `LLM` engine, which merges its projections in place (the same
-    function, fewer matmuls)."""
+    On a CPU `model` is handed to an `LLM` engine, which merges its projections in place (the
+    same function, fewer matmuls); on a GPU the engine loads `teacher` in float16 for its kernels."""
     settings = {"max_tokens": max_tokens, "temperature": temperature, "seed": seed}
     path = Path(cache) / f"teacher-{teacher_key(teacher, prompt_list, settings)}.json"
     if path.is_file():
@@ -60,10 +60,13 @@ def teacher_answers(model: Llama, tokenizer: Tokenizer, teacher: str, prompt_lis
     chats = [tokenizer.encode_chat([{"role": "user", "content": p}]) for p in prompt_list]
     params = [SamplingParams(temperature=temperature, top_p=0.9, max_tokens=max_tokens, seed=seed + i)
               for i in range(len(chats))]
-    with torch.inference_mode():
-        llm = LLM(model, tokenizer=tokenizer, max_batch_size=64, max_model_len=max(map(len, chats)) + max_tokens + 1)
-        outputs = llm.generate(chats, params, use_tqdm=show_progress)
-        llm.close()
+    limit = max(map(len, chats)) + max_tokens + 1
+    if model.lm_head.weight.is_cuda:   # the engine's GPU path: its own float16 copy and the Numba kernels
+        llm = LLM(teacher, device=str(model.lm_head.weight.device), backend="numba", max_batch_size=64, max_model_len=limit)
+    else:
+        llm = LLM(model, tokenizer=tokenizer, max_batch_size=64, max_model_len=limit)
+    outputs = llm.generate(chats, params, use_tqdm=show_progress)
+    llm.close()
     eos = sorted(model.config.eos_ids)
     sequences = [chat + out.token_ids + ([eos[0]] if eos and out.finish_reason == "length" else [])
                  for chat, out in zip(chats, outputs)]
