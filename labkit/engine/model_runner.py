@@ -18,10 +18,11 @@ hundreds of small launches, and replaying them costs a few microseconds instead 
 launch. With `compile=True` the decode step is first run through `torch.compile` (see `ops`):
 on a GPU before graph capture; on a CPU, where there are no graphs, decode-only steps then
 run the compiled step itself (shapes marked dynamic, so a growing context does not
-recompile), which fuses the small operations and drops the Python between them: on the
-embedded model, int4, batch 1, 2 cores, 7.9-8.4 instead of 13.6-15 ms per step, after about a
-minute of compiling for each kind of step (batch 1, a few rows, many rows). A compiled step
-checks only the guards on its inputs (`_guards_on_inputs`).
+recompile), which fuses the small operations and drops the Python between them, the larger
+part of a small model's step on a CPU (figures in docs/benchmarks.md). Each kind of step
+(batch 1; several rows) compiles once, which `LLM.warmup` does up front. A compiled step
+checks only the guards on its inputs (`_guards_on_inputs`), and each runner compiles its
+own copy of the code (`_own_code`).
 Steps that carry a prefill chunk always run eagerly (their structure varies step to step).
 """
 from __future__ import annotations
@@ -121,9 +122,8 @@ class PagedAttention:
     def decode(self, layer: int, q: torch.Tensor) -> torch.Tensor:
         """One query per sequence, q [B, H, D], against its cached keys. The query heads that
         share a KV head go in as that head's rows of queries (no mask between them: they sit
-        at the same position), so SDPA reads each K/V row once for the whole group; on a CPU at
-        batch 1 this is 2-3x faster than SDPA's own GQA or float32 matmuls (bf16, 64-1000 tokens,
-        the embedded model's heads), and in the engine no slower at batches of 8 and 32."""
+        at the same position), so SDPA reads each K/V row once for the whole group: on a CPU at
+        batch 1 faster than SDPA's own GQA or float32 matmuls, and no slower at larger batches."""
         B, H, D = q.shape
         k, v = self.kv.read(layer, self.read_rows)      # [B, H_kv, S, D]
         q = q.view(B, k.shape[1], H // k.shape[1], D)
@@ -134,8 +134,8 @@ def _causal(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """q [H, n, D] are the last n of the S keys [H_kv, S, D]: query i sees keys 0 .. S - n + i.
 
     Called with a batch dimension: given 3-D inputs, SDPA on a GPU falls back to its
-    unfused "math" implementation (seen on an H100: half a millisecond of host time and a
-    materialized score matrix per layer and chunk)."""
+    unfused "math" implementation (host time and a materialized score matrix per layer and
+    chunk)."""
     n, S = q.shape[1], k.shape[1]
     mask = torch.ones(n, S, dtype=torch.bool, device=q.device).tril(S - n) if n > 1 else None
     return attention(q[None], k[None], v[None], mask)[0]
@@ -348,9 +348,8 @@ def _guards_on_inputs(entries: list) -> list[bool]:
 
     Before running a compiled function, Dynamo checks that everything it read while tracing
     is as it was. Here that is mostly the model (every layer's weights and attributes) and the
-    KV cache, which the engine owns and never changes after it is built; checking them took
-    ~0.9 ms of a 10 ms CPU decode step (embedded model, int4, 2 cores, under the profiler),
-    dropping them ~0.35 ms is left. Guards on the step's inputs stay: a step whose kind
+    KV cache, which the engine owns and never changes after it is built; checking them cost
+    a tenth of a small model's CPU decode step. Guards on the step's inputs stay: a step whose kind
     differs (a mask or none, other sizes) must still pick or compile its own graph.
     """
     kept = torch.compiler.skip_guard_on_all_nn_modules_unsafe(entries)

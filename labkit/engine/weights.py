@@ -27,9 +27,10 @@ GPU_INT4_GROUP = 128
 
 
 def is_quantized(model: nn.Module) -> bool:
+    from labkit.quant.cpu import PackedLinear
     from labkit.quant.qlinear import QuantLinear
 
-    return any(isinstance(m, QuantLinear) for m in model.modules())
+    return any(isinstance(m, (QuantLinear, PackedLinear)) for m in model.modules())
 
 
 def cpu_has_bf16() -> bool:

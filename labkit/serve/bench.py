@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     kwargs = engine_kwargs(args)
     specs = [args.model, *args.models]
     engines = {spec: build_engine(spec, **kwargs) for spec in specs}
-    prompts = chat_prompts(engines[args.model].tokenizer, len(QUESTIONS))
+    prompts = chat_prompts(engines[args.model].tokenizer, 4)   # the baselines' questions (batch 1, one by one)
     runs: dict[str, list] = {spec: [] for spec in specs}
     base: dict[str, list[float]] = {b: [] for b in args.baselines}
     for _ in range(args.rounds):

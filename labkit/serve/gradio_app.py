@@ -221,8 +221,8 @@ def build_demo(model: str = "embedded", llm=None, engine_kwargs: dict | None = N
         shown = turns + [{"role": "assistant", "content": ""}]
         yield "", shown, shown, answer_panel(None)
         try:
-            key = engines.key or "fp"
-            llm = await engines.aget(key)   # the live model (built on the first message if there is none)
+            key = engines.key or engines.preparing or "fp"
+            llm = await engines.aget(key)   # the live model (the first message waits for one, or builds it)
             params = SamplingParams(temperature=float(temperature), top_p=float(top_p), max_tokens=int(max_tokens),
                                     repetition_penalty=float(repetition_penalty))
             text, stats = "", None
