@@ -191,8 +191,10 @@ def preflight(model: str | Llama, weights: str | None, tp: int, device: torch.de
         if "quantization_config" in raw:
             bits, group, _ = quant_settings(raw)
             int4 = bits == 4
-    if weights == "int4":   # the group sizes of labkit.engine.weights
-        group, int4 = (32 if device.type == "cpu" else 128), True
+    if weights == "int4":   # the groups labkit.engine.weights quantizes in
+        from labkit.engine.weights import CPU_INT4_GROUP, GPU_INT4_GROUP
+
+        group, int4 = (CPU_INT4_GROUP if device.type == "cpu" else GPU_INT4_GROUP), True
     check_split(config, tp, group, int4)
 
 
