@@ -36,6 +36,9 @@ def test_a_run_lowers_kl_and_leaves_a_model_folder(pair, tmp_path):
     assert model.config.num_hidden_layers == 2
     config = json.loads((work / "config.json").read_text())
     assert config["labkit"]["source"] == teacher and config["labkit"]["method"] == "distill"
+    from labkit.eval.cli import default_reference
+
+    assert default_reference(str(work)) == teacher   # `labkit eval DIR` compares against the teacher
     curve = json.loads((work / "run" / "curve.json").read_text())
     assert [c["step"] for c in curve["curve"]] == list(range(1, 7))
     assert [e["step"] for e in curve["evals"]] == [0, 3, 6]
