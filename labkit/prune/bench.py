@@ -366,6 +366,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="which parts to run (default: quality, compose and speed; sparse24 too on a GPU)")
     p.add_argument("--model", default="embedded", help="the full-precision MODEL to prune (default embedded)")
     p.add_argument("--max-tokens", type=int, default=2048, help="evaluation tokens per row (default 2048)")
+    p.add_argument("--methods", nargs="+", choices=ONESHOT, default=list(ONESHOT), help="quality: one-shot methods")
+    p.add_argument("--no-structured", action="store_true", help="quality: skip the depth and width rows")
     p.add_argument("--calib-samples", type=int, default=4, help="512-token calibration windows (default 4)")
     p.add_argument("--rounds", type=int, default=3, help="speed: alternating rounds (default 3)")
     p.add_argument("--eager", action="store_true", help="speed: the eager engine instead of the compiled one")
@@ -386,7 +388,9 @@ def main(argv: list[str] | None = None) -> int:
         model, tokenizer = load_model(args.model)
         result["model"] = args.model
     if "quality" in parts:
-        result["quality"] = quality(model, tokenizer, args.max_tokens, args.calib_samples, log=log)
+        structured = {"depth_ratios": (), "widths": ()} if args.no_structured else {}
+        result["quality"] = quality(model, tokenizer, args.max_tokens, args.calib_samples, args.methods, log=log,
+                                    **structured)
         tables.append(quality_table(result["quality"]))
     if "compose" in parts:
         result["compose"] = compose(model, tokenizer, args.max_tokens, args.calib_samples, log=log)
