@@ -3,14 +3,14 @@
 Which kernel wins depends on M, the rows of X (tokens in the step):
 
 - M = 1 (decode, batch 1): memory-bound; the GEMV streams int4 at close to copy bandwidth.
-- M = 2..GEMM_UP_TO: still few flops per weight byte; the GEMM dequantizes each weight once
-  and reuses it for every row (8 rows per launch, so M = 9..16 takes two launches). On
-  wide layers the tensor-core kernel (w4a16_tc.py) is faster: from M = 4 when N >= 2K (the
-  gate/up projection, 11008 x 4096), from M = 2 when N >= 3K (fused QKV, the LM head), and
-  for M = 9..16 as two launches of up to 8 rows (twice its 8-row time is about half the
-  GEMM's two launches on the fused q/k/v and gate/up layers). Its multiply-adds run in mma
-  instructions, where the GEMM's FMAs grow with M; on narrow layers it must split K over
-  many blocks, and their M x N partial sums cost more than it saves.
+- M = 2..TC_UP_TO: still few flops per weight byte; the tensor-core kernel (w4a16_tc.py)
+  loads and dequantizes each weight once per launch and multiplies it with up to 32 rows
+  in mma instructions (its warps split K inside the block, so the split-K partial sums
+  stay few). At 2-3 rows on narrow layers (N < 3K) the CUDA-core GEMM (w4a16_gemm.py, one
+  fp32 FMA per weight and row) is faster, and it takes the group sizes the tensor-core
+  kernel does not (not a power of two). From about 16 rows a layer's int4 linears are
+  slower than fp16 cuBLAS on the same layer (docs/benchmarks.md): the kernel's 4-byte loads
+  keep too few bytes in flight once the accumulators take the registers.
 - Larger M (prefill, big batches): compute-bound; dequantize to fp16 once and let cuBLAS
   run the matmul on tensor cores.
 
@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from labkit.kernels.packing import dequantize_int4
 
 GEMM_UP_TO = 16  # largest M for which the GEMM beat dequantize + matmul (docs/benchmarks.md)
+TC_UP_TO = 32  # one tensor-core launch (w4a16_tc.MAX_ROWS)
 KERNELS = ("gemv", "gemm", "tc", "dequant_matmul", "torch")
 
 
@@ -36,8 +37,7 @@ def choose(m: int, n: int, k: int, group_size: int) -> str:
         return "dequant_matmul"
     if m == 1 and n % 32 == 0:
         return "gemv"
-    wide = n >= 3 * k or (m >= 4 and n >= 2 * k)
-    if 2 <= m <= GEMM_UP_TO and wide and group_size & (group_size - 1) == 0:
+    if 2 <= m <= TC_UP_TO and (m >= 4 or n >= 3 * k) and group_size & (group_size - 1) == 0:
         return "tc"
     if m <= GEMM_UP_TO:
         return "gemm"

@@ -206,6 +206,7 @@ def make_kernel(tiles: int, warps_n: int, warps_k: int, depth: int, min_blocks: 
     is computed)."""
     warps = warps_n * warps_k
     buf_words = (4 + 2 * tiles) * depth
+    acc_words, red_rows = 16 * tiles, ROWS_PER_MMA * tiles  # array sizes must be constants
     width = warps_n * TILE  # the block's columns
     fill = L.unrolled(lambda stage: fill_stage(stage, tiles), depth - 1)
     turn = L.unrolled(lambda stage: turn_stage(stage, depth, tiles), depth)
@@ -229,7 +230,7 @@ def make_kernel(tiles: int, warps_n: int, warps_k: int, depth: int, min_blocks: 
         s0 = b0 + wk * share
         s1 = min(s0 + share, b1)
 
-        acc = cuda.local.array(16 * tiles, float32)
+        acc = cuda.local.array(acc_words, float32)
         buf = cuda.local.array(buf_words, uint32)
         raw = cuda.local.array(10, uint32)  # two groups' zero and scale words, by group parity
         zc = cuda.local.array(8, uint32)
@@ -256,7 +257,7 @@ def make_kernel(tiles: int, warps_n: int, warps_k: int, depth: int, min_blocks: 
         # lane (g, t) holds D[g, 2t:2t+2] and D[g+8, 2t:2t+2] of mma j: columns 2j, 2j + 1 x rows
         # of tile b. The warps along K add up in shared memory, one after the other (the same
         # order every time: deterministic), and the block writes whole rows of its columns.
-        red = cuda.shared.array((8 * tiles, width), float32)
+        red = cuda.shared.array((red_rows, width), float32)
         for turn_k in range(warps_k):
             if wk == turn_k:
                 for b in range(tiles):
@@ -288,21 +289,23 @@ def make_kernel(tiles: int, warps_n: int, warps_k: int, depth: int, min_blocks: 
 def plan(m: int, n: int, k: int, group_size: int, warps_n: int | None = None) -> tuple[int, int, int, int, int]:
     """(warps_n, warps_k, splits, depth, min_blocks) for M rows on an N x K layer.
 
-    Blocks of 4 warps. On wide layers (N >= 2K) they sit side by side along N (4 x 32 bytes:
-    each row of a slab is read as whole 128-byte lines); on narrow ones they split K inside
-    the block, so that fewer blocks split it through the workspace, whose M x N partial sums
-    per split grow with M. As many blocks along K as make one full wave (each warp with at
-    least 2 slabs): a wave and a quarter ran much slower than one wave. Registers: the
-    accumulators grow by 16 per B tile, so more tiles take fewer stages in flight and fewer
-    blocks per SM; at most two groups' constants may be pending. `warps_n` (1, 2 or 4)
-    overrides the layout.
+    Blocks of 4 warps. They split K inside the block (adding up in shared memory), so that
+    fewer blocks split it through the workspace, whose M x N partial sums per split grow
+    with M; unless the columns alone, one warp's 64 per block, make more than a wave of
+    blocks: then the 4 warps sit side by side along N (each row of a slab read as whole
+    128-byte lines) and blocks along K fill the wave. Each warp gets at least 2 slabs, and
+    a wave and a quarter ran much slower than one wave. The accumulators grow by 16
+    registers per B tile, so more tiles take fewer stages in flight and fewer blocks per
+    SM; at most two groups' constants may be pending. `warps_n` (1, 2 or 4) overrides
+    the layout.
     """
     tiles = -(-m // ROWS_PER_MMA)
-    warps_n = warps_n or (4 if n >= 2 * k else 1)
-    warps_k = 4 // warps_n
     depth, min_blocks = {1: (8, 4), 2: (5, 3)}.get(tiles, (3, 2))
+    wave = min_blocks * L.sm_count()
+    warps_n = warps_n or (1 if -(-n // TILE) <= wave else 4)
+    warps_k = 4 // warps_n
     col_tiles = -(-n // (TILE * warps_n))
-    splits = max(1, min(k // SLAB // (2 * warps_k), min_blocks * L.sm_count() // col_tiles))
+    splits = max(1, min(k // SLAB // (2 * warps_k), wave // col_tiles))
     return warps_n, warps_k, splits, min(depth, group_size // SLAB + 1), min_blocks
 
 

@@ -169,9 +169,10 @@ def batch_rows() -> list[dict]:
 
 
 def tc_checks() -> list[dict]:
-    """The tensor-core kernel (its plan) against float64 on each layer shape at 2-32 rows."""
+    """The tensor-core kernel (its plan) against float64 on each layer shape at 2-32 rows (1, 2
+    and 4 B tiles, the last one partial)."""
     rows = []
-    for m in (2, 3, 8, 13, 16, 32):
+    for m in (2, 13, 32):
         for name, (n, k) in LAYER.items():
             try:
                 rows.append({"check": f"tc M={m} {name} {n}x{k}", "ok": True,

@@ -54,10 +54,12 @@ def test_w4a16_tc_rejects_what_it_cannot_run():
 
 
 def test_w4a16_tc_plan():
-    """Narrow layers split K inside the block (fewer partial sums through the workspace),
-    wide ones keep 4 warps side by side; more B tiles, fewer stages and blocks per SM."""
+    """The warps split K inside the block unless the columns alone fill a wave of blocks;
+    more B tiles, fewer stages and blocks per SM."""
     assert w4a16_tc.plan(8, 4096, 4096, 128)[:2] == (1, 4)
-    assert w4a16_tc.plan(8, 22016, 4096, 128)[:2] == (4, 1)
+    assert w4a16_tc.plan(8, 12288, 4096, 128)[:2] == (1, 4)
+    assert w4a16_tc.plan(8, 22016, 4096, 128)[:2] == (1, 4)    # 344 blocks: under a wave of 4 x 132
+    assert w4a16_tc.plan(32, 22016, 4096, 128)[:2] == (4, 1)   # over a wave of 2 x 132
     for m in (1, 8, 16, 32):
         warps_n, warps_k, splits, depth, _ = w4a16_tc.plan(m, 4096, 11008, 128)
         assert 11008 // 16 // (splits * warps_k) >= 2 and depth - 1 <= 128 // 16
@@ -76,14 +78,15 @@ def test_w8a16_gemv(n, k, g, seed):
 def test_dispatch_choice():
     assert dispatch.choose(1, 4096, 4096, 128) == "gemv"
     assert dispatch.choose(1, 40, 4096, 128) == "gemm"            # N % 32 != 0: no 16-byte loads
-    assert dispatch.choose(4, 4096, 4096, 128) == "gemm"
-    assert dispatch.choose(8, 12288, 4096, 128) == "tc"            # wide layers: tensor cores
-    assert dispatch.choose(2, 12288, 4096, 128) == "tc"
-    assert dispatch.choose(2, 11008, 4096, 128) == "gemm"
-    assert dispatch.choose(4, 11008, 4096, 128) == "tc"
-    assert dispatch.choose(16, 22016, 4096, 128) == "tc"           # one launch of 16 rows
-    assert dispatch.choose(16, 4096, 11008, 128) == "gemm"
-    assert dispatch.choose(dispatch.GEMM_UP_TO + 1, 4096, 4096, 128) == "dequant_matmul"
+    assert dispatch.choose(2, 4096, 4096, 128) == "gemm"           # 2-3 rows on narrow layers: the GEMM
+    assert dispatch.choose(3, 4096, 11008, 128) == "gemm"
+    assert dispatch.choose(2, 12288, 4096, 128) == "tc"            # ... on wide ones: tensor cores
+    for m in (4, 8, 16, dispatch.TC_UP_TO):                        # from 4 rows: tensor cores everywhere
+        assert dispatch.choose(m, 4096, 4096, 128) == "tc"
+        assert dispatch.choose(m, 22016, 4096, 128) == "tc"
+    assert dispatch.choose(4, 4096, 4032, 96) == "gemm"            # a group size the tensor cores do not take
+    assert dispatch.choose(dispatch.GEMM_UP_TO + 1, 4096, 4032, 96) == "dequant_matmul"
+    assert dispatch.choose(dispatch.TC_UP_TO + 1, 4096, 4096, 128) == "dequant_matmul"
     assert dispatch.choose(1, 4096, 4096, 48) == "dequant_matmul"  # group size not a multiple of 32
 
 
