@@ -102,7 +102,7 @@ def dispatch_rows(quick: bool) -> list[dict]:
             x = torch.randn(m, k, device="cuda").half()
             times = {}
             for kernel in ("gemv", "gemm", "tc", "dequant_matmul"):
-                if (kernel == "gemv") != (m == 1) or (kernel == "tc" and m > dispatch.GEMM_UP_TO):
+                if (kernel == "gemv") != (m == 1) or (kernel == "tc" and m > dispatch.TC_UP_TO):
                     continue
                 times[kernel] = measure.time_us(
                     lambda i: dispatch.w4a16_linear(x, *layers[i], 128, kernel=kernel), len(layers))
