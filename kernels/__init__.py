@@ -7,7 +7,7 @@ Each kernel file reads the same way: reference (torch) -> kernel (Numba) -> laun
 - packing.py        the int4 layout shared by the quantizer and the kernels (pure torch)
 - w4a16_gemv.py     int4 weights x one fp16 row, near the memory-bandwidth limit
 - w4a16_gemm.py     int4 weights x 2..8 rows
-- w4a16_tc.py       int4 weights x 1..8 rows on tensor cores (mma.sync)
+- w4a16_tc.py       int4 weights x 1..32 rows on tensor cores (mma.sync)
 - dequant.py        int4 -> fp16 weights, for large batches (then cuBLAS)
 - dispatch.py       w4a16_linear / w8a16_linear: the kernel for the number of rows
 - w8a16_gemv.py     int8 weights x one fp16 row
