@@ -37,8 +37,10 @@ test: setup
 demo: setup
 	$(VENV)/bin/labkit chat
 
+# 127.0.0.1 only (the token is printed); --allow-root: containers and cloud machines run as root,
+# and for anyone else the flag changes nothing.
 lab: setup
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --allow-root notebooks/
 
 bench-kernels: setup
 	$(VENV)/bin/labkit bench kernels
