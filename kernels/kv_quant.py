@@ -55,20 +55,21 @@ def write_reference(cache: torch.Tensor, scale_zero: torch.Tensor | None, slots:
     if bits == 16:
         cache[blocks, :, offsets] = x.to(cache.dtype)
     else:
-        codes, sz = quantize_reference(x, bits)
+        codes, pairs = quantize_reference(x, bits)
         cache[blocks, :, offsets] = codes
-        scale_zero[blocks, :, offsets] = sz
+        scale_zero[blocks, :, offsets] = pairs
 
 
 @L.kernel(threads=32 * WARPS)
-def write_kernel(k_new, v_new, slots, bits, k_cache, v_cache, k_sz, v_sz):
+def write_kernel(k_new, v_new, slots, bits, k_cache, v_cache, k_scale_zero, v_scale_zero):
     # k_new/v_new: fp16 [T, H_kv, D]; caches [blocks, H_kv, block_size, D or D/2] (fp16 or uint8);
-    # k_sz/v_sz: the (scale, zero) pairs, fp16 [blocks, H_kv, block_size, 2]; blockIdx.y picks K (0) or V (1)
+    # k_scale_zero/v_scale_zero: the (scale, zero) pairs, fp16 [blocks, H_kv, block_size, 2];
+    # blockIdx.y picks K (0) or V (1)
     n_tokens, kv_heads, head_dim = k_new.shape
     block_size = k_cache.shape[2]
     row = cuda.blockIdx.x * WARPS + cuda.threadIdx.x // 32
     lane = cuda.threadIdx.x % 32
-    src, cache, sz = (k_new, k_cache, k_sz) if cuda.blockIdx.y == 0 else (v_new, v_cache, v_sz)
+    src, cache, scale_zero = (k_new, k_cache, k_scale_zero) if cuda.blockIdx.y == 0 else (v_new, v_cache, v_scale_zero)
     token, head = row // kv_heads, row % kv_heads
     if row >= n_tokens * kv_heads:
         token = 0  # idle warps still join the shuffles below; they write nothing
@@ -89,7 +90,7 @@ def write_kernel(k_new, v_new, slots, bits, k_cache, v_cache, k_sz, v_sz):
             scale = float32(float16(max((hi - lo) / qmax, float32(1e-6))))
             zero = float32(float16(-lo / scale))
             if lane == 0:
-                sz[blk, head, off, 0], sz[blk, head, off, 1] = scale, zero
+                scale_zero[blk, head, off, 0], scale_zero[blk, head, off, 1] = scale, zero
             for pair in range(lane, head_dim // 2, 32):
                 a = min(max(ptx.rint(float32(src[token, head, 2 * pair]) / scale + zero), float32(0)), qmax)
                 b = min(max(ptx.rint(float32(src[token, head, 2 * pair + 1]) / scale + zero), float32(0)), qmax)
@@ -116,11 +117,9 @@ def write_kv(k_new: torch.Tensor, v_new: torch.Tensor, slots: torch.Tensor, k_ca
     if n_tokens == 0:
         return
     if bits == 16:  # fp16 caches have no scales: a placeholder of the same type fills those slots
-        k_sz = v_sz = L.workspace("kv_quant.no_scales", (1, 1, 1, 2), torch.float16, k_new.device)
-    else:
-        k_sz, v_sz = k_scale_zero, v_scale_zero
+        k_scale_zero = v_scale_zero = L.workspace("kv_quant.no_scales", (1, 1, 1, 2), torch.float16, k_new.device)
     L.launch(write_kernel, (-(-n_tokens * kv_heads // WARPS), 2), (32 * WARPS,), k_new.contiguous(),
-             v_new.contiguous(), slots, bits, k_cache, v_cache, k_sz, v_sz)
+             v_new.contiguous(), slots, bits, k_cache, v_cache, k_scale_zero, v_scale_zero)
 
 
 def paged_attention_quant(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
@@ -159,15 +158,16 @@ def check_write(bits: int, n_tokens: int = 5, kv_heads: int = 2, head_dim: int =
     shape = (blocks, kv_heads, block_size, width)
     fill = float("nan") if bits == 16 else 0xAB
     want = [torch.full(shape, fill, dtype=dtype) for _ in range(2)]
-    sz_want = [torch.full((blocks, kv_heads, block_size, 2), float("nan"), dtype=torch.float16) for _ in range(2)]
-    for cache, sz, x in zip(want, sz_want, (k, v)):
-        write_reference(cache, sz, slots, x, bits)
+    pairs_shape = (blocks, kv_heads, block_size, 2)
+    scale_zero_want = [torch.full(pairs_shape, float("nan"), dtype=torch.float16) for _ in range(2)]
+    for cache, scale_zero, x in zip(want, scale_zero_want, (k, v)):
+        write_reference(cache, scale_zero, slots, x, bits)
     got = [torch.full(shape, fill, dtype=dtype, device=dev) for _ in range(2)]
-    sz_got = [torch.full((blocks, kv_heads, block_size, 2), float("nan"), dtype=torch.float16, device=dev)
-              for _ in range(2)]
-    write_kv(k.to(dev), v.to(dev), slots.to(dev), got[0], got[1], sz_got[0], sz_got[1], bits)
+    scale_zero_got = [torch.full(pairs_shape, float("nan"), dtype=torch.float16, device=dev) for _ in range(2)]
+    write_kv(k.to(dev), v.to(dev), slots.to(dev), got[0], got[1], scale_zero_got[0], scale_zero_got[1], bits)
     for name, g, w in (("k", got[0], want[0]), ("v", got[1], want[1]),
-                       ("k scale/zero", sz_got[0], sz_want[0]), ("v scale/zero", sz_got[1], sz_want[1])):
+                       ("k scale/zero", scale_zero_got[0], scale_zero_want[0]),
+                       ("v scale/zero", scale_zero_got[1], scale_zero_want[1])):
         if bits == 16 and "scale" in name:
             continue
         same = (g.cpu() == w) | (torch.isnan(g.cpu().float()) & torch.isnan(w.float()))

@@ -204,21 +204,23 @@ def make_kernel(head_dim: int, block_size: int, heads: int, bits: int, warps: in
             words[at] = ptx.load_u32(cache, index)
 
     @cuda.jit(device=True, inline="always")
-    def load_tile(k_cache, v_cache, k_sz, v_sz, row0, t0, lt, tok, kw, vw, ksz, vsz):
+    def load_tile(k_cache, v_cache, k_scale_zero, v_scale_zero, row0, t0, lt, tok, kw, vw, k_pair, v_pair):
         """Issue every load of one tile: K and V rows (and scale/zero words) of its tokens."""
         for st in range(steps):
             t = min(t0 + st * tpw + tok, block_size - 1)
             load(k_cache, (row0 + t) * row_words + lt * wpl, kw, st * wpl)
             load(v_cache, (row0 + t) * row_words + lt * wpl, vw, st * wpl)
             if quantized:
-                ksz[st] = ptx.load_u32(k_sz, row0 + t)
-                vsz[st] = ptx.load_u32(v_sz, row0 + t)
+                k_pair[st] = ptx.load_u32(k_scale_zero, row0 + t)
+                v_pair[st] = ptx.load_u32(v_scale_zero, row0 + t)
 
     @L.kernel(threads=32 * warps, min_blocks=min_blocks, fastmath=True)
-    def attention(q, k_cache, v_cache, k_sz, v_sz, block_tables, context_lens, scale_log2, partition, magic,
+    def attention(q, k_cache, v_cache, k_scale_zero, v_scale_zero, block_tables, context_lens, scale_log2,
+                  partition, magic,
                   out, m_part, l_part, acc_part, counters):
         # q: fp16 [B, H, D] as int32 pairs; caches: [blocks, H_kv, block_size, row_words] int32;
-        # k_sz/v_sz: the fp16 (scale, zero) pairs as int32 [blocks, H_kv, block_size] (quantized only)
+        # k_scale_zero/v_scale_zero: the fp16 (scale, zero) pairs as int32 [blocks, H_kv, block_size]
+        # (quantized only)
         n_heads = q.shape[1]
         kv_heads = k_cache.shape[1]
         group = n_heads // kv_heads
@@ -244,12 +246,12 @@ def make_kernel(head_dim: int, block_size: int, heads: int, bits: int, warps: in
         score = cuda.local.array(hs, float32)
         kw = cuda.local.array(kv_words, uint32)  # K and V words of the current tile
         vw = cuda.local.array(kv_words, uint32)
-        ksz = cuda.local.array(steps, uint32)  # their (scale, zero) words, one per load step
-        vsz = cuda.local.array(steps, uint32)
+        k_pair = cuda.local.array(steps, uint32)  # their (scale, zero) words, one per load step
+        v_pair = cuda.local.array(steps, uint32)
         kw_next = cuda.local.array(kv_words, uint32)
         vw_next = cuda.local.array(kv_words, uint32)
-        ksz_next = cuda.local.array(steps, uint32)
-        vsz_next = cuda.local.array(steps, uint32)
+        k_pair_next = cuda.local.array(steps, uint32)
+        v_pair_next = cuda.local.array(steps, uint32)
         vals = cuda.local.array(E, float32)
         qw = cuda.local.array(4, uint32)
         for h in range(heads):
@@ -273,19 +275,21 @@ def make_kernel(head_dim: int, block_size: int, heads: int, bits: int, warps: in
         n_tiles = max(0, ((end + block_size - 1) // block_size - first - warp + warps - 1) // warps) * tiles
         if n_tiles > 0:
             blk = first + warp
-            load_tile(k_cache, v_cache, k_sz, v_sz, (block_tables[b, blk] * kv_heads + kv_head) * block_size,
-                      0, lt, tok, kw_next, vw_next, ksz_next, vsz_next)
+            load_tile(k_cache, v_cache, k_scale_zero, v_scale_zero,
+                      (block_tables[b, blk] * kv_heads + kv_head) * block_size,
+                      0, lt, tok, kw_next, vw_next, k_pair_next, v_pair_next)
         for j in range(n_tiles):
             for i in range(kv_words):  # the tile loaded last round becomes the current one
                 kw[i], vw[i] = kw_next[i], vw_next[i]
             for st in range(steps):
-                ksz[st], vsz[st] = ksz_next[st], vsz_next[st]
+                k_pair[st], v_pair[st] = k_pair_next[st], v_pair_next[st]
             blk = first + warp + (j // tiles) * warps
             t0 = (j % tiles) * steps * tpw
             if j + 1 < n_tiles:  # start loading the next tile before computing this one
                 nblk = first + warp + ((j + 1) // tiles) * warps
-                load_tile(k_cache, v_cache, k_sz, v_sz, (block_tables[b, nblk] * kv_heads + kv_head) * block_size,
-                          ((j + 1) % tiles) * steps * tpw, lt, tok, kw_next, vw_next, ksz_next, vsz_next)
+                load_tile(k_cache, v_cache, k_scale_zero, v_scale_zero,
+                          (block_tables[b, nblk] * kv_heads + kv_head) * block_size,
+                          ((j + 1) % tiles) * steps * tpw, lt, tok, kw_next, vw_next, k_pair_next, v_pair_next)
             for st in range(steps):  # scores of the tile's tokens, for every head
                 unpack(kw, st * wpl, vals, magic)
                 pos = t0 + st * tpw + tok
@@ -299,7 +303,7 @@ def make_kernel(head_dim: int, block_size: int, heads: int, bits: int, warps: in
                         d += ptx.shfl_xor(d, off)
                         off //= 2
                     if quantized:
-                        sc, z = ptx.halves(ksz[st])
+                        sc, z = ptx.halves(k_pair[st])
                         d = sc * (d - z * qsum[h])
                     score[st * heads + h] = d if valid else NEG
             for h in range(heads):  # online softmax: new running max, rescale what was summed
@@ -323,7 +327,7 @@ def make_kernel(head_dim: int, block_size: int, heads: int, bits: int, warps: in
                     unpack(vw, st * wpl, vals, magic)
                     sc, z = float32(1), float32(0)
                     if quantized:
-                        sc, z = ptx.halves(vsz[st])
+                        sc, z = ptx.halves(v_pair[st])
                     for h in range(heads):
                         p = math.exp2(score[st * heads + h] - m_run[h])
                         l_run[h] += p
@@ -426,10 +430,10 @@ def launch_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     m_part = L.workspace("attention.m", (parts,), torch.float32, q.device)
     l_part = L.workspace("attention.l", (parts,), torch.float32, q.device)
     acc_part = L.workspace("attention.acc", (parts * head_dim,), torch.float32, q.device)
-    # k_sz, v_sz: the (scale, zero) fp16 pairs as one int32 word per token; fp16 caches have none
+    # k_pairs, v_pairs: the (scale, zero) fp16 pairs as one int32 word per token; fp16 caches have none
     # (any int32 array fills the slot)
-    k_sz, v_sz = ((t.view(torch.int32).reshape(-1) if t is not None else context_lens)
-                  for t in (k_scale_zero, v_scale_zero))
+    k_pairs, v_pairs = ((t.view(torch.int32).reshape(-1) if t is not None else context_lens)
+                        for t in (k_scale_zero, v_scale_zero))
     # a tile of 8-bit or 4-bit codes is half or a quarter of the bytes: take more steps per tile
     # so that as many bytes are in flight per warp as with fp16; except int8 for several heads
     # per block, which then needs all 255 registers and runs slower than with 4 steps
@@ -440,7 +444,7 @@ def launch_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     used = batch * n_heads * n_parts
     counters = L.workspace("attention.counters", (batch * kv_heads * groups,), torch.int32, q.device)
     L.launch(kernel, (batch * kv_heads * groups, n_parts), (32 * warps,), q.view(torch.int32),
-             k_cache.view(torch.int32), v_cache.view(torch.int32), k_sz, v_sz, block_tables, context_lens,
+             k_cache.view(torch.int32), v_cache.view(torch.int32), k_pairs, v_pairs, block_tables, context_lens,
              scale_log2, partition, MAGIC, out.view(-1), m_part[:used], l_part[:used], acc_part[:used * head_dim],
              counters)
     return out

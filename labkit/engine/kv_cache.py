@@ -2,7 +2,8 @@
 
 Layout (docs/internals.md): per layer, `k`/`v` are `[num_blocks, num_kv_heads, block_size,
 head_dim]`; token slot `s` lives in block `s // block_size` at offset `s % block_size`.
-With `quant_policy` 8 or 4 (LMDeploy's names) each token's K and V are stored per head as
+With `quant_policy` 8 or 4 (LMDeploy's names; `bits` is what the kernels take, from
+`labkit.quant.kv.kv_bits`) each token's K and V are stored per head as
 uint8 codes with a float16 (scale, zero) pair, asymmetric: `x = (q - zero) * scale`; int4
 packs two codes per byte, element 2i in the low nibble (the arithmetic of
 `labkit.kernels.kv_quant`, so both backends store identical codes).
@@ -20,6 +21,7 @@ from __future__ import annotations
 import torch
 
 from labkit.models.llama import LlamaConfig
+from labkit.quant.kv import kv_bits
 
 
 def bytes_per_block(config: LlamaConfig, block_size: int, dtype: torch.dtype, quant_policy: int = 0) -> int:
@@ -32,31 +34,37 @@ def bytes_per_block(config: LlamaConfig, block_size: int, dtype: torch.dtype, qu
 class PagedKVCache:
     def __init__(self, config: LlamaConfig, num_blocks: int, block_size: int, dtype: torch.dtype,
                  device: torch.device | str = "cpu", quant_policy: int = 0):
-        if quant_policy not in (0, 4, 8):
-            raise ValueError(f"quant_policy must be 0 (none), 8 (int8) or 4 (int4), got {quant_policy}")
-        if quant_policy == 4 and config.head_dim % 2:
+        self.bits = kv_bits(quant_policy)   # 16 (float), 8 or 4: the kernels' name for the policy
+        if self.bits == 4 and config.head_dim % 2:
             raise ValueError("int4 KV needs an even head_dim")
         self.num_blocks, self.block_size, self.dtype, self.quant_policy = num_blocks, block_size, dtype, quant_policy
         self.num_kv_heads = config.num_key_value_heads
         self.scratch_block = num_blocks      # the extra block
         L, H, D = config.num_hidden_layers, config.num_key_value_heads, config.head_dim
-        shape = (L, num_blocks + 1, H, block_size, D // 2 if quant_policy == 4 else D)
-        code_dtype = dtype if quant_policy == 0 else torch.uint8
+        shape = (L, num_blocks + 1, H, block_size, D // 2 if self.bits == 4 else D)
+        code_dtype = dtype if self.bits == 16 else torch.uint8
         self.k = torch.zeros(shape, dtype=code_dtype, device=device)
         self.v = torch.zeros(shape, dtype=code_dtype, device=device)
-        self.k_sz = self.v_sz = None
-        # fp16 caches have no scale/zero pairs; kernels still take an argument there (unused)
-        self.unused_sz = tuple(torch.zeros(1, 1, 1, 2, dtype=torch.float16, device=device) for _ in range(2))
+        self.k_scale_zero = self.v_scale_zero = None
+        # fp16 caches have no scale/zero pairs; kernels still take an argument there (`scale_zero`)
+        self.unused_scale_zero = tuple(torch.zeros(1, 1, 1, 2, dtype=torch.float16, device=device) for _ in range(2))
         if quant_policy:
-            self.k_sz = torch.zeros(shape[:-1] + (2,), dtype=torch.float16, device=device)
-            self.v_sz = torch.zeros(shape[:-1] + (2,), dtype=torch.float16, device=device)
+            self.k_scale_zero = torch.zeros(shape[:-1] + (2,), dtype=torch.float16, device=device)
+            self.v_scale_zero = torch.zeros(shape[:-1] + (2,), dtype=torch.float16, device=device)
         # the torch backend's 2-D row tables per layer, as views made once (not at every call)
         self.tables = [tuple(None if t is None else t[layer].view(-1, t.shape[-1])
-                             for t in (self.k, self.k_sz, self.v, self.v_sz)) for layer in range(L)]
+                             for t in (self.k, self.k_scale_zero, self.v, self.v_scale_zero)) for layer in range(L)]
+
+    def scale_zero(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The layer's K and V (scale, zero) pairs as the kernels take them; a float cache passes
+        placeholders (unused, but under the CUDA simulator an argument must not alias another)."""
+        if self.k_scale_zero is None:
+            return self.unused_scale_zero
+        return self.k_scale_zero[layer], self.v_scale_zero[layer]
 
     @property
     def nbytes(self) -> int:
-        return sum(t.nbytes for t in (self.k, self.v, self.k_sz, self.v_sz) if t is not None)
+        return sum(t.nbytes for t in (self.k, self.v, self.k_scale_zero, self.v_scale_zero) if t is not None)
 
     # ------------------------------------------------------------------ rows (torch backend)
     def rows(self, slots: torch.Tensor) -> torch.Tensor:
@@ -68,25 +76,25 @@ class PagedKVCache:
     def write(self, layer: int, rows: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
         """Store new tokens' k/v [N, H_kv, D] at rows [N, H_kv] (from `rows(slot_mapping)`)."""
         rows = rows.reshape(-1)
-        k_table, k_sz, v_table, v_sz = self.tables[layer]
-        for table, sz, x in ((k_table, k_sz, k), (v_table, v_sz, v)):
+        k_table, k_scale_zero, v_table, v_scale_zero = self.tables[layer]
+        for table, scale_zero, x in ((k_table, k_scale_zero, k), (v_table, v_scale_zero, v)):
             x = x.reshape(rows.shape[0], -1)
             if self.quant_policy:
                 from labkit.kernels.kv_quant import quantize_reference
 
-                x, scale_zero = quantize_reference(x, self.quant_policy)
-                sz.index_copy_(0, rows, scale_zero)
+                x, pairs = quantize_reference(x, self.bits)
+                scale_zero.index_copy_(0, rows, pairs)
             table.index_copy_(0, rows, x.to(table.dtype))
 
     def read(self, layer: int, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """K and V at rows [...] as [..., D] in the model's dtype (dequantized)."""
         flat, out = rows.reshape(-1), []
-        k_table, k_sz, v_table, v_sz = self.tables[layer]
-        for table, sz in ((k_table, k_sz), (v_table, v_sz)):
+        k_table, k_scale_zero, v_table, v_scale_zero = self.tables[layer]
+        for table, scale_zero in ((k_table, k_scale_zero), (v_table, v_scale_zero)):
             x = table.index_select(0, flat)
             if self.quant_policy:
                 from labkit.kernels.kv_quant import dequantize_cache
 
-                x = dequantize_cache(x, sz.index_select(0, flat), self.quant_policy, self.dtype)
+                x = dequantize_cache(x, scale_zero.index_select(0, flat), self.bits, self.dtype)
             out.append(x.view(*rows.shape, -1))
         return out[0], out[1]

@@ -150,17 +150,12 @@ class NumbaAttention(PagedAttention):
 
     def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
         kv = self.kv
-        if kv.quant_policy:
-            k_sz, v_sz = kv.k_sz[layer], kv.v_sz[layer]
-        else:   # unused by fp16 writes, but passed: under the CUDA simulator an argument must not alias another
-            k_sz, v_sz = kv.unused_sz
-        ops.write_kv(k, v, self.inputs.slot_mapping, kv.k[layer], kv.v[layer], k_sz, v_sz, kv.quant_policy or 16)
+        ops.write_kv(k, v, self.inputs.slot_mapping, kv.k[layer], kv.v[layer], *kv.scale_zero(layer), kv.bits)
 
     def decode(self, layer: int, q: torch.Tensor) -> torch.Tensor:
         kv, inp = self.kv, self.inputs
-        k_sz, v_sz = (kv.k_sz[layer], kv.v_sz[layer]) if kv.quant_policy else kv.unused_sz
-        return ops.paged_attention(q.contiguous(), kv.k[layer], kv.v[layer], k_sz, v_sz, inp.block_tables,
-                                   inp.context_lens, kv.quant_policy or 16, inp.max_context)
+        return ops.paged_attention(q.contiguous(), kv.k[layer], kv.v[layer], *kv.scale_zero(layer), inp.block_tables,
+                                   inp.context_lens, kv.bits, inp.max_context)
 
 
 class ModelRunner:

@@ -21,21 +21,21 @@ from torch import nn
 
 
 def _write_kv(k: torch.Tensor, v: torch.Tensor, slots: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-              k_sz: torch.Tensor, v_sz: torch.Tensor, bits: int) -> None:
+              k_scale_zero: torch.Tensor, v_scale_zero: torch.Tensor, bits: int) -> None:
     from labkit.kernels.kv_quant import write_kv as launch
 
-    launch(k, v, slots, k_cache, v_cache, k_sz, v_sz, bits)
+    launch(k, v, slots, k_cache, v_cache, k_scale_zero, v_scale_zero, bits)
 
 
-def _paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, k_sz: torch.Tensor,
-                     v_sz: torch.Tensor, block_tables: torch.Tensor, context_lens: torch.Tensor, bits: int,
+def _paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, k_scale_zero: torch.Tensor,
+                     v_scale_zero: torch.Tensor, block_tables: torch.Tensor, context_lens: torch.Tensor, bits: int,
                      max_context: int) -> torch.Tensor:
     from labkit.kernels.kv_quant import paged_attention_quant
     from labkit.kernels.paged_attention import paged_attention as fp16
 
     if bits == 16:
         return fp16(q, k_cache, v_cache, block_tables, context_lens, max_context_len=max_context)
-    return paged_attention_quant(q, k_cache, v_cache, k_sz, v_sz, block_tables, context_lens, bits=bits,
+    return paged_attention_quant(q, k_cache, v_cache, k_scale_zero, v_scale_zero, block_tables, context_lens, bits=bits,
                                  max_context_len=max_context)
 
 
@@ -49,18 +49,18 @@ def _quant_linear(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, 
 
 
 write_kv_op = torch.library.custom_op("labkit::write_kv", _write_kv,
-                                      mutates_args=("k_cache", "v_cache", "k_sz", "v_sz"))
+                                      mutates_args=("k_cache", "v_cache", "k_scale_zero", "v_scale_zero"))
 paged_attention_op = torch.library.custom_op("labkit::paged_attention", _paged_attention, mutates_args=())
 quant_linear_op = torch.library.custom_op("labkit::quant_linear", _quant_linear, mutates_args=())
 
 
 @write_kv_op.register_fake
-def _(k, v, slots, k_cache, v_cache, k_sz, v_sz, bits):
+def _(k, v, slots, k_cache, v_cache, k_scale_zero, v_scale_zero, bits):
     return None
 
 
 @paged_attention_op.register_fake
-def _(q, k_cache, v_cache, k_sz, v_sz, block_tables, context_lens, bits, max_context):
+def _(q, k_cache, v_cache, k_scale_zero, v_scale_zero, block_tables, context_lens, bits, max_context):
     return torch.empty_like(q)
 
 

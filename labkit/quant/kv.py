@@ -8,7 +8,8 @@ which also follows keys' large per-token variation. The layout is docs/internals
 engine's paged cache and the kernels share it): codes uint8, int4 two per byte with element
 `2i` in the low nibble, and a float16 (scale, zero) pair per token and head, `x = (q - zero) * scale`.
 
-`quant_policy` follows LMDeploy's `--quant-policy`: 0 = float, 8 = int8, 4 = int4.
+`quant_policy` follows LMDeploy's `--quant-policy`: 0 = float, 8 = int8, 4 = int4. The kernels
+speak of code widths, `bits` 16 (float16), 8 or 4; `kv_bits` is the one place a policy becomes bits.
 
 - `FakeQuantKV`: an attention `cache` for evaluation. Every token attends to quantized
   keys and values of all tokens, its own included: exactly what decoding one token at a
@@ -28,6 +29,12 @@ POLICIES = (0, 4, 8)
 def check_policy(policy: int) -> None:
     if policy not in POLICIES:
         raise ValueError(f"quant_policy must be one of {POLICIES} (0 = float, 8 = int8, 4 = int4), got {policy}")
+
+
+def kv_bits(policy: int) -> int:
+    """The kernels' `bits` for a `quant_policy`: 0 (float) -> 16, 8 -> 8, 4 -> 4."""
+    check_policy(policy)
+    return 16 if policy == 0 else policy
 
 
 def quantize_kv(x: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -52,8 +59,8 @@ def dequantize_kv(codes: torch.Tensor, params: torch.Tensor, bits: int, dtype: t
 
 
 def fake_quantize_kv(x: torch.Tensor, bits: int) -> torch.Tensor:
-    """What a token's K or V looks like after a round trip through the quantized cache."""
-    if bits == 0:
+    """What a token's K or V looks like after a round trip through the quantized cache (bits 16: unchanged)."""
+    if bits == 16:
         return x
     return dequantize_kv(*quantize_kv(x, bits), bits, x.dtype)
 
@@ -62,11 +69,10 @@ class FakeQuantKV:
     """The attention `cache` for evaluating a KV policy on whole windows (see module doc)."""
 
     def __init__(self, policy: int):
-        check_policy(policy)
-        self.policy = policy
+        self.policy, self.bits = policy, kv_bits(policy)
 
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        return causal_attention(q, fake_quantize_kv(k, self.policy), fake_quantize_kv(v, self.policy))
+        return causal_attention(q, fake_quantize_kv(k, self.bits), fake_quantize_kv(v, self.bits))
 
 
 class QuantKVCache:
@@ -77,14 +83,14 @@ class QuantKVCache:
     """
 
     def __init__(self, config: LlamaConfig, batch: int, max_len: int, policy: int = 8, device="cpu"):
-        check_policy(policy)
-        if policy == 0:
+        if kv_bits(policy) == 16:
             raise ValueError("QuantKVCache stores int8 or int4 (policy 8 or 4); use KVCache for float")
         width = config.head_dim if policy == 8 else config.head_dim // 2
         shape = (config.num_hidden_layers, batch, config.num_key_value_heads, max_len)
         self.codes = {kind: torch.zeros(*shape, width, dtype=torch.uint8, device=device) for kind in "kv"}
         self.params = {kind: torch.zeros(*shape, 2, dtype=torch.float16, device=device) for kind in "kv"}
-        self.policy, self.length, self.max_len, self.last_layer = policy, 0, max_len, config.num_hidden_layers - 1
+        self.policy, self.bits = policy, kv_bits(policy)
+        self.length, self.max_len, self.last_layer = 0, max_len, config.num_hidden_layers - 1
 
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         start, T = self.length, q.shape[1]
@@ -92,11 +98,11 @@ class QuantKVCache:
             raise ValueError(f"KV cache full: {start} + {T} tokens > max_len {self.max_len}")
         cached = {}
         for kind, x in (("k", k), ("v", v)):
-            codes, params = quantize_kv(x.transpose(1, 2), self.policy)      # [B, H_kv, T, ...]
+            codes, params = quantize_kv(x.transpose(1, 2), self.bits)      # [B, H_kv, T, ...]
             self.codes[kind][layer, :, :, start:start + T] = codes
             self.params[kind][layer, :, :, start:start + T] = params
             cached[kind] = dequantize_kv(self.codes[kind][layer, :, :, :start + T],
-                                         self.params[kind][layer, :, :, :start + T], self.policy, q.dtype).transpose(1, 2)
+                                         self.params[kind][layer, :, :, :start + T], self.bits, q.dtype).transpose(1, 2)
         if layer == self.last_layer:
             self.length += T
         return causal_attention(q, cached["k"], cached["v"], past=start)
@@ -110,6 +116,6 @@ def kv_bytes_per_token(config: LlamaConfig, policy: int = 0, float_bytes: int = 
     """Cache bytes one token costs over all layers: K and V, each head's D values (float at
     `float_bytes`, or codes) plus, when quantized, a float16 scale and zero per head
     (`labkit.profile.cost.kv_bytes_per_token` for this policy's storage)."""
-    check_policy(policy)
-    bits, scale_zero_bytes = (8 * float_bytes, 0) if policy == 0 else (policy, 4)
+    bits = kv_bits(policy)
+    bits, scale_zero_bytes = (8 * float_bytes, 0) if bits == 16 else (bits, 4)
     return int(cost.kv_bytes_per_token(config, bits, scale_zero_bytes))
