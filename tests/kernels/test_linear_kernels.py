@@ -7,6 +7,10 @@ import torch
 from labkit.kernels import dequant, dispatch, launch, measure, w4a16_gemm, w4a16_gemv, w4a16_tc, w8a16_gemv
 from labkit.kernels.packing import dequantize_int4, random_int4_layer
 
+# Each check raises past its own dot_tolerance; the tests also bound what it returns: at these
+# small K the error is the fp16 rounding of the outputs (~u16), far below a wrong kernel's O(1).
+FP16_LEVEL = 8 * measure.U16
+
 
 @pytest.mark.parametrize("n, k, g, tile", [
     (96, 192, 64, (2, 2, 2, 2, 1)),     # N not a multiple of the 64-column tile; K over 6 blocks
@@ -15,11 +19,11 @@ from labkit.kernels.packing import dequantize_int4, random_int4_layer
     (64, 96, 32, (2, 4, 1, 2, 1)),      # one round per run: 12 runs, 3 groups
 ])
 def test_w4a16_gemv(n, k, g, tile, seed):
-    assert w4a16_gemv.check(n, k, g, tile, seed=seed) >= 0
+    assert w4a16_gemv.check(n, k, g, tile, seed=seed) <= FP16_LEVEL
 
 
 def test_w4a16_gemv_default_plan(seed):
-    assert w4a16_gemv.check(64, 128, 32, tile=None, seed=seed) >= 0
+    assert w4a16_gemv.check(64, 128, 32, tile=None, seed=seed) <= FP16_LEVEL
 
 
 @pytest.mark.parametrize("m, n, k, g, tile", [
@@ -28,7 +32,7 @@ def test_w4a16_gemv_default_plan(seed):
     (8, 64, 64, 32, (8, 1, 1)),
 ])
 def test_w4a16_gemm(m, n, k, g, tile, seed):
-    assert w4a16_gemm.check(m, n, k, g, tile, seed=seed) >= 0
+    assert w4a16_gemm.check(m, n, k, g, tile, seed=seed) <= FP16_LEVEL
 
 
 @pytest.mark.parametrize("m, n, k, g, tile", [
@@ -42,7 +46,7 @@ def test_w4a16_gemm(m, n, k, g, tile, seed):
     # 4 warps along K (2, 2, 2 and none); N = 72: a partial tile of columns
 ])
 def test_w4a16_tc(m, n, k, g, tile, seed):
-    assert w4a16_tc.check(m, n, k, g, tile, seed=seed) >= 0
+    assert w4a16_tc.check(m, n, k, g, tile, seed=seed) <= FP16_LEVEL
 
 
 def test_w4a16_tc_rejects_what_it_cannot_run():
@@ -72,7 +76,7 @@ def test_dequant_is_exact(seed):
 
 @pytest.mark.parametrize("n, k, g", [(6, 592, 16), (3, 1024, 1024)])  # ragged K per lane; per-channel
 def test_w8a16_gemv(n, k, g, seed):
-    assert w8a16_gemv.check(n, k, g, seed=seed) >= 0
+    assert w8a16_gemv.check(n, k, g, seed=seed) <= FP16_LEVEL
 
 
 def test_dispatch_choice():
