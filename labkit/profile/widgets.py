@@ -4,7 +4,10 @@ Both are plain functions returning a widget, so a test can build one without a b
 set its controls programmatically and read what it computed (`.plan`, `.point`, the
 `.summary` HTML, the `.chart` PNG). The chart is a PNG in an `Image` widget rather than a
 live matplotlib backend: it looks the same in JupyterLab, VS Code, nbclient and CI, and
-never leaks pyplot figures.
+never leaks pyplot figures. It is drawn at twice its displayed size (sharp on any screen)
+and shown at its own width beside the controls, never stretched to the output area, so
+controls, numbers and the whole chart fit on one screen (below the controls when the
+output area is too narrow for both).
 """
 from __future__ import annotations
 
@@ -20,6 +23,23 @@ BATCHES = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]
 CONTEXTS = [128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072]
 _STYLE = {"description_width": "90px"}
 _WIDE = widgets.Layout(width="420px")
+CSS_DPI, PNG_DPI = 100, 200       # displayed pixels per inch of a figure; pixels per inch in its PNG
+
+
+def _image() -> widgets.Image:
+    return widgets.Image(format="png", layout=widgets.Layout(max_width="100%", height="auto"))
+
+
+def _show(image: widgets.Image, fig) -> None:
+    """Render `fig` into `image` at PNG_DPI and display it at its size in CSS pixels."""
+    image.value = figure_png(fig, dpi=PNG_DPI)
+    image.layout.width = f"{fig.get_figwidth() * CSS_DPI:.0f}px"
+
+
+def _layout(controls: list, summary: widgets.HTML, chart: widgets.Image) -> list:
+    """Controls above the summary on the left, the chart on their right (wrapping below when narrow)."""
+    return [widgets.HBox([widgets.VBox([*controls, summary], layout=widgets.Layout(width="440px")), chart],
+                         layout=widgets.Layout(flex_flow="row wrap", align_items="flex-start"))]
 
 
 def _dropdown(options, value, description):
@@ -47,11 +67,11 @@ class MemoryPlanner(widgets.VBox):
         self.context = _slider(CONTEXTS, context, "context")
         self.device = _dropdown([*GPUS, THIS_MACHINE], device, "device")
         self.summary = widgets.HTML()
-        self.chart = widgets.Image(format="png")
+        self.chart = _image()
         self.plan: cost.MemoryPlan | None = None
         self.max_batch = 0
         controls = [self.model_choice, self.weight_format, self.kv_format, self.batch, self.context, self.device]
-        super().__init__([widgets.HBox([widgets.VBox(controls), self.summary]), self.chart])
+        super().__init__(_layout(controls, self.summary, self.chart))
         for c in controls:
             c.observe(self.update, names="value")
         self.update()
@@ -67,7 +87,7 @@ class MemoryPlanner(widgets.VBox):
         verdict = ("<b style='color:green'>fits</b>" if self.plan.fits
                    else "<b style='color:red'>does not fit</b>")
         self.summary.value = (
-            f"<div style='margin-left:1em'><b>{self.model_choice.value}</b>: {cost.param_count(config) / 1e9:.2f} B params<br>"
+            f"<div style='margin:0.5em 0 0 1em; line-height:1.5'><b>{self.model_choice.value}</b>: {cost.param_count(config) / 1e9:.2f} B params<br>"
             f"weights: {gb['weights']:.2f} GB<br>"
             f"KV cache: {gb['kv_cache']:.2f} GB "
             f"({cost.kv_bytes_per_token(config, kbits) / 2**20:.3f} MiB/token)<br>"
@@ -75,9 +95,9 @@ class MemoryPlanner(widgets.VBox):
             f"<b>total: {gb['total']:.2f} GB</b> on {dev.name} "
             f"({self.plan.capacity / cost.GB:.1f} GB usable of {dev.memory_gb:g}): {verdict}<br>"
             f"largest batch at context {self.context.value}: {self.max_batch}</div>")
-        fig = new_figure((6.4, 2.3))
+        fig = new_figure((6.0, 2.6))
         plot_memory_breakdown(self.plan, f"B={self.batch.value}, ctx={self.context.value}", ax=fig.subplots())
-        self.chart.value = figure_png(fig)
+        _show(self.chart, fig)
 
 
 class RooflineExplorer(widgets.VBox):
@@ -97,11 +117,11 @@ class RooflineExplorer(widgets.VBox):
         self.context = _slider(CONTEXTS, context, "context")
         self.batch = _slider(BATCHES, batch, "batch")
         self.summary = widgets.HTML()
-        self.chart = widgets.Image(format="png")
+        self.chart = _image()
         self.point = None
         self.critical: int | None = None
         controls = [self.model_choice, self.device, self.weight_format, self.kv_format, self.context, self.batch]
-        super().__init__([widgets.HBox([widgets.VBox(controls), self.summary]), self.chart])
+        super().__init__(_layout(controls, self.summary, self.chart))
         for c in controls:
             c.observe(self.update, names="value")
         self.update()
@@ -116,15 +136,15 @@ class RooflineExplorer(widgets.VBox):
         crit = (f"batch {self.critical} reaches the ridge" if self.critical is not None
                 else "no batch reaches the ridge: the KV cache grows with the batch too")
         self.summary.value = (
-            f"<div style='margin-left:1em'>decode step, batch {b}, context {ctx}:<br>"
+            f"<div style='margin:0.5em 0 0 1em; line-height:1.5'>decode step, batch {b}, context {ctx}:<br>"
             f"{p.flops / 1e9:.1f} GFLOP, {p.bytes / 1e9:.2f} GB read<br>"
             f"intensity <b>{p.intensity:.1f}</b> FLOP/byte; ridge of {dev.name}: <b>{dev.ridge:.0f}</b><br>"
             f"<b>{p.bound}-bound</b>: at most {p.attainable_flops / 1e12:.3g} of {dev.tflops:g} TFLOP/s "
             f"({100 * p.attainable_flops / dev.flops_per_s:.1f}%)<br>"
             f"step &ge; {p.seconds * 1e3:.2f} ms, &le; {p.tokens_per_s:,.0f} tokens/s<br>{crit}</div>")
-        fig = new_figure((6.4, 4.0))
+        fig = new_figure((6.0, 3.7))
         plot_decode_roofline(config, dev, BATCHES, ctx, wbits, kbits, highlight=b, ax=fig.subplots())
-        self.chart.value = figure_png(fig)
+        _show(self.chart, fig)
 
 
 def memory_planner(**kwargs) -> MemoryPlanner:

@@ -6,8 +6,25 @@ pytest.importorskip("matplotlib")
 
 from labkit.profile import cost, memory_planner, roofline_explorer  # noqa: E402
 from labkit.profile.configs import PRESETS  # noqa: E402
+from labkit.profile.widgets import PNG_DPI, CSS_DPI  # noqa: E402
 
 PNG = b"\x89PNG"
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+@pytest.mark.parametrize("build", [memory_planner, roofline_explorer])
+def test_charts_are_sharp_and_fit_beside_the_controls(build):
+    """Drawn at twice the displayed size, shown at that size (never stretched), beside the controls."""
+    w = build()
+    width, height = png_size(bytes(w.chart.value))
+    shown = int(w.chart.layout.width.removesuffix("px"))
+    assert PNG_DPI == 2 * CSS_DPI and width == 2 * shown
+    assert shown <= 640 and height / 2 <= 400        # with 440 px of controls: one row in a 1216 px output area
+    row = w.children[0]
+    assert w.chart in row.children and "wrap" in row.layout.flex_flow
 
 
 def test_memory_planner_defaults_and_changes():
