@@ -48,11 +48,16 @@ class StepRecord:
     blocks_used: int
 
 
+# a request's client: called with a delta per new token (the last one finished), or with the
+# exception that ended the request when a step failed (`Engine.fail_all`)
+OnDelta = Callable[[StreamDelta | BaseException], None]
+
+
 @dataclass
 class Request:
     seq: Sequence
     decoder: StreamDecoder
-    on_delta: Callable[[StreamDelta], None] | None = None
+    on_delta: OnDelta | None = None
     text: str = ""
     finish_time: float | None = None
     token_times: list[float] = field(default_factory=list)
@@ -76,7 +81,7 @@ class Engine:
         self.last_decode_tok_s = 0.0
 
     # ------------------------------------------------------------------ requests (any thread)
-    def add(self, seq: Sequence, on_delta: Callable[[StreamDelta], None] | None = None) -> Request:
+    def add(self, seq: Sequence, on_delta: OnDelta | None = None) -> Request:
         req = Request(seq, StreamDecoder(self.tokenizer, seq.params.stop), on_delta)
         self._adds.append(req)
         return req

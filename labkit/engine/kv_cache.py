@@ -15,20 +15,46 @@ gathers a sequence's keys already laid out head by head, as attention wants them
 
 One extra block at the end, never handed out by the block manager, is scratch space that
 padding rows (of a CUDA graph, of a ragged decode batch) write to and read from.
+
+How many blocks fit: `bytes_per_block` (the KV formula of `labkit.quant.kv.kv_bytes_per_token`)
+and `blocks_for_memory` (a fraction of the free memory, as LMDeploy sizes its cache).
+The attention that reads and writes the cache is `labkit.engine.paged_attention`.
 """
 from __future__ import annotations
 
 import torch
 
 from labkit.models.llama import LlamaConfig
-from labkit.quant.kv import kv_bits
+from labkit.quant.kv import kv_bits, kv_bytes_per_token
+
+
+CPU_CACHE_CAP_BYTES = 2 << 30  # a CPU's RAM is shared with everything else: cap the KV cache at 2 GiB
 
 
 def bytes_per_block(config: LlamaConfig, block_size: int, dtype: torch.dtype, quant_policy: int = 0) -> int:
     """K + V of one block over all layers (codes and scale/zero pairs included)."""
-    per_token_head = {0: config.head_dim * torch.finfo(dtype).bits // 8,
-                      8: config.head_dim + 4, 4: config.head_dim // 2 + 4}[quant_policy]
-    return 2 * config.num_hidden_layers * config.num_key_value_heads * block_size * per_token_head
+    return block_size * kv_bytes_per_token(config, quant_policy, dtype.itemsize)
+
+
+def blocks_for_memory(per_block: int, device: torch.device, fraction: float, at_most: int) -> int:
+    """LMDeploy's --cache-max-entry-count: a fraction of the free memory, in blocks (at least 1,
+    at most `at_most`, the blocks the engine's requests can use)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+    else:
+        free = min(_available_ram(), CPU_CACHE_CAP_BYTES / fraction)
+    return max(1, min(int(free * fraction // per_block), at_most))
+
+
+def _available_ram() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 8 << 30
 
 
 class PagedKVCache:

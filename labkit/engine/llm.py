@@ -18,13 +18,11 @@ import torch
 
 from labkit.engine.engine import Engine, Request, StreamDelta
 from labkit.engine.fuse import fuse_projections
-from labkit.engine.kv_cache import PagedKVCache, bytes_per_block
+from labkit.engine.kv_cache import PagedKVCache, blocks_for_memory, bytes_per_block
 from labkit.engine.sequence import Sequence
 from labkit.models.llama import Llama
 from labkit.models.sampling import SamplingParams
 from labkit.models.tokenizer import Tokenizer
-
-CPU_CACHE_CAP_BYTES = 2 << 30  # a CPU's RAM is shared with everything else: cap the KV cache at 2 GiB
 
 
 @dataclass
@@ -111,8 +109,8 @@ class LLM:
         kv_dtype = self.model.model.embed_tokens.weight.dtype
         limit = max_model_len or cfg.max_position_embeddings
         if num_blocks is None:
-            num_blocks = _blocks_for_memory(bytes_per_block(cfg, block_size, kv_dtype, quant_policy), dev,
-                                            cache_max_entry_count, max_batch_size * -(-limit // block_size))
+            num_blocks = blocks_for_memory(bytes_per_block(cfg, block_size, kv_dtype, quant_policy), dev,
+                                           cache_max_entry_count, max_batch_size * -(-limit // block_size))
             if self.tp is not None:
                 num_blocks = self.tp.agree(num_blocks)
         if max_model_len is not None and max_model_len > num_blocks * block_size:
@@ -190,7 +188,7 @@ class LLM:
         queue: asyncio.Queue = asyncio.Queue()
         seq = self._sequence(prompt, params, request_id)
 
-        def on_delta(delta):   # runs on the engine's thread
+        def on_delta(delta: StreamDelta | BaseException):   # runs on the engine's thread
             try:
                 loop.call_soon_threadsafe(queue.put_nowait, delta)
             except RuntimeError:   # the consumer's loop is closed: nobody listens any more
@@ -298,26 +296,6 @@ def _output(req: Request) -> RequestOutput:
     s = req.seq
     return RequestOutput(s.request_id, s.prompt_token_ids, s.output_token_ids, req.text, s.finish_reason,
                          s.cached_tokens, s.arrival_time, s.first_token_time, req.finish_time, req.token_times)
-
-
-def _blocks_for_memory(per_block: int, device: torch.device, fraction: float, useful: int) -> int:
-    """LMDeploy's --cache-max-entry-count: a fraction of the free memory, in blocks."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-    else:
-        free = min(_available_ram(), CPU_CACHE_CAP_BYTES / fraction)
-    return max(1, min(int(free * fraction // per_block), useful))
-
-
-def _available_ram() -> int:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 8 << 30
 
 
 def _bar(total: int, enabled: bool):

@@ -7,7 +7,7 @@ import torch
 pytest.importorskip("labkit.kernels.kv_quant")
 
 from labkit.engine.kv_cache import PagedKVCache  # noqa: E402
-from labkit.engine.model_runner import NumbaAttention, PagedAttention, StepInputs  # noqa: E402
+from labkit.engine.paged_attention import NumbaAttention, PagedAttention, StepInputs  # noqa: E402
 from labkit.models import LlamaConfig  # noqa: E402
 
 

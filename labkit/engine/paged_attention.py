@@ -1,0 +1,127 @@
+"""Attention over the paged KV cache for one flattened step: the model's `cache.attend` hook.
+
+A step's new tokens sit in one row (`StepInputs`, built by `labkit.engine.model_runner`):
+decodes first, attended to together over their block tables; then prefill chunks, each
+attended to on its own (there are few of them per step).
+
+- `PagedAttention` (torch backend, any device, the reference) writes and gathers rows of the
+  cache (`PagedKVCache.rows`) with one `index_copy_` / `index_select` per layer and attends
+  with `scaled_dot_product_attention`: decodes together, each KV head's query heads as its
+  rows of queries; prefill chunks one by one.
+- `NumbaAttention` writes K/V and runs decode attention with the kernels of `labkit.kernels`
+  (fp16, int8 or int4 caches, through `labkit.engine.ops` so that `torch.compile` sees them).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from labkit.engine import ops
+from labkit.engine.kv_cache import PagedKVCache
+from labkit.models.llama import attention
+
+
+@dataclass
+class StepInputs:
+    """The flattened step. Decodes are tokens [0, num_decodes); prefill chunks follow."""
+    input_ids: torch.Tensor          # [N] int64
+    positions: torch.Tensor          # [N] int64
+    slot_mapping: torch.Tensor       # [N] int64: block_id * block_size + offset of each new token
+    block_tables: torch.Tensor       # [num_decodes, max_blocks] int32, -1 where unused
+    context_lens: torch.Tensor       # [num_decodes] int32, cached tokens including the new one
+    logits_indices: torch.Tensor     # [S] int64: the last token of each sequence that samples
+    max_context: int = 0             # longest decode context (host side: shapes depend on it)
+    needs_mask: bool = True          # False: one decode, read exactly its context
+    prefills: list[tuple[int, int, int, torch.Tensor]] = field(default_factory=list)  # (start, n, context, blocks)
+
+    @property
+    def num_decodes(self) -> int:
+        return self.context_lens.shape[0]
+
+
+
+class PagedAttention:
+    """The model's `cache` for one step (torch backend): writes the step's K/V into the paged
+    cache and attends over it. The index arithmetic is done once per step, not per layer."""
+
+    def __init__(self, kv: PagedKVCache, inputs: StepInputs):
+        self.kv, self.inputs = kv, inputs
+        self.ready = False
+
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        if layer == 0 or not self.ready:   # (re)computed inside a captured CUDA graph too
+            self.prepare()
+        nd = self.inputs.num_decodes
+        q, k, v = q[0], k[0], v[0]                      # [N, H, D], [N, H_kv, D]
+        self.write(layer, k, v)
+        parts = [self.decode(layer, q[:nd])] if nd else []
+        for (start, n, context), rows in zip(self.prefills, self.prefill_rows):
+            if rows is None:   # nothing cached before this chunk: attend to the fresh K/V directly
+                keys, values = k[start:start + n].transpose(0, 1), v[start:start + n].transpose(0, 1)
+            else:
+                keys, values = self.kv.read(layer, rows)   # [H_kv, context, D]
+            parts.append(_causal(q[start:start + n].transpose(0, 1), keys, values).transpose(0, 1))
+        return (torch.cat(parts) if len(parts) > 1 else parts[0])[None]
+
+    def prepare(self) -> None:
+        inp, kv, bs = self.inputs, self.kv, self.kv.block_size
+        dev = inp.slot_mapping.device
+        self.prefills = [(start, n, context) for start, n, context, _ in inp.prefills]
+        self.prefill_rows = [None if context == n else
+                             kv.rows(blocks[:, None] * bs + torch.arange(bs, device=dev)).flatten(0, 1)[:context].T
+                             for _, n, context, blocks in inp.prefills]   # [H_kv, context]
+        self.prepare_decodes()
+        self.ready = True
+
+    def prepare_decodes(self) -> None:
+        """Rows to write this step's K/V to; rows to read each decode's keys from, and the mask."""
+        inp, kv, bs = self.inputs, self.kv, self.kv.block_size
+        self.write_rows = kv.rows(inp.slot_mapping)                     # [N, H_kv]
+        if inp.num_decodes:
+            t = torch.arange(inp.max_context, device=inp.slot_mapping.device)
+            tables = inp.block_tables.long()
+            tables = torch.where(tables < 0, kv.scratch_block, tables)
+            self.read_rows = kv.rows(tables[:, t // bs] * bs + t % bs).transpose(1, 2)   # [B, H_kv, S]
+            self.mask = t < inp.context_lens[:, None, None, None] if inp.needs_mask else None   # [B, 1, 1, S]
+
+    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
+        self.kv.write(layer, self.write_rows, k, v)
+
+    def decode(self, layer: int, q: torch.Tensor) -> torch.Tensor:
+        """One query per sequence, q [B, H, D], against its cached keys. The query heads that
+        share a KV head go in as that head's rows of queries (no mask between them: they sit
+        at the same position), so SDPA reads each K/V row once for the whole group: on a CPU at
+        batch 1 faster than SDPA's own GQA or float32 matmuls, and no slower at larger batches."""
+        B, H, D = q.shape
+        k, v = self.kv.read(layer, self.read_rows)      # [B, H_kv, S, D]
+        q = q.view(B, k.shape[1], H // k.shape[1], D)
+        return attention(q, k, v, self.mask).view(B, H, D)
+
+
+def _causal(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """q [H, n, D] are the last n of the S keys [H_kv, S, D]: query i sees keys 0 .. S - n + i.
+
+    Called with a batch dimension: given 3-D inputs, SDPA on a GPU falls back to its
+    unfused "math" implementation (host time and a materialized score matrix per layer and
+    chunk)."""
+    n, S = q.shape[1], k.shape[1]
+    mask = torch.ones(n, S, dtype=torch.bool, device=q.device).tril(S - n) if n > 1 else None
+    return attention(q[None], k[None], v[None], mask)[0]
+
+
+class NumbaAttention(PagedAttention):
+    """Decode attention and K/V writes with the kernels of `labkit.kernels` (fp16, int8 or int4
+    caches); prefill chunks stay in torch, where SDPA is already good at this size."""
+
+    def prepare_decodes(self) -> None:
+        pass   # the kernels take the slot mapping and block tables as they are
+
+    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
+        kv = self.kv
+        ops.write_kv(k, v, self.inputs.slot_mapping, kv.k[layer], kv.v[layer], *kv.scale_zero(layer), kv.bits)
+
+    def decode(self, layer: int, q: torch.Tensor) -> torch.Tensor:
+        kv, inp = self.kv, self.inputs
+        return ops.paged_attention(q.contiguous(), kv.k[layer], kv.v[layer], *kv.scale_zero(layer), inp.block_tables,
+                                   inp.context_lens, kv.bits, inp.max_context)
