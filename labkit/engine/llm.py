@@ -270,18 +270,20 @@ class LLM:
         nothing to prepare. `progress` gets a line per kind of step."""
         if not self.compiled or self.engine.runner.graphs:
             return
-        kinds = [b for b in (1, 2) if b <= self.engine.scheduler.max_batch_size]
+        kinds = sorted({1, min(3, self.engine.scheduler.max_batch_size)})
         for i, batch in enumerate(kinds, 1):
+            name = "batch 1" if batch == 1 else "batch 2+"
             start = time.perf_counter()
             if progress:
-                progress(f"compiling the decode step at batch {batch}{'' if batch == 1 else '+'} ({i}/{len(kinds)})")
-            # contexts over two blocks: a block table of width 1 would compile a kind of its own
-            length = self.engine.kv.block_size + 2
+                progress(f"compiling the decode step at {name} ({i}/{len(kinds)})")
+            # Sizes that match none of the model's (Dynamo would tie the two together, and a
+            # later step whose sizes differ would compile again): 3 rows, contexts over 5
+            # blocks (a block table of width 1 is a kind of its own: contexts within one block).
+            length = min(4 * self.engine.kv.block_size + 2, self.max_model_len - 3)
             prompts = [list(range(1 + row, 1 + row + length)) for row in range(batch)]
             self.generate(prompts, SamplingParams(temperature=0, max_tokens=2, ignore_eos=True))
             if progress:
-                progress(f"compiled the decode step at batch {batch}{'' if batch == 1 else '+'} "
-                         f"in {time.perf_counter() - start:.0f} s ({i}/{len(kinds)})")
+                progress(f"compiled the decode step at {name} in {time.perf_counter() - start:.0f} s ({i}/{len(kinds)})")
 
     # ------------------------------------------------------------------ counters
     def stats(self) -> dict:

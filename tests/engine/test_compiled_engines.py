@@ -11,7 +11,8 @@ def greedy_tokens(llm, prompts, h):
     return [o.token_ids for o in llm.generate(prompts, h.greedy(6, ignore_eos=True))]
 
 
-@pytest.mark.slow   # two models compile (about a minute each on two cores)
+@pytest.mark.slow   # two models compile, two kinds of step each (about a minute each on two idle cores)
+@pytest.mark.timeout(1800)
 def test_two_compiled_engines_each_give_their_eager_tokens(tiny, tokenizer, h):
     from torch._dynamo.utils import counters
 
