@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
+import json
 import platform
 import statistics
 import sys
@@ -206,8 +207,9 @@ def quality(model, tokenizer, max_tokens: int | None = 2048, calib_samples: int 
         res = evaluate(pruned, ids, reference, max_tokens=max_tokens)
         rows.append({"kind": kind, "method": method, "setting": setting, "tokens": res.tokens, "ppl": res.ppl, "kl": res.kl,
                      "top1": res.top1, "prune_s": round(seconds, 1), "eval_s": round(time.perf_counter() - t0, 1)})
-        if log:
-            log(f"{kind} {method} {setting}: ppl {res.ppl:.3f}, KL {res.kl:.4f}, top-1 {res.top1:.2%}")
+        if log:  # every row in full as it comes: a long run that is stopped keeps what it measured
+            log(f"{kind} {method} {setting}: ppl {res.ppl:.3f}, KL {res.kl:.4f}, top-1 {res.top1:.2%}  "
+                f"{json.dumps(rows[-1])}")
 
     add("dense", "dense", "-", model, 0.0)
     for method in methods:
@@ -218,7 +220,8 @@ def quality(model, tokenizer, max_tokens: int | None = 2048, calib_samples: int 
             add("oneshot", method, str(setting), pruned, time.perf_counter() - t0)
     t0 = time.perf_counter()
     depth_layers = sorted({layers_for_ratio(len(model.model.layers), r) for r in depth_ratios})
-    scores = {"influence": block_influence(model, calib), "ppl": ppl_increase(model, calib)} if depth_layers else {}
+    # the perplexity ranking is one forward pass per layer: on the first calibration window only
+    scores = {"influence": block_influence(model, calib), "ppl": ppl_increase(model, calib[:1])} if depth_layers else {}
     for n in depth_layers:
         for rank, drop in depth_choices(scores, n).items():
             add("layers", rank, f"{n} of {len(model.model.layers)}", drop_layers(model, drop), time.perf_counter() - t0)
@@ -356,8 +359,6 @@ def speed_table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import json
-
     from labkit.errors import UserError
     from labkit.loading import load_model
 
