@@ -14,8 +14,6 @@ kernel directly unless `torch.compile` is tracing.
 """
 from __future__ import annotations
 
-import types
-
 import torch
 from torch import nn
 
@@ -41,11 +39,9 @@ def _paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
 
 def _quant_linear(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor, bits: int,
                   group_size: int) -> torch.Tensor:
-    from labkit.kernels.dispatch import w4a16_linear, w8a16_linear
+    from labkit.quant.qlinear import numba_kernel
 
-    if bits == 4:
-        return w4a16_linear(x, qweight, qzeros, scales, group_size)
-    return w8a16_linear(x, qweight, scales, group_size)
+    return numba_kernel(x, qweight, qzeros, scales, bits, group_size)
 
 
 write_kv_op = torch.library.custom_op("labkit::write_kv", _write_kv,
@@ -88,10 +84,8 @@ def quant_linear(*args) -> torch.Tensor:
 def route_quant_linears(model: nn.Module) -> None:
     """Make every numba-backed `QuantLinear` call its kernel through `quant_linear` (the custom op
     while compiling)."""
-    for module in model.modules():
-        if type(module).__name__ == "QuantLinear" and module.backend == "numba" and module.act_bits == 16:
-            def kernel(self, x):
-                zeros = self.qzeros if self.bits == 4 else self.scales
-                return quant_linear(x, self.qweight, zeros, self.scales, self.bits, self.group_size)
+    from labkit.quant.qlinear import QuantLinear
 
-            module._kernel = types.MethodType(kernel, module)
+    for module in model.modules():
+        if isinstance(module, QuantLinear) and module.backend == "numba" and module.act_bits == 16:
+            module.set_kernel(quant_linear)

@@ -27,6 +27,7 @@ that divides every layer (64 on SmolLM2) gives a plain AutoAWQ checkpoint.
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +38,20 @@ from labkit.quant import rtn
 
 BACKENDS = ("torch", "numba")
 SUPPORTED_BITS = (4, 8)
+
+# (x, qweight, qzeros, scales, bits, group_size) -> y: how a numba-backed layer runs (int8
+# layers have no qzeros and pass their scales there)
+Kernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int, int], torch.Tensor]
+
+
+def numba_kernel(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor, bits: int,
+                 group_size: int) -> torch.Tensor:
+    """The Numba kernels through `labkit.kernels.dispatch`: W4A16, or W8A16 (`qzeros` unused)."""
+    from labkit.kernels.dispatch import w4a16_linear, w8a16_linear
+
+    if bits == 4:
+        return w4a16_linear(x, qweight, qzeros, scales, group_size)
+    return w8a16_linear(x, qweight, scales, group_size)
 
 
 class QuantLinear(nn.Module):
@@ -63,6 +78,7 @@ class QuantLinear(nn.Module):
             self.register_buffer("scales", torch.zeros(out_features, groups, dtype=torch.float16))
         self.register_buffer("bias", torch.zeros(out_features) if bias else None)
         self._dense: torch.Tensor | None = None
+        self.kernel: Kernel = numba_kernel   # the numba backend's call (`set_kernel`)
 
     # ------------------------------------------------------------------ construction
 
@@ -97,6 +113,7 @@ class QuantLinear(nn.Module):
             module.qzeros = torch.cat([m.qzeros for m in parts], 1)
         if first.bias is not None:
             module.bias = torch.cat([m.bias for m in parts])
+        module.kernel = first.kernel
         return module
 
     def load_codes(self, qw: rtn.Quantized) -> None:
@@ -134,7 +151,8 @@ class QuantLinear(nn.Module):
         if self.act_bits == 8:
             y = w8a8_linear(x, self.qweight, self.scales)
         elif self.backend == "numba" and x.is_cuda:
-            y = self._kernel(x)
+            zeros = self.qzeros if self.bits == 4 else self.scales
+            y = self.kernel(x, self.qweight, zeros, self.scales, self.bits, self.group_size)
         else:
             y = F.linear(x, self._dense_weight(x))
         return y if self.bias is None else y + self.bias.to(y.dtype)
@@ -144,12 +162,10 @@ class QuantLinear(nn.Module):
             self._dense = self.dequantize(x.dtype).to(x.device)
         return self._dense
 
-    def _kernel(self, x: torch.Tensor) -> torch.Tensor:
-        from labkit.kernels.dispatch import w4a16_linear, w8a16_linear
-
-        if self.bits == 4:
-            return w4a16_linear(x, self.qweight, self.qzeros, self.scales, self.group_size)
-        return w8a16_linear(x, self.qweight, self.scales, self.group_size)
+    def set_kernel(self, kernel: Kernel) -> None:
+        """Run the numba backend through `kernel` (same arguments and result as `numba_kernel`):
+        the engine passes its custom op, which `torch.compile` can trace around."""
+        self.kernel = kernel
 
     def drop_dense_cache(self) -> None:
         self._dense = None

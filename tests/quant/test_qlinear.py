@@ -89,6 +89,17 @@ def test_numba_backend_on_cpu_tensors_uses_torch():
     assert all(m.backend == "numba" for m in model.modules() if isinstance(m, QuantLinear))
 
 
+def test_the_engine_hands_numba_layers_its_kernel_op():
+    from labkit.engine import ops
+    from labkit.quant.qlinear import numba_kernel
+
+    layers = nn.ModuleList([QuantLinear(64, 32, 4, 32, backend=backend) for backend in ("numba", "torch")]
+                           + [QuantLinear(64, 32, 8, -1, act_bits=8, backend="numba")])
+    ops.route_quant_linears(layers)
+    assert [m.kernel for m in layers] == [ops.quant_linear, numba_kernel, numba_kernel]
+    assert QuantLinear.concat([layers[0], layers[0]]).kernel is ops.quant_linear
+
+
 @pytest.mark.parametrize("bits, group, act, message", [
     (3, 32, 16, "3-bit"), (4, 48, 16, "power of two"), (4, 32, 8, "W8A8"),
 ])
