@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -27,7 +28,8 @@ def start_server(folder, port: int) -> subprocess.Popen:
     """The server in a session of its own (so the test can signal its whole process group),
     once /health answers."""
     proc = subprocess.Popen([sys.executable, "-m", "labkit", "serve", "api_server", str(folder), "--tp", "2",
-                             "--server-port", str(port), "--max-batch-size", "4", "--max-model-len", "256"],
+                             "--server-port", str(port), "--max-batch-size", "4", "--max-model-len", "256",
+                             "--weights", "fp32"],   # as stored (a CPU's default is bf16)
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.monotonic() + 180
     while True:
@@ -44,8 +46,16 @@ def start_server(folder, port: int) -> subprocess.Popen:
 
 def other_ranks(pid: int) -> list[int]:
     """The processes the server spawned to be ranks 1.. (not multiprocessing's resource tracker)."""
-    kids = subprocess.run(["ps", "-ww", "-o", "pid=,args=", "--ppid", str(pid)], capture_output=True, text=True).stdout
-    return [int(line.split()[0]) for line in kids.splitlines() if "spawn_main" in line]
+    ranks = []
+    for proc in Path("/proc").iterdir():
+        try:
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            args = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, ValueError, IndexError):   # not a process, or one that just ended
+            continue
+        if ppid == pid and "spawn_main" in args:
+            ranks.append(int(proc.name))
+    return ranks
 
 
 def alive(pid: int) -> bool:
