@@ -36,17 +36,15 @@ def concat_linears(parts: list[nn.Module]) -> nn.Module:
 
 
 def fuse_projections(model: Llama) -> Llama:
-    """Give every layer a `qkv_proj` and a `gate_up_proj` in place of the separate layers
-    (their memory is freed). In place; returns the model. Layers that cannot be merged (of
-    different kinds or formats) stay apart."""
+    """Merge every layer's q/k/v and gate/up projections (the model's `merge_qkv`,
+    `merge_gate_up`; the separate layers' memory is freed). In place; returns the model.
+    Layers that cannot be merged (of different kinds or formats) stay apart."""
     for layer in model.model.layers:
         attn, mlp = layer.self_attn, layer.mlp
         if attn.qkv_proj is None and (merged := _merge([attn.q_proj, attn.k_proj, attn.v_proj])) is not None:
-            attn.qkv_proj = merged
-            del attn.q_proj, attn.k_proj, attn.v_proj
+            attn.merge_qkv(merged)
         if mlp.gate_up_proj is None and (merged := _merge([mlp.gate_proj, mlp.up_proj])) is not None:
-            mlp.gate_up_proj = merged
-            del mlp.gate_proj, mlp.up_proj
+            mlp.merge_gate_up(merged)
     return model
 
 

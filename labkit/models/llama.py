@@ -5,7 +5,10 @@ a checkpoint's safetensors load as they are. Two things are swappable without a 
 class (docs/internals.md):
 
 - every linear layer is a plain `nn.Linear` that quantizers and backends may replace with any
-  module of the same call signature (`linear_layers` finds them);
+  module of the same call signature (`linear_layers` finds them); the projections that read
+  the same input, q/k/v and gate/up, may each be merged into one layer whose output is
+  theirs side by side (`Attention.merge_qkv`, `MLP.merge_gate_up`: one wider matmul instead
+  of several, as vLLM's checkpoints store them);
 - attention goes through the `cache` argument of `Llama.forward`: `None` is plain causal
   attention, `KVCache` the contiguous cache of simple generation, and the engine passes its
   paged-attention context. Each only needs `attend(layer, q, k, v)`.
@@ -157,7 +160,13 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(d, self.n_kv * self.head_dim, bias=bias)
         self.v_proj = nn.Linear(d, self.n_kv * self.head_dim, bias=bias)
         self.o_proj = nn.Linear(self.n_heads * self.head_dim, d, bias=False)
-        self.qkv_proj: nn.Module | None = None   # q, k and v in one matmul (labkit.engine.fuse)
+        self.qkv_proj: nn.Module | None = None   # optional: q, k and v merged (`merge_qkv`)
+
+    def merge_qkv(self, qkv_proj: nn.Module) -> None:
+        """Compute q, k and v with one layer whose output is theirs side by side ([H + 2 H_kv] x D
+        features); the separate layers go."""
+        self.qkv_proj = qkv_proj
+        del self.q_proj, self.k_proj, self.v_proj
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: "AttentionCache | None") -> torch.Tensor:
         B, T, _ = x.shape
@@ -212,7 +221,13 @@ class MLP(nn.Module):
         self.gate_proj = nn.Linear(d, f, bias=False)
         self.up_proj = nn.Linear(d, f, bias=False)
         self.down_proj = nn.Linear(f, d, bias=False)
-        self.gate_up_proj: nn.Module | None = None   # gate and up in one matmul (labkit.engine.fuse)
+        self.gate_up_proj: nn.Module | None = None   # optional: gate and up merged (`merge_gate_up`)
+
+    def merge_gate_up(self, gate_up_proj: nn.Module) -> None:
+        """Compute gate and up with one layer whose output is theirs side by side (2 x
+        intermediate_size features); the separate layers go."""
+        self.gate_up_proj = gate_up_proj
+        del self.gate_proj, self.up_proj
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.gate_up_proj is None:
