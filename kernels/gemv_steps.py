@@ -1,7 +1,7 @@
 """The road from a naive int4 GEMV to w4a16_gemv.py, one idea per step (notebook 07).
 
 Every step computes the same y = x @ W.T from the AWQ-packed tensors; each fixes what
-limited the one before. Measured on an H100 (docs/benchmarks.md), 4096 x 4096, group 128:
+limited the one before (each step's time at 4096 x 4096, group 128: docs/benchmarks.md):
 
 1. `naive`: one thread per output column, looping over all K rows. Neighbouring threads
    read the same word (8 columns share it), so a warp touches 16 bytes per row: a sliver

@@ -140,9 +140,10 @@ def as_array(t: torch.Tensor) -> Any:
 
     Views serve the launches that go through Numba (a kernel's first launch with a kind of
     arguments, and non-contiguous tensors, see `launch`). Building a Numba device array from
-    `__cuda_array_interface__` costs ~60 us of host time; a view is only (address, shape,
-    strides, dtype), so views are cached by that key. They are made without an owner, so the
-    cache keeps no tensor alive (the caller's tensors live through the launch).
+    `__cuda_array_interface__` costs tens of microseconds of host time (docs/benchmarks.md); a
+    view is only (address, shape, strides, dtype), so views are cached by that key. They are
+    made without an owner, so the cache keeps no tensor alive (the caller's tensors live
+    through the launch).
     """
     if SIMULATOR:
         return t.detach().numpy()

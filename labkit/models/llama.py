@@ -197,11 +197,11 @@ SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDP
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """`scaled_dot_product_attention` over [B, H, T, D] / [B, H_kv, S, D], never through cuDNN.
 
-    cuDNN's fused attention builds an execution plan for every new sequence length, about a
-    second each on an H100: a server sees a new prompt length at almost every request (seen
-    as 1.1 s prefill steps among 0.1 s ones). Flash and memory-efficient attention do not.
-    Off CUDA there is no cuDNN to exclude, and the context costs ~12 us per call (per layer
-    and token when generating on a CPU).
+    cuDNN's fused attention builds an execution plan for every new sequence length, and a
+    server sees a new prompt length at almost every request: each plan stalled a prefill
+    step many times over (docs/benchmarks.md, "GPU: Llama-2-7B shapes ... H100"). Flash and
+    memory-efficient attention do not. Off CUDA there is no cuDNN to exclude, and entering
+    the backend context costs host time on every call (per layer and token on a CPU).
     """
     # decided by a branch, not passed as a value: traced with symbolic sizes the comparison is
     # a SymBool, which SDPA's enable_gqa does not take
