@@ -223,7 +223,9 @@ def explorer(requests: int = 16, seed: int = 0):
         compare(reqs, num_blocks=num_blocks, max_batch=max_batch, token_budget=token_budget)
         plt.show()
 
-    return W.interactive(show, n=W.IntSlider(requests, 2, 40), max_batch=W.IntSlider(6, 1, 16),
-                         token_budget=W.IntSlider(48, 8, 256, 8), num_blocks=W.IntSlider(40, 8, 200, 4),
-                         arrival_gap=W.FloatSlider(0.0, min=0, max=10, step=0.5),
-                         spread=W.FloatSlider(0.8, min=0.1, max=1.5, step=0.1), seed=W.IntSlider(seed, 0, 20))
+    wide = {"style": {"description_width": "110px"}, "layout": W.Layout(width="440px")}   # "token_budget" in full
+    return W.interactive(show, n=W.IntSlider(requests, 2, 40, **wide), max_batch=W.IntSlider(6, 1, 16, **wide),
+                         token_budget=W.IntSlider(48, 8, 256, 8, **wide), num_blocks=W.IntSlider(40, 8, 200, 4, **wide),
+                         arrival_gap=W.FloatSlider(0.0, min=0, max=10, step=0.5, **wide),
+                         spread=W.FloatSlider(0.8, min=0.1, max=1.5, step=0.1, **wide),
+                         seed=W.IntSlider(seed, 0, 20, **wide))

@@ -84,3 +84,13 @@ def test_roofline_explorer():
     before = w.point.intensity
     w.weight_format.value = "int4 g128"
     assert w.point.intensity > 3 * before
+
+
+def test_timeline_explorer_labels_have_room():
+    """Slider names are shown in full (~8 px per character at JupyterLab's 13 px font)."""
+    from labkit.profile import timeline
+
+    sliders = timeline.explorer().children[:-1]
+    assert {s.description for s in sliders} >= {"token_budget", "num_blocks", "arrival_gap", "max_batch"}
+    for s in sliders:
+        assert 8 * len(s.description) <= int(s.style.description_width.removesuffix("px")), s.description
