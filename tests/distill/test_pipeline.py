@@ -101,6 +101,7 @@ def test_bad_input_is_one_line_and_nothing_is_lost(pair, tmp_path, capsys):
         assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
 
 
+@pytest.mark.slow
 def test_mismatched_or_larger_students_are_refused(pair, tmp_path, capsys):
     teacher, student = pair
     other_vocab = save_folder(tiny_model(2, vocab_size=49153, num_hidden_layers=2), tmp_path / "v")
@@ -119,7 +120,7 @@ def test_a_work_dir_with_a_run_needs_resume_or_force(pair, tmp_path, capsys):
     teacher, student = pair
     work = tmp_path / "w"
     args = ["--teacher", teacher, "--student", student, "--work-dir", str(work), "--data", "text", "--steps", "2",
-            "--seq-len", "32", "--batch-size", "2", "--accum", "1", "--eval-every", "2", "--json"]
+            "--seq-len", "32", "--batch-size", "2", "--accum", "1", "--eval-every", "2", "--eval-tokens", "64", "--json"]
     assert _cli(*args) == 0
     out = json.loads(capsys.readouterr().out)
     assert {"ppl", "kl", "top1", "tokens", "steps"} <= set(out) and out["tokens"] == 2 * 2 * 32
