@@ -27,16 +27,7 @@ import time
 
 from labkit.clitools import add_json_argument, add_model_argument, emit
 from labkit.errors import UserError
-from labkit.serve.client import LoadReport, chat_body, run_load
-
-QUESTIONS = [
-    "What is the capital of France?", "Name three primary colors.", "Why is the sky blue?",
-    "Give me a synonym for happy.", "What does a CPU do?", "Write a haiku about rain.",
-    "How many legs does a spider have?", "What is 12 times 12?", "Explain gravity in one sentence.",
-    "Suggest a name for a cat.", "What is the boiling point of water?", "Translate 'thank you' into Spanish.",
-    "What is photosynthesis?", "List two programming languages.", "What is the largest ocean?",
-    "Who wrote Romeo and Juliet?",
-]
+from labkit.serve.client import QUESTIONS, LoadReport, chat_bodies, run_load
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -59,12 +50,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_engine_arguments(p)
 
 
-def bodies(model: str, n: int, max_tokens: int) -> list[dict]:
-    """`n` greedy chat requests cycling through QUESTIONS (they share the template's system
-    prompt, so the prefix cache has something to find, as in real chat traffic)."""
-    return [chat_body(model, [{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}], max_tokens) for i in range(n)]
-
-
 def device_name(device: str | None) -> str:
     import torch
 
@@ -84,7 +69,7 @@ def measure(url: str, model: str, levels: list[int], requests: int, max_tokens: 
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
     reports = []
     for c in levels:
-        report, results = asyncio.run(run_load(url, bodies(model, requests, max_tokens), c, deadline_s=deadline,
+        report, results = asyncio.run(run_load(url, chat_bodies(model, requests, max_tokens), c, deadline_s=deadline,
                                                headers=headers))
         report.decode_tok_s = decode_rate(results)
         reports.append(report)

@@ -95,6 +95,22 @@ def chat_body(model: str, messages: list[dict], max_tokens: int, temperature: fl
     return {"model": model, "messages": messages, "max_tokens": max_tokens, "temperature": temperature, **extra}
 
 
+QUESTIONS = [
+    "What is the capital of France?", "Name three primary colors.", "Why is the sky blue?",
+    "Give me a synonym for happy.", "What does a CPU do?", "Write a haiku about rain.",
+    "How many legs does a spider have?", "What is 12 times 12?", "Explain gravity in one sentence.",
+    "Suggest a name for a cat.", "What is the boiling point of water?", "Translate 'thank you' into Spanish.",
+    "What is photosynthesis?", "List two programming languages.", "What is the largest ocean?",
+    "Who wrote Romeo and Juliet?",
+]
+
+
+def chat_bodies(model: str, n: int, max_tokens: int) -> list[dict]:
+    """`n` greedy chat requests cycling through QUESTIONS (they share the template's system
+    prompt, so the prefix cache has something to find, as in real chat traffic)."""
+    return [chat_body(model, [{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}], max_tokens) for i in range(n)]
+
+
 @dataclass
 class LoadReport:
     """What a batch of concurrent requests did."""

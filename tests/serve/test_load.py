@@ -9,15 +9,14 @@ import time
 import httpx
 
 from labkit.models.sampling import SamplingParams
-from labkit.serve.bench import QUESTIONS, bodies
-from labkit.serve.client import run_load
+from labkit.serve.client import QUESTIONS, chat_bodies, run_load
 
 CLIENTS = 12
 MAX_TOKENS = 8
 
 
 def test_concurrent_streams(server, llm, wait_idle):
-    reqs = bodies("embedded", CLIENTS, MAX_TOKENS)
+    reqs = chat_bodies("embedded", CLIENTS, MAX_TOKENS)
     peak = {"running": 0}
     done = threading.Event()
 
