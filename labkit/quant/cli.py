@@ -52,8 +52,8 @@ def source_name(spec: str) -> str:
 
 def run(args) -> int:
     from labkit.errors import UserError
-    from labkit.loading import load_model
-    from labkit.models.loader import resolve
+    from labkit.models import load
+    from labkit.models.loader import read_config, resolve
     from labkit.quant import awq, smoothquant
     from labkit.quant.calib import check_architecture, dataset_text
     from labkit.quant.checkpoint import prepare_work_dir, quantization_config, save_quantized
@@ -66,7 +66,10 @@ def run(args) -> int:
     if args.method == "auto_awq" and args.search_grid < 1:
         raise UserError("--search-grid must be >= 1")
     start = time.perf_counter()
-    model, tokenizer = load_model(args.model, device="cpu", dtype=None)
+    source = resolve(args.model)
+    if "quantization_config" in read_config(source):
+        raise UserError(f"{source} is already quantized: quantize a full-precision model")
+    model, tokenizer = load(str(source))   # float32 on the CPU (labkit.loading sits above quant)
     check_architecture(model)
     bar = lambda it: progress(it, f"{args.method} layers", not args.json)
     try:
@@ -92,7 +95,7 @@ def run(args) -> int:
         print(f"note: group size does not divide the input of {', '.join(padded)}: inputs zero-padded to a multiple "
               "of it (labkit reads this checkpoint; other AWQ engines need a group size that divides every layer)",
               file=sys.stderr)
-    save_quantized(model, out, source_name(args.model), resolve(args.model), args.method, args.force,
+    save_quantized(model, out, source_name(args.model), source, args.method, args.force,
                    {"padded_layers": padded} if padded else None)
     result = {"work_dir": str(out), "method": args.method, "source": source_name(args.model),
               "quantization_config": quantization_config(model), "weight_bytes": weight_bytes(model),

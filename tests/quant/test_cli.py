@@ -22,6 +22,9 @@ def test_rtn_checkpoint_then_eval_against_its_source(capsys, tiny_folder, tmp_pa
     assert code == 0, err
     ev = json.loads(out)
     assert ev["reference"] == str(tiny_folder.resolve()) and ev["kl"] > 0 and 0 < ev["top1"] <= 1
+    code, out, err = labkit(capsys, "lite", "rtn", tmp_path / "w4", "--work-dir", tmp_path / "again")
+    assert code != 0 and "already quantized" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "again").exists() or not any((tmp_path / "again").iterdir())
 
 
 def test_auto_awq_and_smooth_quant_write_loadable_folders(capsys, tiny_folder, tmp_path):
