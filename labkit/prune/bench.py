@@ -367,7 +367,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="which parts to run (default: quality, compose and speed; sparse24 too on a GPU)")
     p.add_argument("--model", default="embedded", help="the full-precision MODEL to prune (default embedded)")
     p.add_argument("--max-tokens", type=int, default=2048, help="evaluation tokens per row (default 2048)")
-    p.add_argument("--methods", nargs="+", choices=ONESHOT, default=list(ONESHOT), help="quality: one-shot methods")
+    p.add_argument("--methods", nargs="*", choices=ONESHOT, default=list(ONESHOT),
+                   help="quality: one-shot methods (none: only the depth and width rows)")
+    p.add_argument("--settings", nargs="+", default=[str(x) for x in (*SPARSITIES, *PATTERNS)], metavar="S",
+                   help="quality: sparsities and N:M patterns, in the order to run them")
     p.add_argument("--no-structured", action="store_true", help="quality: skip the depth and width rows")
     p.add_argument("--calib-samples", type=int, default=4, help="512-token calibration windows (default 4)")
     p.add_argument("--rounds", type=int, default=3, help="speed: alternating rounds (default 3)")
@@ -390,8 +393,9 @@ def main(argv: list[str] | None = None) -> int:
         result["model"] = args.model
     if "quality" in parts:
         structured = {"depth_ratios": (), "widths": ()} if args.no_structured else {}
-        result["quality"] = quality(model, tokenizer, args.max_tokens, args.calib_samples, args.methods, log=log,
-                                    **structured)
+        settings = tuple(x if ":" in x else float(x) for x in args.settings)
+        result["quality"] = quality(model, tokenizer, args.max_tokens, args.calib_samples, args.methods, settings,
+                                    log=log, **structured)
         tables.append(quality_table(result["quality"]))
     if "compose" in parts:
         result["compose"] = compose(model, tokenizer, args.max_tokens, args.calib_samples, log=log)
