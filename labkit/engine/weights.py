@@ -12,6 +12,10 @@ time); a quantized checkpoint (a `labkit lite` output) runs as it was stored.
 
 The vocabulary projection (the largest layer of a small model) is converted along with the
 others when `weights` asks for it; a checkpoint keeps the float head it was saved with.
+
+A full-precision model is served as stored by default (float32 on a CPU), not in bfloat16:
+on the embedded model bfloat16 costs about what int8 weights do (KL and top-1 agreement in
+docs/benchmarks.md), which is measurable, so it is a choice (`weights="bf16"`), not a default.
 """
 from __future__ import annotations
 
@@ -21,7 +25,6 @@ from torch import nn
 from labkit.models.llama import Llama, linear_layers
 
 FORMATS = ("fp32", "bf16", "int8", "int4")
-AUTO = "auto"   # bf16 for a full-precision model on a CPU with native bfloat16; otherwise as it is
 CPU_INT4_GROUP = 32
 GPU_INT4_GROUP = 128
 
@@ -33,26 +36,12 @@ def is_quantized(model: nn.Module) -> bool:
     return any(isinstance(m, (QuantLinear, PackedLinear)) for m in model.modules())
 
 
-def cpu_has_bf16() -> bool:
-    """Does this CPU compute in bfloat16 natively (AVX512-BF16 or AMX)? Elsewhere bfloat16
-    matmuls are emulated, and float32 is the faster choice."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line for line in f if line.startswith("flags")), "").split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def convert(model: Llama, weights: str | None, backend: str = "torch") -> Llama:
     """Give `model` the `weights` format (None: as it is; a quantized model on a CPU is
-    repacked for the CPU kernels; 'auto': see `AUTO`). In place; returns the model."""
-    if weights is not None and weights not in (*FORMATS, AUTO):
-        raise ValueError(f"weights must be one of {FORMATS} or {AUTO!r}, got {weights!r}")
+    repacked for the CPU kernels). In place; returns the model."""
+    if weights is not None and weights not in FORMATS:
+        raise ValueError(f"weights must be one of {FORMATS}, got {weights!r}")
     on_gpu = model.model.embed_tokens.weight.device.type == "cuda"
-    if weights == AUTO:
-        full = not is_quantized(model) and model.model.embed_tokens.weight.dtype == torch.float32
-        weights = "bf16" if full and not on_gpu and cpu_has_bf16() else None
     if is_quantized(model):
         if weights is not None:
             raise ValueError(f"the model is a quantized checkpoint already; weights={weights!r} "

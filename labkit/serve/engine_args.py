@@ -27,10 +27,10 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cache-max-entry-count", type=float, default=0.5,
                    help="fraction of free memory given to the KV cache")
     g.add_argument("--max-model-len", type=int, default=None, help="longest prompt + answer (default: the model's)")
-    g.add_argument("--weights", choices=["auto", "fp32", "bf16", "int8", "int4"], default="auto",
-                   help="convert a full-precision model at load time (int8/int4: round-to-nearest, "
-                        "on a CPU PyTorch's packed kernels); auto (default): bf16 on a CPU with native "
-                        "bfloat16, else as stored. A quantized checkpoint always runs as stored")
+    g.add_argument("--weights", choices=["fp32", "bf16", "int8", "int4"], default=None,
+                   help="convert a full-precision model at load time (int8/int4: round-to-nearest, on a "
+                        "CPU PyTorch's packed kernels); default: as stored. A quantized checkpoint always "
+                        "runs as stored (on a CPU repacked for the packed int4/int8 kernels)")
     g.add_argument("--compile", action="store_true",
                    help="torch.compile the decode step; each kind of step compiles at start-up")
     g.add_argument("--tp", type=int, default=1,

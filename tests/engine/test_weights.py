@@ -14,17 +14,15 @@ def model(tiny):
     return copy.deepcopy(tiny).float()
 
 
-@pytest.mark.parametrize("native", [True, False])
-def test_auto_is_bf16_only_for_a_full_precision_model_on_a_cpu_with_bf16(model, monkeypatch, native):
-    monkeypatch.setattr(weights, "cpu_has_bf16", lambda: native)
-    out = weights.convert(model, "auto")
-    assert out.model.embed_tokens.weight.dtype == (torch.bfloat16 if native else torch.float32)
+@pytest.mark.parametrize("fmt, dtype", [(None, torch.float32), ("fp32", torch.float32), ("bf16", torch.bfloat16)])
+def test_float_formats(model, fmt, dtype):
+    out = weights.convert(model, fmt)
+    assert out.model.embed_tokens.weight.dtype == dtype and not weights.is_quantized(out)
     assert out.inv_freq.dtype == torch.float32   # rotary angles stay float32: bfloat16 positions drift
 
 
-def test_auto_leaves_a_quantized_checkpoint_as_stored_and_repacks_it(model, monkeypatch):
-    monkeypatch.setattr(weights, "cpu_has_bf16", lambda: True)
-    quantized = weights.convert(quantize_linears(model, 4, 32), "auto")
+def test_a_quantized_checkpoint_runs_as_stored_repacked(model):
+    quantized = weights.convert(quantize_linears(model, 4, 32), None)
     assert isinstance(quantized.model.layers[0].mlp.down_proj, PackedLinear)
     with pytest.raises(ValueError, match="quantized checkpoint already"):
         weights.convert(quantized, "int8")
