@@ -15,6 +15,7 @@ from typing import Callable
 import torch
 
 from labkit.engine.block_manager import BlockManager
+from labkit.engine.config import EngineConfig
 from labkit.engine.kv_cache import PagedKVCache
 from labkit.engine.model_runner import ModelRunner
 from labkit.engine.scheduler import Scheduler
@@ -64,19 +65,17 @@ class Request:
 
 
 class Engine:
-    def __init__(self, model: Llama, tokenizer: Tokenizer, kv: PagedKVCache, *, backend: str = "torch",
-                 max_batch_size: int = 32, max_num_batched_tokens: int = 512, enable_prefix_caching: bool = True,
-                 max_model_len: int = 2048, scheduler: str = "continuous", use_cuda_graph: bool | None = None,
-                 record_timeline: bool = False, compile: bool = False):
-        self.model, self.tokenizer, self.kv = model, tokenizer, kv
-        self.block_manager = BlockManager(kv.num_blocks, kv.block_size, enable_prefix_caching)
-        self.scheduler = Scheduler(self.block_manager, max_batch_size, max_num_batched_tokens, scheduler)
-        self.runner = ModelRunner(model, kv, backend, max_batch_size, max_model_len, use_cuda_graph, compile)
+    def __init__(self, model: Llama, tokenizer: Tokenizer, kv: PagedKVCache, config: EngineConfig = EngineConfig()):
+        self.model, self.tokenizer, self.kv, self.config = model, tokenizer, kv, config
+        self.block_manager = BlockManager(kv.num_blocks, kv.block_size, config.enable_prefix_caching)
+        self.scheduler = Scheduler(self.block_manager, config.max_batch_size, config.max_num_batched_tokens,
+                                   config.scheduler)
+        self.runner = ModelRunner(model, kv, config)
         self.eos_ids = set(model.config.eos_ids) | tokenizer.eos_token_ids
         self.requests: dict[str, Request] = {}
         self._adds: deque[Request] = deque()
         self._aborts: deque[str] = deque()
-        self.timeline: deque[StepRecord] | None = deque(maxlen=100_000) if record_timeline else None
+        self.timeline: deque[StepRecord] | None = deque(maxlen=100_000) if config.record_timeline else None
         self.steps = 0
         self.last_decode_tok_s = 0.0
 

@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import AsyncIterator, Callable
 
 import torch
 
+from labkit.engine.config import EngineConfig
 from labkit.engine.engine import Engine, Request, StreamDelta
 from labkit.engine.fuse import fuse_projections
 from labkit.engine.kv_cache import PagedKVCache, blocks_for_memory, bytes_per_block
@@ -73,10 +74,13 @@ class LLM:
         of the eager step on a CPU, where it fuses the small operations around the matmuls;
         `warmup()` compiles each kind of step up front. `tp` > 1 splits the model over
         that many GPUs (or CPU processes): this process is rank 0 and starts the others, each
-        built with these same arguments (labkit.engine.parallel, docs/parallel.md)."""
+        built with these same arguments (labkit.engine.parallel, docs/parallel.md). The engine's
+        options are checked here, before anything loads, as one `EngineConfig`."""
         args = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
-        if max_batch_size < 1:
-            raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        config = EngineConfig(backend=backend, max_batch_size=max_batch_size,
+                              max_num_batched_tokens=max_num_batched_tokens, max_model_len=max_model_len,
+                              enable_prefix_caching=enable_prefix_caching, scheduler=scheduler,
+                              use_cuda_graph=use_cuda_graph, record_timeline=record_timeline, compile=compile)
         if not 0 < cache_max_entry_count <= 1:
             raise ValueError(f"cache_max_entry_count must be in (0, 1], got {cache_max_entry_count}")
         self.tp = None
@@ -118,13 +122,9 @@ class LLM:
                              f"({num_blocks} blocks x {block_size} tokens = {num_blocks * block_size})")
         self.max_model_len = min(limit, num_blocks * block_size)
         kv = PagedKVCache(cfg, num_blocks, block_size, kv_dtype, dev, quant_policy)
-        if max_num_batched_tokens is None:
-            max_num_batched_tokens = 2048 if dev.type == "cuda" else 512
-        self.engine = Engine(self.model, tokenizer, kv, backend=backend, max_batch_size=max_batch_size,
-                             max_num_batched_tokens=max_num_batched_tokens,
-                             enable_prefix_caching=enable_prefix_caching, max_model_len=self.max_model_len,
-                             scheduler=scheduler, use_cuda_graph=use_cuda_graph, record_timeline=record_timeline,
-                             compile=compile)
+        config = replace(config, max_model_len=self.max_model_len,
+                         max_num_batched_tokens=max_num_batched_tokens or (2048 if dev.type == "cuda" else 512))
+        self.engine = Engine(self.model, tokenizer, kv, config)
         self.compiled = compile
         if self.tp is not None:
             self.tp.attach(self.engine.runner)

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import torch
 
 from labkit.engine import ops
+from labkit.engine.config import EngineConfig
 from labkit.engine.kv_cache import PagedKVCache
 from labkit.engine.paged_attention import NumbaAttention, PagedAttention, StepInputs
 from labkit.engine.scheduler import Batch
@@ -53,29 +54,27 @@ STATIC_FIELDS = ("input_ids", "positions", "slot_mapping", "block_tables", "cont
 
 
 class ModelRunner:
-    def __init__(self, model: Llama, kv: PagedKVCache, backend: str = "torch", max_batch_size: int = 32,
-                 max_model_len: int = 2048, use_cuda_graph: bool | None = None, compile: bool = False):
-        if backend not in ("torch", "numba"):
-            raise ValueError(f"backend must be 'torch' or 'numba', got {backend!r}")
-        self.model, self.kv, self.backend = model, kv, backend
+    def __init__(self, model: Llama, kv: PagedKVCache, config: EngineConfig = EngineConfig()):
+        self.model, self.kv, self.backend = model, kv, config.backend
         self.device = model.model.embed_tokens.weight.device
-        self.attention_cls = NumbaAttention if backend == "numba" else PagedAttention
-        self.max_blocks = -(-max_model_len // kv.block_size)
+        self.attention_cls = NumbaAttention if config.backend == "numba" else PagedAttention
+        self.max_blocks = -(-config.max_model_len // kv.block_size)
         self.graphs: dict[int, tuple] = {}   # bucket -> (graph, static inputs, their pinned host copies, logits)
         self.decode_forward = self.forward
         self.event_pairs: list | None = None   # set to [] to time graph replays on the GPU (bench)
         self.share = None   # tensor parallelism: runs each step on every rank (labkit.engine.parallel)
-        if compile:   # fuse the small element-wise kernels of the decode step (see labkit.engine.ops)
+        if config.compile:   # fuse the small element-wise kernels of the decode step (see labkit.engine.ops)
             ops.route_quant_linears(model)
             # on a GPU the batch size turns symbolic after the first recompile; a CPU's steps also
             # change the context length every step, so every size is symbolic from the start
             self.decode_forward = torch.compile(_own_code(self.forward), fullgraph=True,
                                                 dynamic=True if self.device.type == "cpu" else None,
                                                 options=GUARD_OPTIONS)
+        use_cuda_graph = config.use_cuda_graph
         if use_cuda_graph is None:
             use_cuda_graph = self.device.type == "cuda"
         if use_cuda_graph:
-            self.capture_graphs(max_batch_size)
+            self.capture_graphs(config.max_batch_size)
 
     # ------------------------------------------------------------------ inputs
     def prepare(self, batch: Batch) -> tuple[HostStep, list[Sequence]]:
