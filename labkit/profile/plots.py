@@ -94,7 +94,8 @@ def plot_memory_breakdown(plan: cost.MemoryPlan, label: str = "", ax=None):
         cap = plan.capacity / cost.GB
         ax.axvline(cap, color="red", ls="--", label=f"usable memory {cap:.1f} GB")
     ax.set_xlabel("GB")
-    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.35), ncol=2)
+    # below the axes, in space the figure's constrained layout sets aside (an axes legend there was clipped)
+    ax.figure.legend(*ax.get_legend_handles_labels(), fontsize=8, loc="outside lower center", ncol=2)
     return ax
 
 
