@@ -340,7 +340,8 @@ def speed(variants: dict, tokenizer, prompt: list[int], output_len: int = 32, ro
     names = list(variants)
     for r in range(rounds):
         for name in names if r % 2 == 0 else names[::-1]:
-            rows[name]["tok_s"].append(engine_static(llms[name], 1, [prompt], output_len)["decode_tok_s_per_seq"])
+            step_ms = engine_static(llms[name], 1, [prompt], output_len)["decode_ms_per_step"]
+            rows[name]["tok_s"].append(round(1000 / step_ms, 2))
     for llm in llms.values():
         llm.close()
     dense = statistics.median(rows[names[0]]["tok_s"])
