@@ -119,7 +119,7 @@ def benchmark_widget(model: str = "embedded"):
             return
         run.disabled = clear.disabled = True
         bar = W.IntProgress(0, 0, len(chosen), description="loading", style={"description_width": "initial"},
-                            bar_style="info")
+                            bar_style="info", layout=W.Layout(width="600px"))
         progress.children = [*progress.children, bar]
 
         def done_one(row):
