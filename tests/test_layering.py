@@ -1,4 +1,4 @@
-"""Benchmarks sit on top of the library: no library module imports a bench module.
+"""Benchmarks sit on top of the library: no library module or notebook imports a bench module.
 
 A bench module (`labkit/*/bench.py`, `kernels/bench.py`) is a script behind `labkit bench`;
 what notebooks and other modules need from it lives in a library module (for example
@@ -12,8 +12,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def imported_modules(path: Path) -> set[str]:
     """Dotted names a file imports: `import a.b` -> a.b; `from a import b` -> a and a.b."""
+    return imported_names(path.read_text(), str(path))
+
+
+def imported_names(source: str, filename: str) -> set[str]:
     names = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in ast.walk(ast.parse(source, filename)):
         if isinstance(node, ast.Import):
             names |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -40,3 +44,20 @@ def test_no_library_module_imports_a_bench_module():
     offenders = {str(f.relative_to(ROOT)): sorted(n for n in imported_modules(f) if "bench" in n.split("."))
                  for f in files}
     assert {f: names for f, names in offenders.items() if names} == {}
+
+
+def notebook_imports(path: Path) -> set[str]:
+    """Dotted names the code cells of a notebook import (IPython magics and shell lines skipped)."""
+    import json
+
+    cells = json.loads(path.read_text())["cells"]
+    code = "\n".join(line for c in cells if c["cell_type"] == "code"
+                     for line in "".join(c["source"]).splitlines() if not line.lstrip().startswith(("%", "!")))
+    return imported_names(code, str(path))
+
+
+def test_no_notebook_imports_a_bench_module():
+    notebooks = sorted((ROOT / "notebooks").glob("*.ipynb"))
+    assert notebooks
+    offenders = {p.name: sorted(n for n in notebook_imports(p) if "bench" in n.split(".")) for p in notebooks}
+    assert {name: names for name, names in offenders.items() if names} == {}
