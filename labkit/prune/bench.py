@@ -38,7 +38,8 @@ TOKENS = (1, 16, 64, 256, 1024, 4096, 8192)
 
 
 def gpu_ms(fn: Callable[[], object], calls: int = 20, repeats: int = 5) -> float:
-    """Median milliseconds per call of `fn`, from CUDA events around `calls` back-to-back calls."""
+    """Median milliseconds per call of `fn`, from CUDA events around `calls` back-to-back calls,
+    launched eagerly (the host's per-call work included, beside `graph_ms`, which leaves it out)."""
     fn()
     times = []
     for _ in range(repeats):
@@ -53,19 +54,12 @@ def gpu_ms(fn: Callable[[], object], calls: int = 20, repeats: int = 5) -> float
 
 
 def graph_ms(fn: Callable[[], object]) -> float | str:
-    """Milliseconds per replay of `fn` captured in a CUDA graph (the GPU's time without the
-    host's per-call work), or why it could not be captured."""
+    """Milliseconds per call of `fn` replayed from a CUDA graph (`kernels.measure.time_us`:
+    the GPU's time without the host's per-call work), or why it could not be captured."""
+    from labkit.kernels.measure import time_us
+
     try:
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            for _ in range(3):
-                fn()
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            fn()
-        return gpu_ms(graph.replay)
+        return time_us(lambda i: fn(), sets=1) / 1000
     except Exception as e:
         torch.cuda.synchronize()
         return f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"
