@@ -53,22 +53,24 @@ def text_ids(vocab: int, tokenizer: str | None = None) -> list[int]:
 
 
 def chat_workload(n: int, rate: float, scale: float, vocab: int, seed: int = 0, text_ids: list[int] | None = None,
-                  max_len: int = 2048) -> list[Req]:
+                  max_len: int = 2048, spread: float = 1.0) -> list[Req]:
     """Chat-shaped requests: log-normal prompt and answer lengths, Poisson arrivals.
 
     The shape follows the ShareGPT conversations used by vLLM's and LMDeploy's throughput
     benchmarks: prompt tokens with median ~130 and a long tail (sigma 1.0), answers with
     median ~150 (sigma 0.9), clipped to [4, 1024]; `scale` shrinks both for small machines
-    (0.25 on a CPU). Arrivals are exponential gaps at `rate` requests/s. Prompts are cut from
-    real text when `text_ids` is given (else random ids); each answer is forced to its
-    drawn length (ignore_eos), as profile_throughput does, so every server does equal work.
+    (0.25 on a CPU), `spread` multiplies both sigmas. Arrivals are exponential gaps at `rate`
+    requests per unit of time (seconds for an engine, steps for `labkit.profile.timeline`'s
+    simulator; `math.inf`: all at time 0). Prompts are cut from real text when `text_ids` is
+    given (else random ids); each answer is forced to its drawn length (ignore_eos), as
+    profile_throughput does, so every server does equal work.
     """
     rng = np.random.default_rng(seed)
     t, out = 0.0, []
     for _ in range(n):
         t += rng.exponential(1 / rate)
-        p = int(np.clip(rng.lognormal(math.log(130 * scale), 1.0), 4, 1024 * scale))
-        o = int(np.clip(rng.lognormal(math.log(150 * scale), 0.9), 4, 1024 * scale))
+        p = int(np.clip(rng.lognormal(math.log(130 * scale), 1.0 * spread), 4, 1024 * scale))
+        o = int(np.clip(rng.lognormal(math.log(150 * scale), 0.9 * spread), 4, 1024 * scale))
         p, o = min(p, max_len // 2), min(o, max_len // 2 - 1)
         if text_ids and len(text_ids) > p:
             start = int(rng.integers(0, len(text_ids) - p))

@@ -3,7 +3,8 @@
 Two sources of steps, one drawing:
 
 - `simulate(...)`: a small simulator with no model in it. Requests have known prompt and
-  answer lengths and arrival steps; a policy plans each step (`continuous`, `static`, or any
+  answer lengths and arrival steps (`labkit.engine.workload.chat_workload`'s requests, their
+  arrival times read as steps, or `SimRequest`s); a policy plans each step (`continuous`, `static`, or any
   function with the signature of exercise 08's `schedule_step`). It shows what a scheduler
   decides, not how long a step takes.
 - an engine's own record: `LLM(..., record_timeline=True)` keeps one `StepRecord` per step
@@ -16,12 +17,14 @@ simulator.
 from __future__ import annotations
 
 import math
-import random
 from dataclasses import dataclass, field
 from typing import Callable
 
+from labkit.engine.workload import Req, chat_workload
+
 COLORS = {"waiting": "#f3e6b3", "prefill": "#4c72b0", "decode": "#55a868", "padding": "#b0b0b0",
           "preempted": "#c44e52"}
+SIM_SCALE = 0.12     # chat_workload's lengths for the simulator: ~20-token prompts and answers, short runs to draw
 
 
 @dataclass
@@ -58,17 +61,12 @@ class Steps:
                 "requests_per_step": round(len(done) / max(1, len(self.steps)), 3)}
 
 
-def chat_requests(n: int, seed: int = 0, prompt_median: int = 24, output_median: int = 16, spread: float = 0.8,
-                  arrival_gap: float = 0.0) -> list[SimRequest]:
-    """Log-normal prompt and answer lengths (the shape of chat logs), arrivals `arrival_gap` steps apart on average."""
-    rng = random.Random(seed)
-    out, t = [], 0.0
-    for i in range(n):
-        p = max(1, int(rng.lognormvariate(math.log(prompt_median), spread)))
-        o = max(1, int(rng.lognormvariate(math.log(output_median), spread)))
-        out.append(SimRequest(f"r{i}", p, o, int(t)))
-        t += rng.expovariate(1 / arrival_gap) if arrival_gap > 0 else 0
-    return out
+def sim_request(i: int, r: SimRequest | Req) -> SimRequest:
+    """A fresh simulator request: a copy of a `SimRequest`, or the lengths of a workload's `Req`
+    named `r{i}`, its arrival time read as a step."""
+    if isinstance(r, Req):
+        return SimRequest(f"r{i}", len(r.prompt), r.output_len, int(r.arrival))
+    return SimRequest(r.name, r.prompt_len, r.max_tokens, r.arrival)
 
 
 def continuous_step(running, waiting, free_blocks, block_size, max_batch, token_budget):
@@ -97,7 +95,7 @@ def continuous_step(running, waiting, free_blocks, block_size, max_batch, token_
     return plan, free_blocks
 
 
-def simulate(requests: list[SimRequest], policy: str | Callable = "continuous", num_blocks: int = 64,
+def simulate(requests: list[SimRequest] | list[Req], policy: str | Callable = "continuous", num_blocks: int = 64,
              block_size: int = 16, max_batch: int = 8, token_budget: int = 64, max_steps: int = 2000) -> Steps:
     """Run a policy over copies of `requests` until all are done (or `max_steps`).
 
@@ -107,7 +105,7 @@ def simulate(requests: list[SimRequest], policy: str | Callable = "continuous", 
     when the previous one is over, reserves blocks for prompt and answer, runs its prompts in
     one step, and keeps finished rows as padding until its longest request is done.
     """
-    reqs = [SimRequest(r.name, r.prompt_len, r.max_tokens, r.arrival) for r in requests]
+    reqs = [sim_request(i, r) for i, r in enumerate(requests)]
     by_name = {r.name: r for r in reqs}
     pending = sorted(reqs, key=lambda r: r.arrival)
     waiting: list[SimRequest] = []
@@ -195,7 +193,7 @@ def draw(steps, ax=None, title: str | None = None, max_requests: int = 60):
     return ax
 
 
-def compare(requests: list[SimRequest], policies=("static", "continuous"), **options) -> dict:
+def compare(requests: list[SimRequest] | list[Req], policies=("static", "continuous"), **options) -> dict:
     """Simulate each policy on the same requests and draw them one above the other, on one step axis."""
     import matplotlib.pyplot as plt
 
@@ -218,8 +216,9 @@ def explorer(requests: int = 16, seed: int = 0):
     import ipywidgets as W
     import matplotlib.pyplot as plt
 
-    def show(n=requests, max_batch=6, token_budget=48, num_blocks=40, arrival_gap=0.0, spread=0.8, seed=seed):
-        reqs = chat_requests(n, seed, spread=spread, arrival_gap=arrival_gap)
+    def show(n=requests, max_batch=6, token_budget=48, num_blocks=40, arrival_gap=0.0, spread=1.0, seed=seed):
+        rate = 1 / arrival_gap if arrival_gap > 0 else math.inf     # requests per step
+        reqs = chat_workload(n, rate, SIM_SCALE, vocab=100, seed=seed, spread=spread)   # token ids unused here
         compare(reqs, num_blocks=num_blocks, max_batch=max_batch, token_budget=token_budget)
         plt.show()
 
@@ -227,5 +226,5 @@ def explorer(requests: int = 16, seed: int = 0):
     return W.interactive(show, n=W.IntSlider(requests, 2, 40, **wide), max_batch=W.IntSlider(6, 1, 16, **wide),
                          token_budget=W.IntSlider(48, 8, 256, 8, **wide), num_blocks=W.IntSlider(40, 8, 200, 4, **wide),
                          arrival_gap=W.FloatSlider(0.0, min=0, max=10, step=0.5, **wide),
-                         spread=W.FloatSlider(0.8, min=0.1, max=1.5, step=0.1, **wide),
+                         spread=W.FloatSlider(1.0, min=0.1, max=1.5, step=0.1, **wide),
                          seed=W.IntSlider(seed, 0, 20, **wide))

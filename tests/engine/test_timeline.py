@@ -3,11 +3,14 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import math  # noqa: E402
+
+from labkit.engine.workload import chat_workload  # noqa: E402
 from labkit.profile import timeline  # noqa: E402
 
 
 def test_policies_finish_everything_and_only_static_pads():
-    reqs = timeline.chat_requests(12, seed=3)
+    reqs = chat_workload(12, math.inf, timeline.SIM_SCALE, vocab=100, seed=3)
     static = timeline.simulate(reqs, "static", num_blocks=40, max_batch=4, token_budget=32)
     cont = timeline.simulate(reqs, "continuous", num_blocks=40, max_batch=4, token_budget=32)
     for sim in (static, cont):
@@ -22,7 +25,7 @@ def test_policies_finish_everything_and_only_static_pads():
 def test_draw_takes_simulator_and_engine_records():
     from labkit.engine.engine import StepRecord
 
-    reqs = timeline.chat_requests(5, seed=0, arrival_gap=2)
+    reqs = chat_workload(5, 0.5, timeline.SIM_SCALE, vocab=100, seed=0)   # one request per 2 steps
     ax = timeline.draw(timeline.simulate(reqs, "continuous"))
     assert len(ax.patches) > 0
     records = [StepRecord(0, [("a", "prefill", 5)], [], [], 0.1, 1), StepRecord(1, [("a", "decode", 1)], ["b"], [], 0.1, 1)]
