@@ -1,4 +1,4 @@
-"""Two ipywidgets dashboards: a memory planner and a roofline explorer.
+"""Two ipywidgets dashboards on one `Dashboard` layout: a memory planner and a roofline explorer.
 
 Both are plain functions returning a widget, so a test can build one without a browser,
 set its controls programmatically and read what it computed (`.plan`, `.point`, the
@@ -26,20 +26,28 @@ _WIDE = widgets.Layout(width="420px")
 CSS_DPI, PNG_DPI = 100, 200       # displayed pixels per inch of a figure; pixels per inch in its PNG
 
 
-def _image() -> widgets.Image:
-    return widgets.Image(format="png", layout=widgets.Layout(max_width="100%", height="auto"))
+class Dashboard(widgets.VBox):
+    """Controls above an HTML `summary` on the left, a PNG `chart` on their right (wrapping below
+    when the output area is narrow); any control's change calls `update`, which a dashboard
+    writes: recompute, set `summary.value`, draw a figure and `show` it."""
 
+    def __init__(self, controls: list[widgets.ValueWidget]):
+        self.summary = widgets.HTML()
+        self.chart = widgets.Image(format="png", layout=widgets.Layout(max_width="100%", height="auto"))
+        left = widgets.VBox([*controls, self.summary], layout=widgets.Layout(width="440px"))
+        super().__init__([widgets.HBox([left, self.chart],
+                                       layout=widgets.Layout(flex_flow="row wrap", align_items="flex-start"))])
+        for c in controls:
+            c.observe(self.update, names="value")
+        self.update()
 
-def _show(image: widgets.Image, fig) -> None:
-    """Render `fig` into `image` at PNG_DPI and display it at its size in CSS pixels."""
-    image.value = figure_png(fig, dpi=PNG_DPI)
-    image.layout.width = f"{fig.get_figwidth() * CSS_DPI:.0f}px"
+    def update(self, change=None) -> None:
+        raise NotImplementedError
 
-
-def _layout(controls: list, summary: widgets.HTML, chart: widgets.Image) -> list:
-    """Controls above the summary on the left, the chart on their right (wrapping below when narrow)."""
-    return [widgets.HBox([widgets.VBox([*controls, summary], layout=widgets.Layout(width="440px")), chart],
-                         layout=widgets.Layout(flex_flow="row wrap", align_items="flex-start"))]
+    def show(self, fig) -> None:
+        """Render `fig` into the chart at PNG_DPI and display it at its size in CSS pixels."""
+        self.chart.value = figure_png(fig, dpi=PNG_DPI)
+        self.chart.layout.width = f"{fig.get_figwidth() * CSS_DPI:.0f}px"
 
 
 def _dropdown(options, value, description):
@@ -51,7 +59,7 @@ def _slider(options, value, description):
                                    layout=_WIDE, continuous_update=False)
 
 
-class MemoryPlanner(widgets.VBox):
+class MemoryPlanner(Dashboard):
     """Model x formats x batch x context -> GB of weights / KV cache / activations, and the fit.
 
     Controls: `model_choice`, `weight_format`, `kv_format`, `batch`, `context`, `device`.
@@ -66,15 +74,9 @@ class MemoryPlanner(widgets.VBox):
         self.batch = _slider(BATCHES, batch, "batch")
         self.context = _slider(CONTEXTS, context, "context")
         self.device = _dropdown([*GPUS, THIS_MACHINE], device, "device")
-        self.summary = widgets.HTML()
-        self.chart = _image()
         self.plan: cost.MemoryPlan | None = None
         self.max_batch = 0
-        controls = [self.model_choice, self.weight_format, self.kv_format, self.batch, self.context, self.device]
-        super().__init__(_layout(controls, self.summary, self.chart))
-        for c in controls:
-            c.observe(self.update, names="value")
-        self.update()
+        super().__init__([self.model_choice, self.weight_format, self.kv_format, self.batch, self.context, self.device])
 
     def update(self, change=None) -> None:
         """Recompute the plan and redraw (called on every control change)."""
@@ -97,10 +99,10 @@ class MemoryPlanner(widgets.VBox):
             f"largest batch at context {self.context.value}: {self.max_batch}</div>")
         fig = new_figure((6.0, 2.6))
         plot_memory_breakdown(self.plan, f"B={self.batch.value}, ctx={self.context.value}", ax=fig.subplots())
-        _show(self.chart, fig)
+        self.show(fig)
 
 
-class RooflineExplorer(widgets.VBox):
+class RooflineExplorer(Dashboard):
     """Decode steps at batch 1..512 on a device's roofline; the chosen batch is highlighted.
 
     Controls: `model_choice`, `device`, `weight_format`, `kv_format`, `context`, `batch`.
@@ -116,17 +118,12 @@ class RooflineExplorer(widgets.VBox):
         self.kv_format = _dropdown(cost.KV_FORMATS, kv, "KV cache")
         self.context = _slider(CONTEXTS, context, "context")
         self.batch = _slider(BATCHES, batch, "batch")
-        self.summary = widgets.HTML()
-        self.chart = _image()
         self.point = None
         self.critical: int | None = None
-        controls = [self.model_choice, self.device, self.weight_format, self.kv_format, self.context, self.batch]
-        super().__init__(_layout(controls, self.summary, self.chart))
-        for c in controls:
-            c.observe(self.update, names="value")
-        self.update()
+        super().__init__([self.model_choice, self.device, self.weight_format, self.kv_format, self.context, self.batch])
 
     def update(self, change=None) -> None:
+        """Recompute the decode point and the critical batch, and redraw (called on every control change)."""
         config = PRESETS[self.model_choice.value]
         wbits, kbits = cost.WEIGHT_FORMATS[self.weight_format.value], cost.KV_FORMATS[self.kv_format.value]
         dev = get_device(self.device.value)
@@ -144,7 +141,7 @@ class RooflineExplorer(widgets.VBox):
             f"step &ge; {p.seconds * 1e3:.2f} ms, &le; {p.tokens_per_s:,.0f} tokens/s<br>{crit}</div>")
         fig = new_figure((6.0, 3.7))
         plot_decode_roofline(config, dev, BATCHES, ctx, wbits, kbits, highlight=b, ax=fig.subplots())
-        _show(self.chart, fig)
+        self.show(fig)
 
 
 def memory_planner(**kwargs) -> MemoryPlanner:
