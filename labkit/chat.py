@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import os
 import sys
+import threading
 
 from labkit.clitools import add_model_argument
 from labkit.errors import UserError
@@ -53,8 +54,13 @@ def run(args) -> int:
     print(f"labkit chat: loading {args.model} ...", file=sys.stderr, flush=True)
     demo = build_demo(args.model, llm=build_engine(args.model, **kwargs), engine_kwargs=kwargs,
                       models_dir=args.models_dir, measure=True)
-    launch(demo, args.server_name, args.server_port, inbrowser=not args.no_browser and _has_desktop())
-    return 0
+    launch(demo, args.server_name, args.server_port, inbrowser=not args.no_browser and _has_desktop(), block=False)
+    try:
+        while True:   # the live engine's steps run in this, the main thread (`LLM.run_steps` says why)
+            llm = demo.engines.llm
+            llm.run_steps(until=lambda: demo.engines.llm is not llm)
+    finally:
+        demo.close()
 
 
 def _params(args):
@@ -72,11 +78,13 @@ def _has_desktop() -> bool:
 
 
 def terminal_chat(llm, params, system: str | None = None) -> int:
-    """The read-answer loop. One event loop for the whole session, because the engine's
-    streams are asynchronous; `input()` runs between turns, outside it."""
+    """The read-answer loop. The engine's streams are asynchronous: each answer streams on one
+    event loop, kept in a background thread for the whole session, while this thread runs the
+    engine's steps (`LLM.run_steps` says why) and, between turns, `input()`."""
     from labkit.serve.conversation import stream_reply
 
-    loop = asyncio.new_event_loop()
+    loop = asyncio.new_event_loop()   # answers stream on it in a background thread; the steps run here
+    threading.Thread(target=loop.run_forever, name="labkit-chat-loop", daemon=True).start()
     history: list[dict] = []
     print("labkit chat · /reset /system TEXT /exit · Ctrl-C stops an answer", flush=True)
 
@@ -105,12 +113,12 @@ def terminal_chat(llm, params, system: str | None = None) -> int:
             history.append({"role": "user", "content": line})
             print("assistant> ", end="", flush=True)
             pieces: list[str] = []
-            task = loop.create_task(answer(pieces))
+            reply = asyncio.run_coroutine_threadsafe(answer(pieces), loop)
             try:
-                loop.run_until_complete(task)
-            except KeyboardInterrupt:   # stop this answer (the sequence is aborted), keep the chat
-                task.cancel()
-                loop.run_until_complete(asyncio.gather(task, return_exceptions=True))
+                llm.run_steps(until=reply.done)
+                reply.result()
+            except KeyboardInterrupt:   # stop this answer (the stream aborts its sequence), keep the chat
+                reply.cancel()
                 print(" [stopped]", end="")
             except UserError as e:
                 history.pop()
@@ -119,4 +127,4 @@ def terminal_chat(llm, params, system: str | None = None) -> int:
             print(flush=True)
             history.append({"role": "assistant", "content": "".join(pieces)})
     finally:
-        loop.close()
+        loop.call_soon_threadsafe(loop.stop)

@@ -5,6 +5,13 @@ clients are served by one background thread that runs steps while there is work,
 concurrent `stream()` calls from an asyncio server share one continuous batch. Both kinds of
 caller take the same lock around a step, so they can be mixed freely: any step advances
 every request.
+
+A server process should run the steps in its main thread instead (`run_steps`, with the HTTP
+server in a background thread): on a CPU, PyTorch's OpenMP threads spin between the many
+small parallel operations of a decode step, but only while the process has no more OpenMP
+threads than cores. A second thread doing parallel work (the background stepper, once the
+main thread has loaded the model) doubles the count, OpenMP then sleeps between operations,
+and a decode step gets 2-3x slower (docs/benchmarks.md, "Serving").
 """
 from __future__ import annotations
 
@@ -131,6 +138,8 @@ class LLM:
         self._lock = threading.Lock()       # one step at a time
         self._wakeup = threading.Event()
         self._worker: threading.Thread | None = None
+        self._worker_lock = threading.Lock()
+        self._stepper: int | None = None     # the thread running `run_steps`, if any
         self._closed = False
 
     # ------------------------------------------------------------------ requests
@@ -230,15 +239,36 @@ class LLM:
             raise
 
     def _ensure_worker(self) -> None:
+        """Make sure someone runs the steps: `run_steps` if a thread is in it, else the background worker."""
         self._wakeup.set()
-        if self._worker is None or not self._worker.is_alive():
-            self._worker = threading.Thread(target=self._loop, name="labkit-engine", daemon=True)
-            self._worker.start()
+        with self._worker_lock:
+            if self._stepper is None and (self._worker is None or not self._worker.is_alive()):
+                self._worker = threading.Thread(target=self._loop, args=(lambda: self._stepper is not None, 1.0),
+                                                name="labkit-engine", daemon=True)
+                self._worker.start()
 
-    def _loop(self) -> None:
-        while not self._closed:
+    def run_steps(self, until: Callable[[], bool], poll_s: float = 0.1) -> None:
+        """Run the engine's steps in the calling thread until `until()` is true (checked at
+        least every `poll_s` seconds): streams started meanwhile are served from here, and the
+        background worker stands down. Work left when it returns goes back to the worker.
+        Servers call it from their main thread (see the module's docstring for why)."""
+        with self._worker_lock:
+            if self._stepper is not None:
+                raise RuntimeError("run_steps is already running in another thread")
+            self._stepper = threading.get_ident()
+        self._wakeup.set()   # a background worker sees the stepper and stops
+        try:
+            self._loop(until, poll_s)
+        finally:
+            with self._worker_lock:
+                self._stepper = None
+            if self.engine.has_work():
+                self._ensure_worker()
+
+    def _loop(self, until: Callable[[], bool], poll_s: float) -> None:
+        while not self._closed and not until():
             if not self.engine.has_work():
-                self._wakeup.wait(timeout=1.0)
+                self._wakeup.wait(timeout=poll_s)
                 self._wakeup.clear()
                 continue
             with self._lock:

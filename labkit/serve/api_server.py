@@ -322,12 +322,13 @@ class ServerThread:
     `url` is known at once. Use as a context manager, or call `start()` and `stop()`.
     """
 
-    def __init__(self, app, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning"):
+    def __init__(self, app, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning",
+                 sock: socket.socket | None = None):
         import uvicorn
 
-        self.sock = bind(host, port)
-        self.host, self.port = host, self.sock.getsockname()[1]
-        config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="off",
+        self.sock = sock or bind(host, port)
+        self.host, self.port = (host if sock is None else self.sock.getsockname()[0]), self.sock.getsockname()[1]
+        config = uvicorn.Config(app, log_level=log_level, access_log=log_level == "info", lifespan="off",
                                 timeout_graceful_shutdown=2)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
@@ -374,12 +375,9 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(app, host: str = "127.0.0.1", port: int = 23333, sock: socket.socket | None = None) -> None:
-    """Serve in the foreground until Ctrl-C (what `labkit serve api_server` does).
-
-    Pass `sock` (from `bind`) to claim the port before slow work such as loading a model."""
-    import uvicorn
-
-    sock = sock or bind(host, port)
-    config = uvicorn.Config(app, log_level="info", timeout_graceful_shutdown=3)
-    uvicorn.Server(config).run(sockets=[sock])
+def serve(app, llm, sock: socket.socket) -> None:
+    """Serve until Ctrl-C (what `labkit serve api_server` does): uvicorn from a background
+    thread, the engine's steps in this one (`LLM.run_steps` says why). `sock` comes from
+    `bind`, so that a taken port fails before slow work such as loading a model."""
+    with ServerThread(app, sock=sock, log_level="info") as server:
+        llm.run_steps(until=lambda: not server.thread.is_alive())

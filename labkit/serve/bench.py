@@ -24,6 +24,7 @@ import platform
 import statistics
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from labkit.clitools import add_json_argument, add_model_argument, emit
 from labkit.errors import UserError
@@ -191,8 +192,10 @@ def main(argv: list[str] | None = None) -> int:
 def serve_and_measure(llm, name: str, args) -> list[LoadReport]:
     from labkit.serve.api_server import ServerThread, create_app
 
-    with ServerThread(create_app(llm, name)) as server:
-        return measure(server.url, name, args.concurrency, args.requests, args.max_tokens, args.deadline)
+    with ServerThread(create_app(llm, name)) as server, ThreadPoolExecutor(1) as clients:
+        done = clients.submit(measure, server.url, name, args.concurrency, args.requests, args.max_tokens, args.deadline)
+        llm.run_steps(until=done.done)   # the engine's steps in the main thread, as `labkit serve` runs them
+        return done.result()
 
 
 def summary(runs: dict[str, list], base: dict[str, list[float]], levels: list[int]) -> dict:

@@ -35,5 +35,5 @@ def run(args) -> int:
     print(f"labkit serve: '{name}' on http://{args.server_name}:{args.server_port}/v1 "
           f"(max_model_len {llm.max_model_len}{', API keys required' if args.api_keys else ''})",
           file=sys.stderr, flush=True)
-    serve(app, sock=sock)
+    serve(app, llm, sock)
     return 0

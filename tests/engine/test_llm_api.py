@@ -1,6 +1,8 @@
 """The front object: streaming, cancellation, abort, chat with prefix caching, validation."""
 import asyncio
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -154,3 +156,46 @@ def test_stats_and_options(llm, tiny, tokenizer):
     auto = LLM(tiny, tokenizer=tokenizer, max_batch_size=2)
     assert auto.max_model_len == tiny.config.max_position_embeddings
     assert auto.stats()["blocks_total"] == 2 * 1024 // 16
+
+
+def test_run_steps_serves_streams_from_the_calling_thread_and_hands_back_leftover_work(llm, tokenizer, h, monkeypatch):
+    prompts = h.prompts_of(tokenizer, 3)
+    params = h.greedy(10)
+    expected = [o.token_ids for o in llm.generate(prompts, params)]
+    stepped_in: set[int] = set()
+    step = llm.engine.step
+
+    def recording_step():
+        stepped_in.add(threading.get_ident())
+        return step()
+
+    monkeypatch.setattr(llm.engine, "step", recording_step)
+
+    async def clients():
+        while llm._stepper is None:   # streams added before run_steps starts would wake the background worker
+            await asyncio.sleep(0.001)
+
+        async def one(p, i):
+            return [t async for d in llm.stream(p, params, request_id=f"r{i}") for t in d.token_ids]
+        return await asyncio.gather(*(one(p, i) for i, p in enumerate(prompts)))
+
+    with ThreadPoolExecutor(1) as pool:
+        done = pool.submit(asyncio.run, clients())
+        llm.run_steps(until=done.done)
+        got = done.result()
+    assert got == expected
+    assert stepped_in == {threading.get_ident()}, "every step ran in the thread that called run_steps"
+    assert llm._worker is None, "no background worker while a thread runs the steps"
+
+    # a stream left running when run_steps returns is finished by the background worker
+    stepped_in.clear()
+
+    async def one_stream():
+        return [t async for d in llm.stream(prompts[0], params, request_id="late") for t in d.token_ids]
+
+    with ThreadPoolExecutor(1) as pool:
+        late = pool.submit(asyncio.run, one_stream())
+        llm.run_steps(until=lambda: llm.stats()["running"] > 0)   # give up after the first admission
+        assert late.result(timeout=30) == expected[0]
+    assert stepped_in - {threading.get_ident()}, "the background worker ran the steps left over"
+    h.assert_no_leaks(llm)
