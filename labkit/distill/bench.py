@@ -141,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--teacher", default="embedded", metavar="MODEL")
     p.add_argument("--depth", default="layers:0.25", help="the depth-pruned student (default layers:0.25)")
     p.add_argument("--width", default=None, metavar="SPEC", help="also a width-pruned student, e.g. width:mlp=768,heads=6")
+    p.add_argument("--students", nargs="+", choices=["depth", "width"], default=None,
+                   help="which students to train (default: depth, and width when --width is given)")
     p.add_argument("--variants", nargs="+", default=["ce", "fkl", "jsd", "fkl T=2 +ce"], choices=sorted(LOSS_VARIANTS))
     p.add_argument("--tokens", type=int, default=73_728, help="training tokens per run (default: the CPU budget)")
     p.add_argument("--batch-size", type=int, default=4)
@@ -164,7 +166,10 @@ def main(argv: list[str] | None = None) -> int:
     base = TrainConfig(batch_size=args.batch_size, accum=args.accum, seq_len=args.seq_len, lr=args.lr,
                        eval_every=10**9, ckpt_every=10**9)
     tables = []
-    students = {"depth": args.depth, **({"width": args.width} if args.width else {})}
+    chosen = args.students or ["depth", "width"]
+    if "width" in chosen and not args.width and args.students:
+        raise UserError("--students width needs --width SPEC")
+    students = {name: spec for name, spec in (("depth", args.depth), ("width", args.width)) if name in chosen and spec}
     if "headline" in args.only:
         result["headline"] = headline(args.teacher, students, args.variants, args.tokens, device, root,
                                       DataConfig(samples=args.samples), base, log)
@@ -173,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         best = min((r for r in result.get("headline", {}).get("rows", []) if r["student"] == "depth" and r["variant"] != "none"),
                    key=lambda r: r["ppl"], default=None)
         if best is None:
-            raise UserError("--only pipeline needs the headline's distilled student: run both parts")
+            raise UserError("the pipeline needs the depth student's headline run: run both parts with the depth student")
         result["pipeline"] = pipeline(args.teacher, args.depth, best["work_dir"], device, root, log)
         result["pipeline_distilled"] = best["variant"]
         tables.append(pipeline_table(result["pipeline"], where))
