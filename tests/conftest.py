@@ -1,6 +1,7 @@
 """Shared fixtures. Tests run offline, on CPU; Numba kernels run in the CUDA simulator."""
 import os
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -34,3 +35,29 @@ def embedded():
     from labkit.loading import load_model
 
     return load_model("embedded")
+
+
+CHROMIUM = "/usr/bin/chromium"      # Debian's; `.ci/run` installs it
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def open_page():
+    """`open_page(url, height)`: a 1280-px-wide page of headless chromium (driven by Playwright) at
+    `url`, 60 s per action; one browser per test module. Skips when chromium or Playwright is
+    missing: ask for it before a costly fixture (a server, a model) so a skip costs nothing."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is absent (apt-get install -y chromium; .ci/run does it)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+
+        def open_page(url: str, height: int):
+            page = browser.new_page(viewport={"width": 1280, "height": height})
+            page.set_default_timeout(60_000)
+            page.goto(url)
+            return page
+
+        yield open_page
+        browser.close()

@@ -6,7 +6,7 @@ on the slider -> back to the kernel, which recomputes and redraws.
 JupyterLab runs on 127.0.0.1 at a free port with a fresh token, from a temporary folder
 holding a copy of the notebook (autosave never touches notebooks/), with its own settings
 (the notebook's kernel starts without asking, no news pop-up). Skipped when /usr/bin/chromium
-(`.ci/run` installs it), JupyterLab or Playwright is missing. The screenshot of the planner is
+(`.ci/run` installs it), JupyterLab or Playwright is missing (the browser is conftest's `open_page`). The screenshot of the planner is
 written where the test prints (LABKIT_LAB_SCREENSHOT chooses the path).
 """
 from __future__ import annotations
@@ -26,17 +26,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = "00_why_deployment_is_hard.ipynb"
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
 RUN_TIMEOUT = 300      # seconds for Run All (about 12 s on an idle 2-core CPU)
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.timeout(RUN_TIMEOUT + 180),
-    pytest.mark.skipif(not Path(CHROMIUM).exists(),
-                       reason=f"{CHROMIUM} is absent (apt-get install -y chromium; .ci/run does it)"),
-]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(RUN_TIMEOUT + 180)]
 
 # Every code cell's execution count and the kernel's state, read from JupyterLab's own model
 # (the notebook renders lazily: cells below the screen may have no prompt in the page yet).
@@ -104,17 +96,10 @@ def lab(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def page(lab):
-    sync_api = pytest.importorskip("playwright.sync_api")
-    url, _ = lab
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.set_default_timeout(60_000)
-        page.goto(url)
-        page.wait_for_function("() => window.jupyterapp?.shell.currentWidget?.sessionContext?.session?.kernel")
-        yield page
-        browser.close()
+def page(open_page, lab):
+    page = open_page(lab[0], height=900)
+    page.wait_for_function("() => window.jupyterapp?.shell.currentWidget?.sessionContext?.session?.kernel")
+    return page
 
 
 def run_all(page, log: Path) -> dict:

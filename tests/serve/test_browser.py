@@ -1,7 +1,8 @@
 """The chat page in a real browser (Debian's chromium driven by Playwright): a message goes
 in, the answer streams out of the engine, the live panel fills in, Stop aborts, Clear clears.
 
-Skipped only when /usr/bin/chromium is missing (`.ci/run` installs it). The screenshot of
+Skipped only when /usr/bin/chromium is missing (`.ci/run` installs it; the browser is
+conftest's `open_page`). The screenshot of
 the answered page is written where the test prints (LABKIT_SCREENSHOT chooses the path).
 """
 from __future__ import annotations
@@ -13,14 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
-                                reason=f"{CHROMIUM} is absent (apt-get install -y chromium; .ci/run does it)")
-
 
 @pytest.fixture(scope="module")
 def page_url(llm):
@@ -34,16 +27,10 @@ def page_url(llm):
 
 
 @pytest.fixture(scope="module")
-def page(page_url):
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 820})
-        page.set_default_timeout(60_000)
-        page.goto(page_url)
-        page.wait_for_selector("#message textarea")
-        yield page
-        browser.close()
+def page(open_page, page_url):
+    page = open_page(page_url, height=820)
+    page.wait_for_selector("#message textarea")
+    return page
 
 
 def set_number(page, elem_id: str, value) -> None:
