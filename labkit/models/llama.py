@@ -353,5 +353,7 @@ def linear_layers(model: Llama, include_head: bool = False) -> Iterator[tuple[st
 
 
 def parameter_count(model: nn.Module) -> int:
-    """Distinct parameters (a tied embedding counts once)."""
-    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+    """Distinct parameters (a tied embedding counts once). A quantized linear layer keeps its
+    weights as codes in a `qweight` buffer; it counts as its in x out weights."""
+    stored = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+    return stored + sum(m.in_features * m.out_features for m in model.modules() if hasattr(m, "qweight"))

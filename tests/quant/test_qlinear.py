@@ -112,3 +112,13 @@ def test_quantize_linears_skips_the_head():
     model = quantize_linears(tiny_model(), 8, 32)
     assert isinstance(model.lm_head, nn.Linear)
     assert all(isinstance(getattr(p, a), QuantLinear) for _, p, a in linear_layers(model))
+
+
+@pytest.mark.parametrize("bits, group", [(4, 32), (8, -1)])
+def test_a_quantized_model_has_as_many_parameters_as_its_float_self(bits, group):
+    from labkit.models.llama import parameter_count
+
+    model = tiny_model()
+    before = parameter_count(model)
+    quantize_linears(model, bits=bits, group_size=group)
+    assert parameter_count(model) == before
