@@ -29,14 +29,14 @@ __all__ = [
 
 
 def memory_planner(**kwargs):
-    """The memory planner dashboard (`labkit.profile.widgets.MemoryPlanner`)."""
-    from labkit.profile.widgets import memory_planner as build
+    """The memory planner dashboard (`labkit.profile.widgets.MemoryPlanner`: its controls and outputs)."""
+    from labkit.profile.widgets import MemoryPlanner
 
-    return build(**kwargs)
+    return MemoryPlanner(**kwargs)
 
 
 def roofline_explorer(**kwargs):
-    """The roofline explorer dashboard (`labkit.profile.widgets.RooflineExplorer`)."""
-    from labkit.profile.widgets import roofline_explorer as build
+    """The roofline explorer dashboard (`labkit.profile.widgets.RooflineExplorer`: its controls and outputs)."""
+    from labkit.profile.widgets import RooflineExplorer
 
-    return build(**kwargs)
+    return RooflineExplorer(**kwargs)

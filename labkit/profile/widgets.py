@@ -1,8 +1,8 @@
 """Two ipywidgets dashboards on one `Dashboard` layout: a memory planner and a roofline explorer.
 
-Both are plain functions returning a widget, so a test can build one without a browser,
-set its controls programmatically and read what it computed (`.plan`, `.point`, the
-`.summary` HTML, the `.chart` PNG). The chart is a PNG in an `Image` widget rather than a
+Both are widgets (`labkit.profile.memory_planner(...)` and `roofline_explorer(...)` build
+them), so a test can build one without a browser, set its controls programmatically and
+read what it computed (`.plan`, `.point`, the `.summary` HTML, the `.chart` PNG). The chart is a PNG in an `Image` widget rather than a
 live matplotlib backend: it looks the same in JupyterLab, VS Code, nbclient and CI, and
 never leaks pyplot figures. It is drawn at twice its displayed size (sharp on any screen)
 and shown at its own width beside the controls, never stretched to the output area, so
@@ -142,13 +142,3 @@ class RooflineExplorer(Dashboard):
         fig = new_figure((6.0, 3.7))
         plot_decode_roofline(config, dev, BATCHES, ctx, wbits, kbits, highlight=b, ax=fig.subplots())
         self.show(fig)
-
-
-def memory_planner(**kwargs) -> MemoryPlanner:
-    """The memory planner dashboard (see `MemoryPlanner` for the controls and outputs)."""
-    return MemoryPlanner(**kwargs)
-
-
-def roofline_explorer(**kwargs) -> RooflineExplorer:
-    """The roofline explorer dashboard (see `RooflineExplorer` for the controls and outputs)."""
-    return RooflineExplorer(**kwargs)
