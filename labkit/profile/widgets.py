@@ -2,12 +2,12 @@
 
 Both are widgets (`labkit.profile.memory_planner(...)` and `roofline_explorer(...)` build
 them), so a test can build one without a browser, set its controls programmatically and
-read what it computed (`.plan`, `.point`, the `.summary` HTML, the `.chart` PNG). The chart is a PNG in an `Image` widget rather than a
-live matplotlib backend: it looks the same in JupyterLab, VS Code, nbclient and CI, and
-never leaks pyplot figures. It is drawn at twice its displayed size (sharp on any screen)
-and shown at its own width beside the controls, never stretched to the output area, so
-controls, numbers and the whole chart fit on one screen (below the controls when the
-output area is too narrow for both).
+read what it computed (`.plan`, `.point`, the `.summary` HTML, the `.chart` PNG). The chart
+is a PNG in an `Image` widget rather than a live matplotlib backend: it looks the same in
+JupyterLab, VS Code, nbclient and CI, and never leaks pyplot figures. It is drawn at twice
+its displayed size (sharp on any screen) and shown at its own width beside the controls,
+never stretched to the output area, so controls, numbers and the whole chart fit on one
+screen (below the controls when the output area is too narrow for both).
 """
 from __future__ import annotations
 
