@@ -64,11 +64,6 @@ def _total_ram_gb() -> float:
         return 0.0
 
 
-def _median(xs: list[float]) -> float:
-    xs = sorted(xs)
-    return xs[len(xs) // 2]
-
-
 def measure_bandwidth(device: str = "cpu", megabytes: int = 256, repeats: int = 5) -> float:
     """Measured copy bandwidth in GB/s: a copy reads and writes every byte, so 2 x size moves.
 

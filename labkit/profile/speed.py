@@ -8,7 +8,6 @@ random token ids (speed does not depend on which tokens), so a notebook cell sta
 from __future__ import annotations
 
 import time
-from typing import Callable
 
 import torch
 
@@ -85,10 +84,3 @@ def tokens_per_second(timeline: list[float]) -> float:
     if len(timeline) < 2:
         return float("nan")
     return (len(timeline) - 1) / (timeline[-1] - timeline[0])
-
-
-def timed(fn: Callable[[], object]) -> tuple[object, float]:
-    """(result, seconds) of one call."""
-    with Timer() as t:
-        out = fn()
-    return out, t.seconds
