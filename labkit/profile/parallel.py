@@ -204,8 +204,3 @@ def _markdown_html(table: str) -> str:
     head = "".join(f"<th>{c.strip()}</th>" for c in lines[0])
     body = "".join("<tr>" + "".join(f"<td>{c.strip()}</td>" for c in row) + "</tr>" for row in lines[2:])
     return f"<table><tr>{head}</tr>{body}</table>"
-
-
-def parallel_calculator(**kwargs) -> ParallelCalculator:
-    """The tensor-parallel calculator (see `ParallelCalculator` for the controls and outputs)."""
-    return ParallelCalculator(**kwargs)
