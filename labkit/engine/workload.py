@@ -1,7 +1,8 @@
 """Workloads for the engine and the code that drives them: what `labkit bench engine`,
 notebooks 06 and 08 and `labkit.engine.widgets` measure with.
 
-- `chat_workload`: chat-shaped requests (log-normal lengths, Poisson arrivals);
+- `chat_workload`: chat-shaped requests (log-normal lengths, Poisson arrivals), also what
+  `labkit.profile.timeline`'s scheduler simulator runs;
 - `drive_engine`: feed requests at their arrival times, step the engine, summarize latency;
 - `engine_static`: one fixed batch, every sequence generating the same number of tokens;
 - `profile_decode`: where a batch-1 decode step's time goes, kernel by kernel;
