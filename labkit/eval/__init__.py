@@ -42,7 +42,7 @@ def evaluate(model: Llama, ids: list[int], reference: Llama | None = None, windo
     without): e.g. `labkit.quant.kv.FakeQuantKV(8)` measures an int8 KV cache.
     """
     nll, kl, agree, count = 0.0, 0.0, 0, 0
-    device = model.lm_head.weight.device
+    device = model.model.embed_tokens.weight.device
     chunks = windows(ids, window, max_tokens)
     for chunk in (progress(chunks) if progress else chunks):
         x = torch.tensor([chunk], device=device)

@@ -30,7 +30,7 @@ def generate_ids(model: Llama, prompt_ids: list[int], params: SamplingParams,
     With `use_cache=False` every step re-runs the whole sequence: the slow way, kept to
     measure what the KV cache saves.
     """
-    device = model.lm_head.weight.device
+    device = model.model.embed_tokens.weight.device
     dtype = model.model.embed_tokens.weight.dtype
     cache = KVCache(model.config, 1, len(prompt_ids) + params.max_tokens, dtype, device) if use_cache else None
     ids = list(prompt_ids)

@@ -127,7 +127,13 @@ def pack_model(model: nn.Module) -> nn.Module:
     """Repack every `QuantLinear` that a CPU kernel takes into a `PackedLinear`, and cast the
     parameters (embeddings, norms, float layers) to bfloat16; buffers keep their dtype (the
     rotary angles stay float32: bfloat16 positions drift). In place; returns the model.
-    Layers without a kernel (W8A8, int8 in groups) stay as they are and compute densely."""
+    Layers without a kernel (W8A8, int8 in groups) stay as they are and compute densely.
+
+    A checkpoint's float vocabulary projection (AWQ leaves it alone) becomes int8 per output
+    channel, as llama.cpp runs the same model's head (Q8_0): on a small model the head is as
+    many bytes as all the int4 layers together, and int8 adds about a hundredth of what W4
+    costs in KL (docs/benchmarks.md, "Serving"). A tied embedding keeps its float table for
+    the lookup, which reads one row per token."""
     for module in list(model.modules()):
         for attr, child in list(module.named_children()):
             if isinstance(child, QuantLinear):
@@ -135,6 +141,9 @@ def pack_model(model: nn.Module) -> nn.Module:
                     setattr(module, attr, PackedLinear.from_quant_linear(child))
                 except ValueError:
                     pass
+    head = getattr(model, "lm_head", None)
+    if type(head) is nn.Linear and any(isinstance(m, PackedLinear) for m in model.modules()):
+        model.lm_head = PackedLinear.from_linear(head, 8, rtn.PER_CHANNEL)
     for p in model.parameters():
         p.data = p.data.to(DTYPE)
     return model

@@ -69,11 +69,15 @@ def test_checkpoint_on_the_cpu_path_gives_its_dequantized_logits(checkpoints, me
     try:
         layers = [m for m in llm.model.modules() if isinstance(m, (PackedLinear, QuantLinear))]
         assert layers and all(isinstance(m, PackedLinear) for m in layers)   # every layer on the kernels
+        assert llm.model.lm_head.bits == 8 and llm.model.lm_head.group_size == llm.model.config.hidden_size, \
+            "the checkpoint's float head runs int8 per output channel"
+        assert llm.model.model.embed_tokens.weight.dtype == torch.bfloat16   # the lookup table stays float
         ids = tokenizer.encode("The quick brown fox jumps over the lazy dog")
         with torch.inference_mode():
             want = reference(torch.tensor([ids]))[0, -1]
             got = llm.model(torch.tensor([ids]))[0, -1].float()
-        # bfloat16 activations and scales through two layers: a few roundings of 2^-8 each
+        # bfloat16 activations and scales through two layers and the int8 head (2^-8 relative
+        # at most per weight): a few roundings of 2^-8 each
         assert (got - want).norm() / want.norm() < 8 * BF16_EPS
         out = llm.generate([ids], SamplingParams(temperature=0, max_tokens=4))[0]
         assert len(out.token_ids) == 4
