@@ -61,3 +61,14 @@ def test_no_notebook_imports_a_bench_module():
     assert notebooks
     offenders = {p.name: sorted(n for n in notebook_imports(p) if "bench" in n.split(".")) for p in notebooks}
     assert {name: names for name, names in offenders.items() if names} == {}
+
+
+def test_the_library_below_never_imports_what_observes_or_serves_it():
+    """DESIGN.md's one-way flow: models, quant, prune, distill, eval and engine (and the
+    kernels) import nothing from profile, serve, grading or the CLI."""
+    above = ("labkit.profile", "labkit.serve", "labkit.grading", "labkit.chat", "labkit.cli")
+    below = [f for pkg in ("models", "quant", "prune", "distill", "eval", "engine") for f in (ROOT / "labkit" / pkg).rglob("*.py")]
+    offenders = sorted(f"{f.relative_to(ROOT)} imports {name}"
+                       for f in [*below, *(ROOT / "kernels").rglob("*.py")] if f.name != "bench.py"
+                       for name in imported_modules(f) if any(name == a or name.startswith(a + ".") for a in above))
+    assert not offenders, "\n".join(offenders)

@@ -352,6 +352,14 @@ def linear_layers(model: Llama, include_head: bool = False) -> Iterator[tuple[st
         yield "lm_head", model, "lm_head"
 
 
+def kv_bytes_per_token(config: LlamaConfig, bits: float = 16, scale_zero_bytes: int = 0) -> float:
+    """K and V of one token in every layer: `head_dim` values at `bits` per KV head, plus
+    `scale_zero_bytes` per head and token where a quantized cache stores them (`labkit.quant.kv`:
+    a float16 scale and zero, 4 bytes). Grouped-query attention stores only the KV heads,
+    which is the whole point of GQA: Llama-2-70B keeps 8 KV heads for 64 query heads."""
+    return 2 * config.num_hidden_layers * config.num_key_value_heads * (config.head_dim * bits / 8 + scale_zero_bytes)
+
+
 def parameter_count(model: nn.Module) -> int:
     """Distinct parameters (a tied embedding counts once). A quantized linear layer keeps its
     weights as codes in a `qweight` buffer; it counts as its in x out weights."""

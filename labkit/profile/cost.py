@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from labkit.models.llama import LlamaConfig
+from labkit.models.llama import LlamaConfig, kv_bytes_per_token
 
 #: Weight formats offered by the planners: name -> bits per weight (scales included).
 WEIGHT_FORMATS: dict[str, float] = {
@@ -77,14 +77,6 @@ def param_bytes(config: LlamaConfig, bits: float = 16) -> float:
 
 
 # ----------------------------------------------------------------------------- KV cache
-
-
-def kv_bytes_per_token(config: LlamaConfig, bits: float = 16, scale_zero_bytes: int = 0) -> float:
-    """K and V of one token in every layer: `head_dim` values at `bits` per KV head, plus
-    `scale_zero_bytes` per head and token where a quantized cache stores them (`labkit.quant.kv`:
-    a float16 scale and zero, 4 bytes). Grouped-query attention stores only the KV heads,
-    which is the whole point of GQA: Llama-2-70B keeps 8 KV heads for 64 query heads."""
-    return 2 * config.num_hidden_layers * config.num_key_value_heads * (config.head_dim * bits / 8 + scale_zero_bytes)
 
 
 def kv_cache_bytes(config: LlamaConfig, batch: int, context: int, bits: float = 16) -> float:

@@ -148,9 +148,3 @@ def pack_model(model: nn.Module) -> nn.Module:
         p.data = p.data.to(DTYPE)
     return model
 
-
-def weight_bytes(model: nn.Module) -> int:
-    """Bytes of a model's weights as it holds them (packed layers as packed; a tied embedding once)."""
-    packed = sum(m.nbytes for m in model.modules() if isinstance(m, (PackedLinear, QuantLinear)))
-    params = {id(p): p for p in model.parameters()}.values()
-    return packed + sum(p.nbytes for p in params)

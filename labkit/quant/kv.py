@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import torch
 
+from labkit.models import llama
 from labkit.models.llama import LlamaConfig, causal_attention
-from labkit.profile import cost
 
 POLICIES = (0, 4, 8)
 
@@ -115,7 +115,7 @@ class QuantKVCache:
 def kv_bytes_per_token(config: LlamaConfig, policy: int = 0, float_bytes: int = 2) -> int:
     """Cache bytes one token costs over all layers: K and V, each head's D values (float at
     `float_bytes`, or codes) plus, when quantized, a float16 scale and zero per head
-    (`labkit.profile.cost.kv_bytes_per_token` for this policy's storage)."""
+    (`labkit.models.llama.kv_bytes_per_token` for this policy's storage)."""
     bits = kv_bits(policy)
     bits, scale_zero_bytes = (8 * float_bytes, 0) if bits == 16 else (bits, 4)
-    return int(cost.kv_bytes_per_token(config, bits, scale_zero_bytes))
+    return int(llama.kv_bytes_per_token(config, bits, scale_zero_bytes))

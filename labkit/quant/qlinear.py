@@ -287,9 +287,11 @@ def set_backend(model: nn.Module, backend: str) -> nn.Module:
     return model
 
 
-def weight_bytes(model: nn.Module, float_bytes: int = 2) -> int:
-    """Deployed weight memory: quantized storage as is, every other weight at `float_bytes`
-    per element (2 = float16, what a GPU serves with). A tied embedding counts once."""
-    quant = sum(m.nbytes for m in model.modules() if isinstance(m, QuantLinear))
+def weight_bytes(model: nn.Module, float_bytes: int | None = 2) -> int:
+    """Weight memory. Quantized layers (anything holding `qweight` codes: `QuantLinear`, and
+    `labkit.quant.cpu.PackedLinear` on a CPU) count their storage as it is; every other weight
+    counts `float_bytes` per element (2 = float16, what a GPU serves with), or, with None, as
+    the model holds it. A tied embedding counts once."""
+    quant = sum(m.nbytes for m in model.modules() if hasattr(m, "qweight"))
     params = {id(p): p for p in model.parameters()}.values()
-    return quant + sum(p.numel() for p in params) * float_bytes
+    return quant + sum(p.nbytes if float_bytes is None else p.numel() * float_bytes for p in params)

@@ -106,9 +106,9 @@ class Engines:
         self.progress = line[-160:]
 
     def _loaded(self, key: str, llm) -> None:
-        from labkit.quant.cpu import weight_bytes
+        from labkit.quant.qlinear import weight_bytes
 
-        self.measured.setdefault(key, {})["weight_bytes"] = weight_bytes(llm.model)
+        self.measured.setdefault(key, {})["weight_bytes"] = weight_bytes(llm.model, float_bytes=None)   # as held
 
     def record_speed(self, key: str, tok_s: float | None) -> None:
         if tok_s:
