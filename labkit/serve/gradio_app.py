@@ -34,6 +34,8 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")   # no calls home fro
 
 DEFAULT_PORT = 6006          # LMDeploy's Gradio port
 STATS_EVERY_S = 1.0          # panel refresh while the page is open
+REPETITION_PENALTY = 1.1     # the page's default: at 1.0 the W4 model looped in 2 of 32 sampled answers, at 1.1 in
+                             # none, while 1.2 ran 3 answers in 4 to the token limit (tools/repetition_check.py)
 EVAL_TOKENS = 2048           # tokens of the eval text a choice's quality is measured on
 CSS = ("#stats table, #engine table, #models table {font-size: 0.85em} "
        "#engine th, #models th {white-space: nowrap} footer {display: none !important}")
@@ -277,7 +279,7 @@ def build_demo(model: str = "embedded", llm=None, engine_kwargs: dict | None = N
                 temperature = gr.Slider(0.0, 2.0, value=0.7, step=0.05, label="temperature (0: greedy)",
                                         elem_id="temperature")
                 top_p = gr.Slider(0.05, 1.0, value=0.9, step=0.05, label="top-p")
-                penalty = gr.Slider(1.0, 2.0, value=1.0, step=0.05, label="repetition penalty (1: none)",
+                penalty = gr.Slider(1.0, 2.0, value=REPETITION_PENALTY, step=0.05, label="repetition penalty (1: none)",
                                     elem_id="repetition_penalty")
                 max_tokens = gr.Slider(8, 1024, value=256, step=8, label="max tokens", elem_id="max_tokens")
 
