@@ -64,6 +64,13 @@ def assert_close(name: str, got: torch.Tensor, want: torch.Tensor, tol: float) -
     return err
 
 
+def synchronize() -> None:
+    """Wait for queued GPU work, if a GPU is in use (a no-op on a CPU; it never starts CUDA), so
+    that a host clock read after it includes that work."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 def time_us(step: Callable[[int], None], sets: int, calls: int = 20, repeats: int = 15) -> float:
     """Median microseconds per call of `step(i)` (i cycles over `sets` input copies).
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from labkit.kernels.measure import synchronize
 from labkit.models.sampling import SamplingParams
 
 PROFILE_STEPS = 16
@@ -35,12 +36,6 @@ class Req:
 def greedy(max_tokens: int) -> SamplingParams:
     """Greedy sampling of exactly `max_tokens` tokens (end-of-sequence ignored)."""
     return SamplingParams(temperature=0, max_tokens=max_tokens, ignore_eos=True)
-
-
-def synchronize() -> None:
-    """Wait for the GPU (if any), so that a host clock read after it includes its work."""
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
 
 
 def text_ids(vocab: int, tokenizer: str | None = None) -> list[int]:

@@ -12,13 +12,7 @@ import statistics
 import time
 from typing import Any, Callable
 
-import torch
-
-
-def synchronize() -> None:
-    """Wait for queued GPU work, if a GPU is in use (a no-op on a CPU)."""
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        torch.cuda.synchronize()
+from labkit.kernels.measure import synchronize
 
 
 class Timer:
