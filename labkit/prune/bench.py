@@ -33,7 +33,6 @@ import torch.nn.functional as F
 SPARSITIES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 PATTERNS = ("2:4", "4:8")
 ONESHOT = ("magnitude", "wanda", "sparsegpt")
-LLAMA2_7B_LINEARS = {"q/k/v/o_proj": (4096, 4096), "gate/up_proj": (11008, 4096), "down_proj": (4096, 11008)}
 TOKENS = (1, 16, 64, 256, 1024, 4096, 8192)
 
 
@@ -77,8 +76,11 @@ def sparse24_layers(tokens=TOKENS) -> list[dict]:
     """Per Llama-2-7B linear shape and token count: dense and 2:4 sparse ms, and the ratio."""
     from torch.sparse import SparseSemiStructuredTensor, to_sparse_semi_structured
 
+    from labkit.profile.configs import preset
+
+    h, f = preset("Llama-2-7B").hidden_size, preset("Llama-2-7B").intermediate_size
     rows = []
-    for name, (out_f, in_f) in LLAMA2_7B_LINEARS.items():
+    for name, (out_f, in_f) in {"q/k/v/o_proj": (h, h), "gate/up_proj": (f, h), "down_proj": (h, f)}.items():
         w = two_four(torch.randn(out_f, in_f, device="cuda", dtype=torch.float16) * 0.02)
         backends = {}
         for backend in ("cusparselt", "cutlass"):
