@@ -112,3 +112,28 @@ def test_bench_serve_summary_ratios():
     assert s["servers"]["w4"]["decode_tok_s_1"] == 65.0 and s["servers"]["w4"]["x_hf"] == round(65 / 21, 2)
     assert s["servers"]["w4"]["tok_s_x_first"][16] == round(95 / 42, 2) and s["servers"]["fp"]["tok_s_x_first"][1] == 1.0
 
+
+
+def test_chat_page_command_serves_and_stops_on_ctrl_c():
+    """`labkit chat`: the page comes up (Gradio in a background thread, the engine's steps in
+    the main thread) and Ctrl-C ends it without a traceback."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "labkit", "chat", "--no-browser", "--server-port", str(port), *SMALL],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 150
+        while True:
+            assert proc.poll() is None, proc.stderr.read()
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the chat page did not come up"
+            time.sleep(0.3)
+        assert proc.poll() is None   # still serving: the main thread is in the engine's step loop
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode in (0, 130), err
+    assert "Traceback" not in err
