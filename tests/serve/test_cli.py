@@ -25,6 +25,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_until_up(proc: subprocess.Popen, url: str, seconds: float) -> None:
+    """Poll `url` until it answers 200; fail if the process ends or the time runs out."""
+    deadline = time.monotonic() + seconds
+    while True:
+        assert proc.poll() is None, proc.stderr.read()
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, f"{url} did not come up"
+        time.sleep(0.2)
+
+
 @pytest.mark.parametrize("args, message", [
     (["serve", "api_server", "--server-port", "23333", "--cache-max-entry-count", "2"], "--cache-max-entry-count"),
     (["serve", "api_server", "/no/such/model", "--server-port", "0"], "no such model"),
@@ -57,16 +71,7 @@ def test_api_server_command():
                              "--api-keys", "k1", "k2", *SMALL], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, proc.stderr.read()
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the server did not come up"
-            time.sleep(0.2)
+        wait_until_up(proc, f"{url}/health", 120)
         r = httpx.post(f"{url}/v1/chat/completions", headers={"Authorization": "Bearer k2"}, timeout=60,
                        json={"model": "embedded", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3})
         assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] <= 3
@@ -121,16 +126,7 @@ def test_chat_page_command_serves_and_stops_on_ctrl_c():
     proc = subprocess.Popen([sys.executable, "-m", "labkit", "chat", "--no-browser", "--server-port", str(port), *SMALL],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 150
-        while True:
-            assert proc.poll() is None, proc.stderr.read()
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the chat page did not come up"
-            time.sleep(0.3)
+        wait_until_up(proc, f"http://127.0.0.1:{port}/", 150)
         assert proc.poll() is None   # still serving: the main thread is in the engine's step loop
     finally:
         proc.send_signal(signal.SIGINT)
