@@ -69,7 +69,7 @@ class ModelRunner:
             # change the context length every step, so every size is symbolic from the start
             self.decode_forward = torch.compile(_own_code(self.forward), fullgraph=True,
                                                 dynamic=True if self.device.type == "cpu" else None,
-                                                options=GUARD_OPTIONS)
+                                                options=_compile_options())
         use_cuda_graph = config.use_cuda_graph
         if use_cuda_graph is None:
             use_cuda_graph = self.device.type == "cuda"
@@ -258,9 +258,20 @@ def _own_code(method):
     return types.MethodType(own, method.__self__)
 
 
-# guard filters came with torch 2.8 (labkit runs on 2.5 and later)
-GUARD_OPTIONS = ({"guard_filter_fn": _guards_on_inputs}
-                 if hasattr(torch.compiler, "skip_guard_on_all_nn_modules_unsafe") else {})
+def _compile_options() -> dict:
+    """`torch.compile` options of the decode step: the guard filter above, and no per-call
+    checks of the inputs' sizes, strides and alignment in Inductor's generated code.
+
+    The compiled step's inputs are mostly the model's parameters (several hundred), which the
+    engine owns and never re-lays out; on a CPU, checking each of them on every call cost
+    about a twentieth of a small W4 model's decode step. Guard filters came with torch 2.8
+    (labkit runs on 2.5 and later)."""
+    from torch._inductor import config as inductor
+
+    options = {name: False for name in ("size_asserts", "alignment_asserts") if hasattr(inductor, name)}
+    if hasattr(torch.compiler, "skip_guard_on_all_nn_modules_unsafe"):
+        options["guard_filter_fn"] = _guards_on_inputs
+    return options
 
 
 def _send(staging: StepInputs, inputs: StepInputs) -> None:
