@@ -10,7 +10,8 @@ leaves these loads where the kernel issues them, where it sinks `.nc` loads next
 first use and a register ring of loads in flight collapses (seen in the SASS of the GEMV;
 docs/benchmarks.md has the timings). `as_float` reinterprets bits
 (the int4 -> float trick needs it), `halves` turns a word holding two fp16 values into
-two float32, `rint` rounds half to even like `torch.round`, and `load_cg` and
+two float32 and `pack_halves` two float32 into such a word (rounded to nearest, as torch
+rounds a float32 result to fp16), `rint` rounds half to even like `torch.round`, and `load_cg` and
 `load_cg_u32x4` read past L1 (for values another block wrote during this launch), and `shfl_xor` exchanges a value
 with another lane of the warp (the simulator has no warp shuffles of its own).
 
@@ -70,6 +71,10 @@ if SIMULATOR:
         """The two fp16 values packed in word u (low half first), as float32."""
         pair = np.array([_u32(u)]).view(np.float16)
         return np.float32(pair[0]), np.float32(pair[1])
+
+    def pack_halves(lo, hi):
+        """One word holding lo (low half) and hi rounded to fp16, to nearest even."""
+        return np.array([lo, hi], dtype=np.float32).astype(np.float16).view(np.uint32)[0]
 
     def rint(x):
         """x rounded to the nearest integer, ties to even (as torch.round)."""
@@ -253,6 +258,7 @@ else:
 
     halves = _intrinsic(1, _asm("{ .reg .f16 lo, hi; mov.b32 {lo, hi}, $2; cvt.f32.f16 $0, lo; cvt.f32.f16 $1, hi; }",
                                 "ff", "r"))
+    pack_halves = _intrinsic(2, _asm("cvt.rn.f16x2.f32 $0, $2, $1;", "r", "ff"))   # {hi, lo}: hi first
     prmt = _intrinsic(3, _asm("prmt.b32 $0, $1, $2, $3;", "r", "rrr"))
     lop3_and_or = _intrinsic(3, _asm("lop3.b32 $0, $1, $2, $3, 0xEA;", "r", "rrr"))  # 0xEA: (a & b) | c
     hfma2 = _intrinsic(3, _asm("fma.rn.f16x2 $0, $1, $2, $3;", "r", "rrr"))

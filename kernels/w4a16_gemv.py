@@ -35,14 +35,16 @@ convert a weight once and use it several times (GEMM, dequantize, attention) sti
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from numba import cuda, float32, uint32
 
 from labkit.kernels import launch as L
 from labkit.kernels import measure, ptx, splitk
-from labkit.kernels.packing import dequantize_int4
+from labkit.kernels.packing import dequantize_int4, random_int4_layer
 
 ROUND = 8  # rows per round: one 16-byte load per row and thread, plus 8 activations (16 bytes)
 ROUND_WORDS = 4 * ROUND
@@ -53,22 +55,52 @@ MAGIC_F = np.float32(2.0**23)
 NIBBLE = np.uint32(0xF)
 
 
+PROLOGUES = ("none", "rmsnorm", "silu_mul")
+
+
+def activation(x: torch.Tensor, prologue: str = "none", norm: torch.Tensor | None = None,
+               eps: float = 1e-5) -> torch.Tensor:
+    """The fp16 row a fused GEMV multiplies, computed as the model computes it: `rmsnorm` is
+    labkit's RMSNorm (float32, rounded to fp16, times the fp16 weight `norm`), `silu_mul` is
+    SiLU(gate) * up in fp16 for x = [gate, up]."""
+    if prologue == "rmsnorm":
+        return norm * F.rms_norm(x.float(), x.shape[-1:], eps=eps).to(x.dtype)
+    if prologue == "silu_mul":
+        gate, up = x.chunk(2, -1)
+        return F.silu(gate) * up
+    return x
+
+
 def reference(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor,
-              group_size: int) -> torch.Tensor:
-    """x @ W.T in float64, W dequantized from the packed tensors: what the kernel approximates."""
+              group_size: int, prologue: str = "none", norm: torch.Tensor | None = None, eps: float = 1e-5,
+              residual: torch.Tensor | None = None) -> torch.Tensor:
+    """residual + activation(x) @ W.T in float64, W dequantized from the packed tensors: what the
+    kernel approximates."""
     w = dequantize_int4(qweight, qzeros, scales, group_size).double()
-    return x.double() @ w.t()
+    y = activation(x, prologue, norm, eps).double() @ w.t()
+    return y if residual is None else y + residual.double()
 
 
 @L.inlined
-def load_round(qweight, x, row, words, quad, wq, xq, stage):
-    """Into register stage `stage`: the 16-byte loads of rows row..row+7 and of their activations."""
+def load_weights(qweight, row, words, quad, wq, stage):
+    """Into register stage `stage`: the 16-byte loads of rows row..row+7 of this thread's columns."""
     for u in range(ROUND):
         w0, w1, w2, w3 = ptx.load_u32x4_once(qweight, (row + u) * words + quad * 4)
         b = ROUND_WORDS * stage + 4 * u
         wq[b], wq[b + 1], wq[b + 2], wq[b + 3] = w0, w1, w2, w3
-    x0, x1, x2, x3 = ptx.load_u32x4(x, row // 2)
+
+
+@L.inlined
+def load_x(x, at, xq, stage):
+    """Into register stage `stage`: the 8 activations of a round, one 16-byte load from x (global)."""
+    x0, x1, x2, x3 = ptx.load_u32x4(x, at)
     xq[4 * stage], xq[4 * stage + 1], xq[4 * stage + 2], xq[4 * stage + 3] = x0, x1, x2, x3
+
+
+@L.inlined
+def read_x(xs, at, xq, stage):
+    """Into register stage `stage`: the 8 activations of a round, from the block's shared copy."""
+    xq[4 * stage], xq[4 * stage + 1], xq[4 * stage + 2], xq[4 * stage + 3] = xs[at], xs[at + 1], xs[at + 2], xs[at + 3]
 
 
 @L.inlined
@@ -90,67 +122,200 @@ def dot_round(wq, xq, stage, acc, xsum):
                     acc[8 * wi + 2 * m + 1] += ptx.as_float(hi & mask) * xs
 
 
-def fill_step(i: int):
-    """Prologue step i: round i into stage i."""
+def fill_step(i: int, staged: bool):
+    """Prologue step i: round i into stage i (its activations too, unless the block stages them)."""
 
     @L.inlined
-    def fill(qweight, x, row0, words, quad, wq, xq, acc, xsum, unused):
-        load_round(qweight, x, row0 + ROUND * i, words, quad, wq, xq, i)
+    def fill(qweight, x, row0, words, quad, wq, xq, acc, xsum, xoff):
+        load_weights(qweight, row0 + ROUND * i, words, quad, wq, i)
+        if not staged:  # constants: decided when the kernel is compiled
+            load_x(x, xoff + (row0 + ROUND * i) // 2, xq, i)
 
     return fill
 
 
-def turn_step(i: int, rounds: int, depth: int):
-    """Step i: load round i + depth - 1 into the stage round i - 1 left free, then compute round i."""
+def turn_step(i: int, rounds: int, depth: int, staged: bool):
+    """Step i: load round i + depth - 1 into the stage round i - 1 left free, then compute round i
+    (whose activations come from shared memory when the block staged them)."""
     ahead = i + depth - 1
 
     @L.inlined
-    def turn(qweight, x, row0, words, quad, wq, xq, acc, xsum, unused):
+    def turn(qweight, x, row0, words, quad, wq, xq, acc, xsum, xoff):
         if ahead < rounds:  # constants: decided when the kernel is compiled
-            load_round(qweight, x, row0 + ROUND * ahead, words, quad, wq, xq, ahead % depth)
+            load_weights(qweight, row0 + ROUND * ahead, words, quad, wq, ahead % depth)
+            if not staged:
+                load_x(x, xoff + (row0 + ROUND * ahead) // 2, xq, ahead % depth)
+        if staged:
+            read_x(x, xoff + (row0 + ROUND * i) // 2, xq, i % depth)
         dot_round(wq, xq, i % depth, acc, xsum)
 
     return turn
 
 
+@L.inlined
+def load_group(qzeros, scales, g, words, quad, zq, sq):
+    """This thread's 32 zero points and scales of group g (needed only at the end of the run)."""
+    z0, z1, z2, z3 = ptx.load_u32x4(qzeros, g * words + quad * 4)
+    zq[0], zq[1], zq[2], zq[3] = z0, z1, z2, z3
+    for i in range(4):
+        s0, s1, s2, s3 = ptx.load_u32x4(scales, g * (words * 4) + quad * 16 + 4 * i)
+        sq[4 * i], sq[4 * i + 1], sq[4 * i + 2], sq[4 * i + 3] = s0, s1, s2, s3
+
+
+def reading(turn, staged: bool):
+    """`turn` called with the activations' source: the block's shared copy `xs` if staged, else x."""
+    if staged:
+        @L.inlined
+        def turns(qweight, x, xs, row0, words, quad, wq, xq, acc, xsum, xoff):
+            turn(qweight, xs, row0, words, quad, wq, xq, acc, xsum, xoff)
+    else:
+        @L.inlined
+        def turns(qweight, x, xs, row0, words, quad, wq, xq, acc, xsum, xoff):
+            turn(qweight, x, row0, words, quad, wq, xq, acc, xsum, xoff)
+    return turns
+
+
+@L.inlined
+def block_sum(value, scratch, tid, nthreads):
+    """The sum of `value` over the block's threads, in the same order in every block (call from all)."""
+    if nthreads % 32 == 0:  # a constant: whole warps add up by shuffles, then the warps' sums
+        for offset in (16, 8, 4, 2, 1):
+            value += ptx.shfl_xor(value, offset)
+        if tid % 32 == 0:
+            scratch[tid // 32] = value
+        cuda.syncthreads()
+        total = float32(0)
+        for w in range(nthreads // 32):
+            total += scratch[w]
+    else:  # blocks smaller than a warp (the simulator's small tests)
+        scratch[tid] = value
+        cuda.syncthreads()
+        total = float32(0)
+        for t in range(nthreads):
+            total += scratch[t]
+    return total
+
+
+@L.inlined
+def sum_of_squares(x, k, tid, nthreads, after):
+    """This thread's share of sum x_k**2 over the fp16 row x ([k] as int32 pairs), 4 16-byte loads in
+    flight at a time; `after` (0) orders the loads after the wait for the previous kernel."""
+    total = float32(0)
+    quads, stride = k // 8, nthreads
+    for q in range(tid, quads, 4 * stride):
+        for j in range(4):
+            at = min(q + j * stride, quads - 1)
+            a0, a1, a2, a3 = ptx.load_u32x4(x, 4 * at + after)
+            part = float32(0)
+            for a in (a0, a1, a2, a3):
+                lo, hi = ptx.halves(a)
+                part += lo * lo + hi * hi
+            total += part if q + j * stride < quads else float32(0)
+    return total
+
+
+@L.inlined
+def silu(g):
+    return g / (float32(1) + math.exp(-g))
+
+
+@L.inlined
+def stage_activations(x, aux, k, scale, xs, stride, run_words, block_row0, tid, nthreads, rmsnorm, after):
+    """The activations of this block's rows into shared memory (one padded line per run), as
+    packed fp16 pairs: rms_norm(x) * aux with x's rms already in `scale`, or SiLU(gate) * up for
+    x = [gate, up]; each product rounded to fp16 as the model rounds it."""
+    lines = run_words // 4   # 16-byte pieces per run
+    for piece in range(tid, xs.shape[0] // stride * lines, nthreads):
+        run, at = piece // lines, 4 * (piece % lines)
+        word = block_row0 // 2 + run * run_words + at   # in x, as int32 pairs
+        if word < k // 2:
+            a0, a1, a2, a3 = ptx.load_u32x4(x, word + after)
+            if rmsnorm:
+                b0, b1, b2, b3 = ptx.load_u32x4(aux, word + after)
+            else:
+                b0, b1, b2, b3 = ptx.load_u32x4(x, k // 2 + word + after)
+            for j in range(4):
+                a = a0 if j == 0 else a1 if j == 1 else a2 if j == 2 else a3
+                b = b0 if j == 0 else b1 if j == 1 else b2 if j == 2 else b3
+                lo, hi = ptx.halves(a)
+                b_lo, b_hi = ptx.halves(b)
+                if rmsnorm:  # fp16(fp16(x * rsqrt(mean + eps)) * weight)
+                    lo, hi = ptx.halves(ptx.pack_halves(lo * scale, hi * scale))
+                else:  # fp16(fp16(silu(gate)) * up)
+                    lo, hi = ptx.halves(ptx.pack_halves(silu(lo), silu(hi)))
+                xs[run * stride + at + j] = ptx.pack_halves(lo * b_lo, hi * b_hi)
+
+
 @functools.lru_cache(maxsize=None)
-def make_kernel(tx: int, ty: int, rounds: int, depth: int, min_blocks: int = 1):
+def make_kernel(tx: int, ty: int, rounds: int, depth: int, min_blocks: int = 1, prologue: str = "none",
+                residual: bool = False):
     """The GEMV for blocks of tx x ty threads (tx column quads, ty runs of `rounds` x 8 rows of
-    K), streaming each run through `depth` register stages (depth - 1 rounds in flight)."""
+    K), streaming each run through `depth` register stages (depth - 1 rounds in flight).
+
+    Fused variants (`make_kernel`'s last two arguments, fixed when compiled):
+    - `prologue` "rmsnorm" multiplies rms_norm(x) * norm weight and "silu_mul" SiLU(gate) * up
+      (x holds gate and up side by side): the block computes its rows' activations once into
+      shared memory ("staged"), after issuing its first weight loads, and the rounds read them
+      from there. For the norm, every block first adds up x**2 over the whole row (K fp16
+      values, read from L2: the row is small next to the weights).
+    - `residual`: the thread that writes an output adds residual[c] to it (after a split-K
+      reduction, only the block that finishes a column tile writes it: the add happens once).
+    """
     red_size = ty * tx * 33  # one padded row of 33 floats per thread: conflict-free
-    fill = L.unrolled(fill_step, min(depth - 1, rounds))
-    turn = L.unrolled(lambda i: turn_step(i, rounds, depth), rounds)
+    staged, rmsnorm = prologue != "none", prologue == "rmsnorm"
+    fill = L.unrolled(lambda i: fill_step(i, staged), min(depth - 1, rounds))
+    turns = reading(L.unrolled(lambda i: turn_step(i, rounds, depth, staged), rounds), staged)
     run_rows, ring_words, ring_x = ROUND * rounds, ROUND_WORDS * depth, 4 * depth
+    run_words = run_rows // 2
+    stride = run_words + 4  # a run's line in shared memory, padded: the runs of a warp hit different banks
+    staged_words = ty * stride if staged else 1
+    nthreads = tx * ty
 
     @L.kernel(threads=tx * ty, min_blocks=min_blocks)
-    def gemv(x, qweight, qzeros, scales, group_size, partial, counters, out):
-        # x: fp16 [K] as int32 pairs; scales: fp16 [K/g, N] as int32 pairs; out: fp16 [N]
+    def gemv(x, aux, eps, res, qweight, qzeros, scales, group_size, partial, counters, out):
+        # x: fp16 [K] ([2K] for silu_mul) as int32 pairs; aux: the norm weight, fp16 [K] as int32
+        # pairs; res: the residual, fp16 [N] as int16; scales: fp16 [K/g, N] as int32 pairs; out: fp16 [N]
         words = qweight.shape[1]
+        k = qweight.shape[0]
         n = words * 8
         tix, tiy = cuda.threadIdx.x, cuda.threadIdx.y
+        tid = tiy * tx + tix
         quad = cuda.blockIdx.x * tx + tix  # this thread owns columns 32*quad .. 32*quad + 31
-        row0 = (cuda.blockIdx.y * ty + tiy) * run_rows  # ... and rows row0 .. row0 + run_rows - 1
+        block_row0 = cuda.blockIdx.y * ty * run_rows
+        row0 = block_row0 + tiy * run_rows  # ... and rows row0 .. row0 + run_rows - 1
         acc = cuda.local.array(32, float32)
         wq = cuda.local.array(ring_words, uint32)
         xq = cuda.local.array(ring_x, uint32)
         xsum = cuda.local.array(1, float32)
         zq = cuda.local.array(4, uint32)
         sq = cuda.local.array(16, uint32)
+        xs = cuda.shared.array(staged_words, uint32)
+        scratch = cuda.shared.array(nthreads, float32)
         for c in range(32):
             acc[c] = 0
         xsum[0] = 0
         # everything below may read what the previous kernel writes: wait for it (and load after it)
-        row0 += ptx.wait_for_previous_grid()
+        after = ptx.wait_for_previous_grid()
+        row0 += after
         ptx.allow_next_grid()
-        if quad * 4 < words and row0 < qweight.shape[0]:
-            g = row0 // group_size  # the run lies inside one group
-            fill(qweight, x, row0, words, quad, wq, xq, acc, xsum, 0)
-            z0, z1, z2, z3 = ptx.load_u32x4(qzeros, g * words + quad * 4)  # needed only at the end
-            zq[0], zq[1], zq[2], zq[3] = z0, z1, z2, z3
-            for i in range(4):
-                s0, s1, s2, s3 = ptx.load_u32x4(scales, g * (n // 2) + quad * 16 + 4 * i)
-                sq[4 * i], sq[4 * i + 1], sq[4 * i + 2], sq[4 * i + 3] = s0, s1, s2, s3
-            turn(qweight, x, row0, words, quad, wq, xq, acc, xsum, 0)
+        active = quad * 4 < words and row0 < k
+        xoff = tiy * stride - row0 // 2 if staged else 0  # x[xoff + row // 2]: row's activations
+        g = row0 // group_size  # the run lies inside one group
+        if active:
+            fill(qweight, x, row0, words, quad, wq, xq, acc, xsum, xoff)
+            if not staged:  # (staged: after the block's activations, which keeps registers free for them)
+                load_group(qzeros, scales, g, words, quad, zq, sq)
+        if staged:  # while the first weights load: this block's activations (all threads take part)
+            scale = float32(1)
+            if rmsnorm:
+                total = block_sum(sum_of_squares(x, k, tid, nthreads, after), scratch, tid, nthreads)
+                scale = float32(1) / math.sqrt(total / float32(k) + eps)
+            stage_activations(x, aux, k, scale, xs, stride, run_words, block_row0, tid, nthreads, rmsnorm, after)
+            cuda.syncthreads()
+        if active:
+            if staged:
+                load_group(qzeros, scales, g, words, quad, zq, sq)
+            turns(qweight, x, xs, row0, words, quad, wq, xq, acc, xsum, xoff)
             # this group's zero points and scales: s * (sum_k x_k q_k - z * sum_k x_k)
             for wi in range(4):
                 for m in range(4):
@@ -162,7 +327,6 @@ def make_kernel(tx: int, ty: int, rounds: int, depth: int, min_blocks: int = 1):
 
         # add the ty runs of this block ...
         red = cuda.shared.array(red_size, float32)
-        tid = tiy * tx + tix
         for c in range(32):
             red[tid * 33 + c] = acc[c]
         cuda.syncthreads()
@@ -175,16 +339,28 @@ def make_kernel(tx: int, ty: int, rounds: int, depth: int, min_blocks: int = 1):
                 total += red[j * tx * 33 + off]
             if col0 + p < n:
                 if splits == 1:
-                    out[col0 + p] = total
+                    out[col0 + p] = with_residual(total, res, col0 + p, residual)
                 else:
                     partial[cuda.blockIdx.y * n + col0 + p] = total
         # ... and the blocks along K: the last block of this column tile finishes it
         if splits > 1 and splitk.last_to_arrive(counters, cuda.blockIdx.x, splits):
             for p in range(tid, tx * 32, tx * ty):
                 if col0 + p < n:
-                    out[col0 + p] = splitk.sum_partials(partial, splits, n, col0 + p)
+                    out[col0 + p] = with_residual(splitk.sum_partials(partial, splits, n, col0 + p), res, col0 + p,
+                                                  residual)
 
     return gemv
+
+
+@L.inlined
+def with_residual(total, res, c, residual):
+    """total, or fp16(total) + res[c] (res: fp16 bits as int16) as torch adds two fp16 tensors: in
+    float32, rounded to fp16 once more when stored."""
+    if residual:
+        y, _ = ptx.halves(ptx.pack_halves(total, float32(0)))
+        r, _ = ptx.halves(uint32(res[c]) & uint32(0xFFFF))
+        return y + r
+    return total
 
 
 def plan(n: int, k: int, group_size: int) -> tuple[int, int, int, int, int]:
@@ -208,24 +384,37 @@ def plan(n: int, k: int, group_size: int) -> tuple[int, int, int, int, int]:
 
 def w4a16_gemv(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor,
                group_size: int, out: torch.Tensor | None = None,
-               tile: tuple[int, int, int, int, int] | None = None) -> torch.Tensor:
-    """x @ W.T for a single row x ([K] or [1, K], fp16) and AWQ-packed int4 W: fp16 [..., N].
+               tile: tuple[int, int, int, int, int] | None = None, *, prologue: str = "none",
+               norm: torch.Tensor | None = None, eps: float = 1e-5,
+               residual: torch.Tensor | None = None) -> torch.Tensor:
+    """residual + activation(x) @ W.T for a single row x ([K] or [1, K], fp16; [2K] for
+    prologue "silu_mul") and AWQ-packed int4 W: fp16 [..., N].
 
-    Needs N % 32 == 0 (each thread loads 16 bytes = 32 columns), group_size % 8 == 0 and
-    16-byte aligned tensors; `dispatch.w4a16_linear` falls back otherwise. `tile` =
-    (tx, ty, rounds, depth, min_blocks) overrides `plan` (tests use tiny blocks in the
-    simulator); a run of rounds x 8 rows must divide the group.
+    `prologue` (`activation`): "none" multiplies x; "rmsnorm" rms_norm(x) * `norm` (fp16 [K],
+    `eps`), the model's RMSNorm fused in; "silu_mul" SiLU(gate) * up for x = [gate, up].
+    `residual` (fp16 [N]) is added to the result as torch adds two fp16 tensors. Needs N % 32
+    == 0 (each thread loads 16 bytes = 32 columns), group_size % 8 == 0 and 16-byte aligned
+    tensors; `dispatch.w4a16_linear` falls back otherwise. `tile` = (tx, ty, rounds, depth,
+    min_blocks) overrides `plan` (tests use tiny blocks in the simulator); a run of rounds x
+    8 rows must divide the group.
     """
     k, words = qweight.shape
     n = words * 8
-    L.require(x.dtype == torch.float16 and x.numel() == k and x.is_contiguous(),
-              f"w4a16_gemv wants a contiguous fp16 x with {k} elements, got {x.dtype} {tuple(x.shape)}")
+    L.require(prologue in PROLOGUES, f"w4a16_gemv: prologue must be one of {PROLOGUES}, got {prologue!r}")
+    width = 2 * k if prologue == "silu_mul" else k
+    L.require(x.dtype == torch.float16 and x.numel() == width and x.is_contiguous(),
+              f"w4a16_gemv wants a contiguous fp16 x with {width} elements, got {x.dtype} {tuple(x.shape)}")
     L.require(n % 32 == 0, f"w4a16_gemv needs N % 32 == 0 (16-byte loads), got N={n}")
     L.require(group_size % ROUND == 0 and k % group_size == 0,
               f"w4a16_gemv needs group_size % {ROUND} == 0 and K % group_size == 0, got g={group_size}, K={k}")
     L.require(qzeros.shape == (k // group_size, words) and scales.shape == (k // group_size, n),
               "w4a16_gemv: qzeros/scales shapes do not match qweight")
-    for t in (x, qweight, qzeros, scales):
+    L.require((norm is not None) == (prologue == "rmsnorm"), "w4a16_gemv: pass norm exactly with prologue 'rmsnorm'")
+    for t, size in ((norm, k), (residual, n)):
+        L.require(t is None or (t.dtype == torch.float16 and t.numel() == size),
+                  f"w4a16_gemv: norm and residual must be fp16 of {k} and {n} elements")
+    fused = [t for t in (norm, residual) if t is not None]
+    for t in (x, qweight, qzeros, scales, *fused):
         L.require(t.is_contiguous() and t.data_ptr() % 16 == 0, "w4a16_gemv needs contiguous 16-byte aligned tensors")
     tx, ty, rounds, depth, min_blocks = tile or plan(n, k, group_size)
     L.require(group_size % (ROUND * rounds) == 0,
@@ -235,15 +424,47 @@ def w4a16_gemv(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, sca
         out = torch.empty(*x.shape[:-1], n, dtype=torch.float16, device=x.device)
     partial = L.workspace("w4a16_gemv.partial", (max(splits, 2) * n,), torch.float32, x.device)
     counters = L.workspace("w4a16_gemv.counters", (tiles,), torch.int32, x.device)
-    L.launch(make_kernel(tx, ty, rounds, depth, min_blocks), (tiles, splits), (tx, ty), x.view(torch.int32),
-             qweight, qzeros, scales.view(torch.int32), group_size, partial, counters, out.view(-1), overlap=True)
+    kernel = make_kernel(tx, ty, rounds, depth, min_blocks, prologue, residual is not None)
+    L.launch(kernel, (tiles, splits), (tx, ty), x.view(torch.int32), (x if norm is None else norm).view(torch.int32),
+             np.float32(eps), (out if residual is None else residual).view(torch.int16), qweight, qzeros,
+             scales.view(torch.int32), group_size, partial, counters, out.view(-1), overlap=True)
     return out
 
 
 def check(n: int = 96, k: int = 192, group_size: int = 64,
-          tile: tuple[int, int, int, int, int] | None = (2, 2, 2, 2, 1), seed: int | None = None) -> float:
-    """Run the kernel on fresh random inputs; return the relative error (raises if too large)."""
-    return measure.check_int4_linear(w4a16_gemv, 1, n, k, group_size, seed, tile=tile)
+          tile: tuple[int, int, int, int, int] | None = (2, 2, 2, 2, 1), seed: int | None = None,
+          prologue: str = "none", residual: bool = False) -> float:
+    """Run the kernel on fresh random inputs; return the relative error (raises if too large).
+
+    Fused variants: against `reference` over the same fp16 inputs. The kernel's row sum of
+    squares (or its expf) may differ from torch's in the last float32 bits, which can move an
+    activation by one fp16 step at each of its two roundings: a relative 2 * 2 * u16 of that
+    term, allowed for in the tolerance; the residual add rounds the GEMV's result to fp16
+    first (u16 of it)."""
+    if prologue == "none" and not residual:
+        return measure.check_int4_linear(w4a16_gemv, 1, n, k, group_size, seed, tile=tile)
+    from labkit.kernels.launch import device
+
+    gen = torch.Generator().manual_seed(seed) if seed is not None else None
+    dev = device()
+    qweight, qzeros, scales = random_int4_layer(n, k, group_size, dev, gen)
+    width = 2 * k if prologue == "silu_mul" else k
+    x = (torch.randn(width, generator=gen) * 2).half().to(dev)
+    norm = (torch.rand(k, generator=gen) + 0.5).half().to(dev) if prologue == "rmsnorm" else None
+    res = (torch.randn(n, generator=gen) * 4).half().to(dev) if residual else None
+    w = dequantize_int4(qweight, qzeros, scales, group_size).double()
+    a = activation(x, prologue, norm).double()
+    y, abs_y = a @ w.t(), a.abs() @ w.abs().t()
+    want = y if res is None else y + res.double()
+    out = measure.poisoned((n,), torch.float16, dev)
+    w4a16_gemv(x, qweight, qzeros, scales, group_size, out=out, tile=tile, prologue=prologue, norm=norm,
+               residual=res)
+    norm2 = lambda t: torch.linalg.vector_norm(t.double().cpu()).item()  # noqa: E731
+    flips = 4 * measure.U16 if prologue != "none" else 0.0
+    tol = (measure.dot_tolerance(k, want, abs_y) + flips * norm2(abs_y) / norm2(want)
+           + (measure.U16 * norm2(y) / norm2(want) if residual else 0.0))
+    return measure.assert_close(f"w4a16_gemv {prologue}{' + residual' if residual else ''} N={n} K={k} "
+                                f"g={group_size}", out, want, tol)
 
 
 def bench(n: int, k: int, group_size: int = 128) -> dict:
