@@ -150,12 +150,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seq-len", type=int, default=256)
     p.add_argument("--lr", type=float, default=TrainConfig.lr)
     p.add_argument("--samples", type=int, default=1, help="teacher answers per prompt")
+    p.add_argument("--continuations", type=int, default=0, metavar="N",
+                   help="also N teacher continuations of calibration-text openings (256 tokens each)")
     p.add_argument("--device", default=None)
     p.add_argument("--work-dir", default=None, help="keep the runs here (default: a temporary folder)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args(argv)
-    if min(args.tokens, args.batch_size, args.accum, args.samples) < 1:
-        raise UserError("--tokens, --batch-size, --accum and --samples must be >= 1")
+    if min(args.tokens, args.batch_size, args.accum, args.samples) < 1 or args.continuations < 0:
+        raise UserError("--tokens, --batch-size, --accum and --samples must be >= 1, --continuations >= 0")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     log = lambda msg: print(msg, file=sys.stderr, flush=True)
     root = Path(args.work_dir or tempfile.mkdtemp(prefix="labkit-bench-distill-"))
@@ -172,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     students = {name: spec for name, spec in (("depth", args.depth), ("width", args.width)) if name in chosen and spec}
     if "headline" in args.only:
         result["headline"] = headline(args.teacher, students, args.variants, args.tokens, device, root,
-                                      DataConfig(samples=args.samples), base, log)
+                                      DataConfig(samples=args.samples, continuations=args.continuations), base, log)
         tables.append(headline_table(result["headline"]))
     if "pipeline" in args.only:
         best = min((r for r in result.get("headline", {}).get("rows", []) if r["student"] == "depth" and r["variant"] != "none"),

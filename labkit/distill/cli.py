@@ -31,6 +31,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompts", type=int, default=None, metavar="N", help="use the first N prompts only")
     p.add_argument("--max-new-tokens", type=int, default=160, help="length of the teacher's answers")
     p.add_argument("--samples", type=int, default=1, help="answers per prompt (sampled with different seeds)")
+    p.add_argument("--continuations", type=int, default=0, metavar="N",
+                   help="also N continuations by the teacher (256 tokens each, temperature 1) of openings taken "
+                        "from the calibration text: more prose-like data for long runs (default 0)")
     p.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate (default {d.lr})")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="windows per micro-batch")
     p.add_argument("--accum", type=int, default=d.accum, help="micro-batches per step (gradient accumulation)")
@@ -70,7 +73,8 @@ def run(args) -> int:
         cfg.steps = -(-args.tokens // cfg.tokens_per_step)
     elif args.steps is not None:
         cfg.steps = args.steps
-    data = DataConfig(kind=args.data, prompts=args.prompts, max_new_tokens=args.max_new_tokens, samples=args.samples)
+    data = DataConfig(kind=args.data, prompts=args.prompts, max_new_tokens=args.max_new_tokens, samples=args.samples,
+                      continuations=args.continuations)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     out = distill(args.teacher, args.student, args.work_dir, cfg, data, device, args.resume, args.force,
                   show_progress=not args.json)

@@ -1,20 +1,26 @@
-"""What the student trains on: the teacher's own answers, and the calibration text.
+"""What the student trains on: the teacher's own answers, its continuations of prose, and the calibration text.
 
 Sequence-level distillation (Kim & Rush 2016): the teacher answers a set of prompts, and the
 student learns from those sequences, on which the teacher's distributions are the ones it
-meets when it generates. The answers come from labkit's engine (continuous batching over all
-prompts at once) and are cached in the work dir under a key made of the teacher, the prompts
-and the sampling settings, so a second run (or `--resume`) does not generate them again.
+meets when it generates. The student is measured on prose (the evaluation text), and the
+project's prose it may train on, the calibration text, is scarce (a few thousand tokens; the
+evaluation text is never trained on). A long run would see it, and the answers to the chat
+prompts, dozens of times over. So the teacher also continues openings taken from the
+calibration text, sampling at temperature 1 from its own distribution: as much prose-like,
+in-distribution data as the budget needs, every sample (its own seed) new.
 
-The project's calibration text adds plain prose; the evaluation text is never trained on.
-Everything is packed into one token stream cut into windows of `seq_len + 1` tokens (inputs
-and their next-token labels). The order of the windows is a function of the seed and the
-sample index only, so a resumed run reads exactly what an uninterrupted one would.
+Both kinds come from labkit's engine (continuous batching over all prompts at once,
+`generate_cached`) and are cached in the work dir under a key made of the teacher, the
+prompts and the sampling settings, so a second run (or `--resume`) does not generate them
+again. Everything is packed into one token stream cut into windows of `seq_len + 1` tokens
+(inputs and their next-token labels). The order of the windows is a function of the seed and
+the sample index only, so a resumed run reads exactly what an uninterrupted one would.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from importlib import resources
 from pathlib import Path
 
@@ -32,8 +38,9 @@ def prompts() -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
-def teacher_key(teacher: str, prompt_list: list[str], settings: dict) -> str:
-    """A short hash naming the teacher (its spec and weight files), the prompts and the settings."""
+def teacher_key(teacher: str, prompt_list: list, settings: dict) -> str:
+    """A short hash naming the teacher (its spec and weight files), the prompts (texts or token
+    ids) and the settings."""
     from labkit.models.loader import resolve
 
     folder = resolve(teacher)
@@ -43,39 +50,76 @@ def teacher_key(teacher: str, prompt_list: list[str], settings: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def teacher_answers(model: Llama, tokenizer: Tokenizer, teacher: str, prompt_list: list[str], cache: Path,
-                    max_tokens: int = 160, temperature: float = 0.7, seed: int = 0,
+def generate_cached(model: Llama, tokenizer: Tokenizer, teacher: str, prompt_ids: list[list[int]], path: Path,
+                    max_tokens: int, temperature: float, top_p: float, seed: int,
                     show_progress: bool = True) -> list[list[int]]:
-    """Token ids of chat prompt + teacher answer, one list per prompt, generated once and cached.
+    """Token ids of prompt + the teacher's sampled continuation, one list per prompt (prompt i
+    sampled with seed + i); read from `path` if it exists, else generated and written there.
 
-    On a CPU `model` is handed to an `LLM` engine, which merges its projections in place (the
-    same function, fewer matmuls); on a GPU the engine loads `teacher` in float16 for its kernels."""
-    settings = {"max_tokens": max_tokens, "temperature": temperature, "seed": seed}
-    path = Path(cache) / f"teacher-{teacher_key(teacher, prompt_list, settings)}.json"
+    All prompts go to one engine at once (continuous batching). On a CPU `model` is handed to
+    an `LLM` engine, which merges its projections in place (the same function, fewer matmuls),
+    64 sequences at a time. On a GPU the engine loads `teacher` in float16 for its Numba
+    kernels and runs up to 256 sequences at a time: a small model's decode step costs about
+    the same at 256 rows as at 64 and the KV cache of 256 short sequences is a few GB, so
+    thousands of continuations take a few waves, not dozens. What then sets the pace is the
+    host's work per sampled token (the engine samples row by row, with each request's seed)."""
     if path.is_file():
         return json.loads(path.read_text())["sequences"]
     from labkit.engine.llm import LLM
     from labkit.models.sampling import SamplingParams
 
-    chats = [tokenizer.encode_chat([{"role": "user", "content": p}]) for p in prompt_list]
-    params = [SamplingParams(temperature=temperature, top_p=0.9, max_tokens=max_tokens, seed=seed + i)
-              for i in range(len(chats))]
-    limit = max(map(len, chats)) + max_tokens + 1
+    params = [SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed + i)
+              for i in range(len(prompt_ids))]
+    limit = max(map(len, prompt_ids)) + max_tokens + 1
     if model.lm_head.weight.is_cuda:   # the engine's GPU path: its own float16 copy and the Numba kernels
-        llm = LLM(teacher, device=str(model.lm_head.weight.device), backend="numba", max_batch_size=64, max_model_len=limit)
+        llm = LLM(teacher, device=str(model.lm_head.weight.device), backend="numba", max_batch_size=256,
+                  max_model_len=limit)
     else:
         llm = LLM(model, tokenizer=tokenizer, max_batch_size=64, max_model_len=limit)
-    outputs = llm.generate(chats, params, use_tqdm=show_progress)
+    outputs = llm.generate(prompt_ids, params, use_tqdm=show_progress)
     llm.close()
     eos = sorted(model.config.eos_ids)
-    sequences = [chat + out.token_ids + ([eos[0]] if eos and out.finish_reason == "length" else [])
-                 for chat, out in zip(chats, outputs)]
+    sequences = [list(prompt) + out.token_ids + ([eos[0]] if eos and out.finish_reason == "length" else [])
+                 for prompt, out in zip(prompt_ids, outputs)]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"teacher": teacher, "settings": settings, "prompts": prompt_list,
+    tmp.write_text(json.dumps({"teacher": teacher, "settings": {"max_tokens": max_tokens, "temperature": temperature,
+                                                                "top_p": top_p, "seed": seed},
                                "sequences": sequences}))
     tmp.replace(path)
     return sequences
+
+
+def teacher_answers(model: Llama, tokenizer: Tokenizer, teacher: str, prompt_list: list[str], cache: Path,
+                    max_tokens: int = 160, temperature: float = 0.7, seed: int = 0,
+                    show_progress: bool = True) -> list[list[int]]:
+    """Token ids of chat prompt + teacher answer (top-p 0.9), one list per prompt, generated once and cached."""
+    settings = {"max_tokens": max_tokens, "temperature": temperature, "seed": seed}
+    path = Path(cache) / f"teacher-{teacher_key(teacher, prompt_list, settings)}.json"
+    chats = [tokenizer.encode_chat([{"role": "user", "content": p}]) for p in prompt_list]
+    return generate_cached(model, tokenizer, teacher, chats, path, max_tokens, temperature, 0.9, seed, show_progress)
+
+
+def openings(tokenizer: Tokenizer, text: str, count: int, length: int = 32) -> list[list[int]]:
+    """`count` openings of `length` tokens, each starting at a word of `text`, spread evenly
+    over it (when `count` exceeds the words, each is used count / words times)."""
+    starts = [m.start() for m in re.finditer(r"(?<!\S)\S", text)]   # the first character of every word
+    snippets = [ids[:length] for ids in (tokenizer.encode(text[i:i + 16 * length]) for i in starts)]
+    snippets = [ids for ids in snippets if len(ids) == length]
+    if not snippets:
+        raise ValueError(f"the text has no opening of {length} tokens")
+    return [snippets[i * len(snippets) // count] for i in range(count)]
+
+
+def teacher_continuations(model: Llama, tokenizer: Tokenizer, teacher: str, openings_ids: list[list[int]],
+                          cache: Path, max_tokens: int = 256, temperature: float = 1.0, seed: int = 0,
+                          show_progress: bool = True) -> list[list[int]]:
+    """Token ids of opening + the teacher's continuation, sampled from its whole distribution
+    (top-p 1), one list per opening, each with its own seed; generated once and cached."""
+    settings = {"max_tokens": max_tokens, "temperature": temperature, "top_p": 1.0, "seed": seed}
+    path = Path(cache) / f"continuations-{teacher_key(teacher, openings_ids, settings)}.json"
+    return generate_cached(model, tokenizer, teacher, openings_ids, path, max_tokens, temperature, 1.0, seed,
+                           show_progress)
 
 
 def text_sequences(tokenizer: Tokenizer, text: str) -> list[list[int]]:

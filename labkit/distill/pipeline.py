@@ -7,7 +7,7 @@ training windows. `distill` runs the trainer in a work dir:
 
     DIR/config.json, model.safetensors, tokenizer files   the trained student (a MODEL folder)
     DIR/run/run.json          the run's settings (a resume must match them)
-    DIR/run/data/             the teacher's answers, cached by teacher + prompts + settings
+    DIR/run/data/             the teacher's answers and continuations, cached by teacher + prompts + settings
     DIR/run/checkpoints/      the newest checkpoint (model + trainer state)
     DIR/run/curve.json, .png  the loss curve and the evaluations
 """
@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 
 from labkit.distill.checkpoint import latest
-from labkit.distill.data import DATA_KINDS, Windows, prompts, teacher_answers, text_sequences
+from labkit.distill.data import (DATA_KINDS, Windows, openings, prompts, teacher_answers,
+                                 teacher_continuations, text_sequences)
 from labkit.distill.losses import LOSSES
 from labkit.distill.trainer import Run, TrainConfig, Trainer
 from labkit.errors import UserError
@@ -38,6 +39,7 @@ class DataConfig:
     max_new_tokens: int = 160     # the teacher's answer length
     gen_temperature: float = 0.7
     samples: int = 1              # answers per prompt (each with its own seed)
+    continuations: int = 0        # the teacher's continuations of calibration-text openings (0: none)
 
 
 def check_settings(cfg: TrainConfig, data: DataConfig) -> None:
@@ -62,6 +64,10 @@ def check_settings(cfg: TrainConfig, data: DataConfig) -> None:
         raise UserError(f"--prompts must be >= 1, got {data.prompts}")
     if data.samples < 1 or data.max_new_tokens < 1:
         raise UserError("--samples and --max-new-tokens must be >= 1")
+    if data.continuations < 0:
+        raise UserError(f"--continuations must be >= 0, got {data.continuations}")
+    if data.continuations and data.kind == "text":
+        raise UserError("--continuations are the teacher's: use them with --data teacher or both")
 
 
 def student_from_spec(spec: str, teacher: Llama, tokenizer: Tokenizer) -> tuple[Llama, dict]:
@@ -146,6 +152,10 @@ def training_sequences(teacher: Llama, tokenizer: Tokenizer, teacher_spec: str, 
         for k in range(data.samples):   # seeds seed + k * len(asked) + i: every answer its own
             sequences += teacher_answers(teacher, tokenizer, teacher_spec, asked, cache, data.max_new_tokens,
                                          data.gen_temperature, seed + k * len(asked), show_progress)
+        if data.continuations:   # openings from the calibration text, never the evaluation text
+            starts = openings(tokenizer, calibration_text(), data.continuations)
+            sequences += teacher_continuations(teacher, tokenizer, teacher_spec, starts, cache, seed=seed,
+                                               show_progress=show_progress)
     if data.kind in ("text", "both"):
         sequences += text_sequences(tokenizer, calibration_text())
     return sequences

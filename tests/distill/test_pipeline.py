@@ -91,6 +91,8 @@ def test_bad_input_is_one_line_and_nothing_is_lost(pair, tmp_path, capsys):
         (["--work-dir", str(tmp_path / "a"), "--temperature", "0"], "--temperature must be > 0"),
         (["--work-dir", str(tmp_path / "a"), "--alpha", "2"], "--alpha"),
         (["--work-dir", str(tmp_path / "a"), "--resume"], "holds no distillation run"),
+        (["--work-dir", str(tmp_path / "a"), "--continuations", "-1"], "--continuations must be >= 0"),
+        (["--work-dir", str(tmp_path / "a"), "--continuations", "8"], "use them with --data teacher or both"),
     ]
     afile = tmp_path / "file"
     afile.write_text("x")
