@@ -35,6 +35,20 @@ def test_greedy_is_argmax_and_seed_is_reproducible():
     assert a == b and len(set(a)) > 1
 
 
+def test_samples_follow_the_distribution_and_never_pick_a_filtered_token():
+    """Frequencies of 20,000 seeded draws within 5 standard deviations of the probabilities;
+    the token top-k removed is the last one, where a cumulative sum ends."""
+    probs = torch.tensor([0.5, 0.3, 0.15, 0.05, 0.0])
+    logits = torch.log(probs + torch.tensor([0, 0, 0, 0, 1e-3]))
+    params = SamplingParams(temperature=1.0, top_k=4, seed=11)
+    g, n = params.generator(), 20_000
+    counts = torch.bincount(torch.tensor([sample_next(logits, params, generator=g) for _ in range(n)]), minlength=5)
+    expected = torch.softmax(top_k_filter(logits, 4), -1)
+    sigma = (expected * (1 - expected) / n).sqrt()
+    assert counts[4] == 0
+    assert ((counts / n - expected).abs() <= 5 * sigma + 1e-9).all(), (counts / n, expected)
+
+
 def test_low_temperature_concentrates_mass():
     logits = torch.tensor([1.0, 1.5, 0.5])
     params = SamplingParams(temperature=0.05, seed=0)

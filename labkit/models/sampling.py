@@ -77,7 +77,12 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
 
 def sample_next(logits: torch.Tensor, params: SamplingParams, seen: torch.Tensor | None = None,
                 generator: torch.Generator | None = None) -> int:
-    """One token id from a logits row [V], given the ids seen so far (prompt + output)."""
+    """One token id from a logits row [V], given the ids seen so far (prompt + output).
+
+    A sampled token is the first whose cumulative probability exceeds one uniform number u
+    (inverse transform sampling): one random number per token. `torch.multinomial` draws one
+    per vocabulary entry instead (49k exponentials for the embedded model), which on a host
+    costs an order of magnitude more than the rest of the sampling, row after row."""
     logits = logits.float()
     if seen is not None:
         logits = apply_repetition_penalty(logits, seen.to(logits.device), params.repetition_penalty)
@@ -85,4 +90,6 @@ def sample_next(logits: torch.Tensor, params: SamplingParams, seen: torch.Tensor
         return int(logits.argmax())
     logits = top_p_filter(top_k_filter(logits / params.temperature, params.top_k), params.top_p)
     probs = logits.softmax(-1).cpu()
-    return int(torch.multinomial(probs, 1, generator=generator))
+    cdf = probs.cumsum(-1)
+    token = int(torch.searchsorted(cdf, torch.rand((), generator=generator) * cdf[-1], right=True))
+    return token if token < len(cdf) else int(probs.argmax())   # u * total rounded up to the total
