@@ -425,8 +425,9 @@ def w4a16_gemv(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, sca
     partial = L.workspace("w4a16_gemv.partial", (max(splits, 2) * n,), torch.float32, x.device)
     counters = L.workspace("w4a16_gemv.counters", (tiles,), torch.int32, x.device)
     kernel = make_kernel(tx, ty, rounds, depth, min_blocks, prologue, residual is not None)
-    L.launch(kernel, (tiles, splits), (tx, ty), x.view(torch.int32), (x if norm is None else norm).view(torch.int32),
-             np.float32(eps), (out if residual is None else residual).view(torch.int16), qweight, qzeros,
+    flat = lambda t, dtype: t.view(-1).view(dtype)  # noqa: E731
+    L.launch(kernel, (tiles, splits), (tx, ty), flat(x, torch.int32), flat(x if norm is None else norm, torch.int32),
+             np.float32(eps), flat(out if residual is None else residual, torch.int16), qweight, qzeros,
              scales.view(torch.int32), group_size, partial, counters, out.view(-1), overlap=True)
     return out
 

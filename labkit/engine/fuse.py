@@ -1,4 +1,5 @@
-"""Merge the projections that read the same input into one matmul.
+"""Merge the projections that read the same input into one matmul, and (at batch 1 on a GPU)
+the element-wise work around each int4 matmul into it.
 
 q, k and v all read the normed hidden state, and so do the MLP's gate and up. Stacking their
 weights ([N_q + N_k + N_v, K], [2F, K]) leaves the bytes read per token unchanged but turns
@@ -8,13 +9,27 @@ the W4A16 GEMV streams a smaller share of the copy bandwidth at N = 4096 than at
 docs/benchmarks.md).
 vLLM and nano-vllm load checkpoints straight into such merged layers; labkit keeps the
 model's own layers for reading and merges them when the engine takes the model.
+
+A decode step at batch 1 is a chain of small kernels, each paying a fixed launch, ramp and
+drain (docs/benchmarks.md: 10 per layer, 325 per Llama-2-7B step with int4 weights). Four of
+a layer's ten are element-wise work the next GEMV can do on the fly: the two RMSNorms (the
+GEMV of q/k/v and that of gate/up normalize the row they read), SiLU(gate) * up (the down
+projection's GEMV reads the merged gate/up output) and the residual adds (the o and down
+GEMVs add the residual as they write). `FusedDecoderLayer` runs a layer that way through
+`ops.fused_gemv` when its step has one row, and as the model does otherwise: 7 kernels per
+layer instead of 10. `fuse_decode_layers` swaps it in where the layers' formats allow; the
+engine's runner asks for it on a GPU with the numba backend when `fused_decode()` is on
+(`LABKIT_FUSED_DECODE`, or `set_fused_decode`).
 """
 from __future__ import annotations
+
+import os
 
 import torch
 from torch import nn
 
-from labkit.models.llama import Llama
+from labkit.engine import ops
+from labkit.models.llama import DecoderLayer, Llama
 
 
 def concat_linears(parts: list[nn.Module]) -> nn.Module:
@@ -53,3 +68,68 @@ def _merge(parts: list[nn.Module]) -> nn.Module | None:
         return concat_linears(parts)
     except (TypeError, ValueError):
         return None
+
+
+_fused = {"wanted": os.environ.get("LABKIT_FUSED_DECODE", "0") == "1"}
+
+
+def fused_decode() -> bool:
+    """Whether engines built from now on fuse their decode layers (`fuse_decode_layers`)."""
+    return _fused["wanted"]
+
+
+def set_fused_decode(wanted: bool) -> bool:
+    """Turn the fused decode layers on or off for engines built from now on; returns the previous wish."""
+    previous, _fused["wanted"] = _fused["wanted"], wanted
+    return previous
+
+
+class FusedDecoderLayer(DecoderLayer):
+    """A decoder layer (the same modules, the same weights) whose one-row steps run as four GEMVs
+    with the norms, SiLU * up and the residual adds inside them (`ops.fused_gemv`)."""
+
+    def __init__(self, layer: DecoderLayer):
+        nn.Module.__init__(self)
+        self.input_layernorm, self.self_attn = layer.input_layernorm, layer.self_attn
+        self.post_attention_layernorm, self.mlp = layer.post_attention_layernorm, layer.mlp
+
+    def forward(self, x, cos, sin, cache):
+        if x.shape[0] * x.shape[1] != 1:
+            return super().forward(x, cos, sin, cache)
+        attn, mlp = self.self_attn, self.mlp
+        qkv = _gemv(x, attn.qkv_proj, "rmsnorm", self.input_layernorm)
+        x = _gemv(attn.attend(*attn.split_qkv(qkv), cos, sin, cache), attn.o_proj, residual=x)
+        gate_up = _gemv(x, mlp.gate_up_proj, "rmsnorm", self.post_attention_layernorm)
+        return _gemv(gate_up, mlp.down_proj, "silu_mul", residual=x)
+
+
+def _gemv(x: torch.Tensor, layer: nn.Module, prologue: str = "none", norm: nn.Module | None = None,
+          residual: torch.Tensor | None = None) -> torch.Tensor:
+    """residual + layer(prologue(x)) for an int4 `QuantLinear` in one kernel (its bias added after)."""
+    y = ops.fused_gemv(x, layer.qweight, layer.qzeros, layer.scales, layer.group_size, prologue,
+                       None if norm is None else norm.weight, 1e-5 if norm is None else float(norm.eps), residual)
+    return y if layer.bias is None else y + layer.bias.to(y.dtype)
+
+
+def fuse_decode_layers(model: Llama) -> Llama:
+    """Make every layer whose format allows it a `FusedDecoderLayer` (in place; returns the model):
+    merged q/k/v and gate/up, int4 numba `QuantLinear`s the GEMV takes (N % 32 == 0, no padded K,
+    no bias on o and down) and fp16 norms. Other layers stay as they are."""
+    layers = model.model.layers
+    for i, layer in enumerate(layers):
+        if type(layer) is DecoderLayer and _fusable(layer):
+            layers[i] = FusedDecoderLayer(layer)
+    return model
+
+
+def _fusable(layer: DecoderLayer) -> bool:
+    from labkit.quant.qlinear import QuantLinear
+
+    attn, mlp = layer.self_attn, layer.mlp
+    linears = [attn.qkv_proj, attn.o_proj, mlp.gate_up_proj, mlp.down_proj]
+    if not all(isinstance(m, QuantLinear) for m in linears):
+        return False
+    formats_ok = all(m.bits == 4 and m.act_bits == 16 and m.backend == "numba" and m.padded_in == m.in_features
+                     and m.out_features % 32 == 0 and m.group_size % 8 == 0 for m in linears)
+    norms_ok = all(n.weight.dtype == torch.float16 for n in (layer.input_layernorm, layer.post_attention_layernorm))
+    return formats_ok and norms_ok and attn.o_proj.bias is None and mlp.down_proj.bias is None

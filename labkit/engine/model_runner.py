@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from labkit.engine import ops
+from labkit.engine import fuse, ops
 from labkit.engine.config import EngineConfig
 from labkit.engine.kv_cache import PagedKVCache
 from labkit.engine.paged_attention import NumbaAttention, PagedAttention, StepInputs
@@ -63,6 +63,8 @@ class ModelRunner:
         self.decode_forward = self.forward
         self.event_pairs: list | None = None   # set to [] to time graph replays on the GPU (bench)
         self.share = None   # tensor parallelism: runs each step on every rank (labkit.engine.parallel)
+        if config.backend == "numba" and self.device.type == "cuda" and fuse.fused_decode():
+            fuse.fuse_decode_layers(model)   # one-row steps: norms, SiLU * up, residual adds inside the GEMVs
         if config.compile:   # fuse the small element-wise kernels of the decode step (see labkit.engine.ops)
             ops.route_quant_linears(model)
             # on a GPU the batch size turns symbolic after the first recompile; a CPU's steps also

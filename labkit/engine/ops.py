@@ -9,8 +9,13 @@ otherwise hundreds of 2-3 microsecond kernels.
 
 Only the compiler gets the op: called eagerly, a Python custom op costs far more host time
 per call than the kernel it launches (most of an eager prefill step's time), so `write_kv`,
-`paged_attention` and `quant_linear` below launch the
+`paged_attention`, `quant_linear` and `fused_gemv` below launch the
 kernel directly unless `torch.compile` is tracing.
+
+`fused_gemv` is the W4A16 GEMV with the element-wise work around it inside (an RMSNorm or
+SiLU(gate) * up before, the residual add after: `labkit.kernels.w4a16_gemv`), which the
+fused decoder layers of `labkit.engine.fuse` call at one row per step: there Inductor's
+fusions still leave a kernel of their own between the GEMVs, and the GEMV can absorb it.
 """
 from __future__ import annotations
 
@@ -44,10 +49,19 @@ def _quant_linear(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, 
     return numba_kernel(x, qweight, qzeros, scales, bits, group_size)
 
 
+def _fused_gemv(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor, group_size: int,
+                prologue: str, norm: torch.Tensor | None, eps: float, residual: torch.Tensor | None) -> torch.Tensor:
+    from labkit.kernels.w4a16_gemv import w4a16_gemv
+
+    return w4a16_gemv(x.contiguous(), qweight, qzeros, scales, group_size, prologue=prologue, norm=norm, eps=eps,
+                      residual=None if residual is None else residual.contiguous())
+
+
 write_kv_op = torch.library.custom_op("labkit::write_kv", _write_kv,
                                       mutates_args=("k_cache", "v_cache", "k_scale_zero", "v_scale_zero"))
 paged_attention_op = torch.library.custom_op("labkit::paged_attention", _paged_attention, mutates_args=())
 quant_linear_op = torch.library.custom_op("labkit::quant_linear", _quant_linear, mutates_args=())
+fused_gemv_op = torch.library.custom_op("labkit::fused_gemv", _fused_gemv, mutates_args=())
 
 
 @write_kv_op.register_fake
@@ -66,6 +80,11 @@ def _(x, qweight, qzeros, scales, bits, group_size):
     return x.new_empty(*x.shape[:-1], n)
 
 
+@fused_gemv_op.register_fake
+def _(x, qweight, qzeros, scales, group_size, prologue, norm, eps, residual):
+    return x.new_empty(*x.shape[:-1], scales.shape[1])
+
+
 def write_kv(*args) -> None:
     """Write a step's K/V into the paged cache (fp16, or int8/int4 codes): `_write_kv`'s arguments."""
     (write_kv_op if torch.compiler.is_compiling() else _write_kv)(*args)
@@ -79,6 +98,11 @@ def paged_attention(*args) -> torch.Tensor:
 def quant_linear(*args) -> torch.Tensor:
     """A quantized linear layer through `labkit.kernels.dispatch`: `_quant_linear`'s arguments."""
     return (quant_linear_op if torch.compiler.is_compiling() else _quant_linear)(*args)
+
+
+def fused_gemv(*args) -> torch.Tensor:
+    """One row through an int4 layer with its prologue and residual fused in: `_fused_gemv`'s arguments."""
+    return (fused_gemv_op if torch.compiler.is_compiling() else _fused_gemv)(*args)
 
 
 def route_quant_linears(model: nn.Module) -> None:

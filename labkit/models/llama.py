@@ -169,16 +169,27 @@ class Attention(nn.Module):
         del self.q_proj, self.k_proj, self.v_proj
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: "AttentionCache | None") -> torch.Tensor:
-        B, T, _ = x.shape
-        H, H_kv, D = self.n_heads, self.n_kv, self.head_dim
         if self.qkv_proj is None:
             q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
         else:
-            q, k, v = self.qkv_proj(x).split([H * D, H_kv * D, H_kv * D], -1)
+            q, k, v = self.split_qkv(self.qkv_proj(x))
+        return self.o_proj(self.attend(q, k, v, cos, sin, cache))
+
+    def split_qkv(self, qkv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q, k and v from the merged projection's output."""
+        H, H_kv, D = self.n_heads, self.n_kv, self.head_dim
+        return qkv.split([H * D, H_kv * D, H_kv * D], -1)
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+               cache: "AttentionCache | None") -> torch.Tensor:
+        """Rotary embedding, then attention (over the cache, if any) for projected q, k, v [B, T,
+        heads x D]: [B, T, H x D], what o_proj takes."""
+        B, T, _ = q.shape
+        H, H_kv, D = self.n_heads, self.n_kv, self.head_dim
         q, k = apply_rope(q.view(B, T, H, D), cos, sin), apply_rope(k.view(B, T, H_kv, D), cos, sin)
         v = v.view(B, T, H_kv, D)
         out = causal_attention(q, k, v) if cache is None else cache.attend(self.layer, q, k, v)
-        return self.o_proj(out.reshape(B, T, -1))
+        return out.reshape(B, T, -1)
 
 
 def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past: int = 0) -> torch.Tensor:
