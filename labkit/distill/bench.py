@@ -61,9 +61,11 @@ def headline(teacher: str, students: dict[str, str], variants: list[str], tokens
                          "steps": out["steps"], "ppl": out["ppl"], "kl": out["kl"], "top1": out["top1"],
                          "recovered": recovered(out["ppl"], p_eval.ppl, t_eval.ppl),
                          "train_seconds": out["train_seconds"], "tokens_per_s": out["tokens_per_s"],
+                         "data_tokens": out["data_tokens"], "data_seconds": out["data_seconds"],
                          "parameters": out["parameters"], "work_dir": out["work_dir"]})
             log(f"{name} {variant}: ppl {out['ppl']:.2f}, KL {out['kl']:.4f}, top-1 {out['top1']:.2%}, "
-                f"{out['tokens']} tokens in {out['train_seconds']} s")
+                f"{out['tokens']} tokens in {out['train_seconds']} s (data: {out['data_tokens']} tokens, "
+                f"{out['data_seconds']} s to generate or read)")
     return {"teacher": teacher, "teacher_ppl": t_eval.ppl, "eval_tokens": t_eval.tokens, "tokens": tokens,
             "train": base.__dict__, "data": data.__dict__, "rows": rows}
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -187,8 +188,10 @@ def distill(teacher_spec: str, student_spec: str, work_dir: str | Path, cfg: Tra
     check_pair(teacher, tokenizer, student, s_tok)
     student.requires_grad_(True)
     teacher.requires_grad_(False)
+    started = time.perf_counter()
     sequences = training_sequences(teacher, tokenizer, teacher_spec, data, data_cache or work_dir / "run" / "data",
                                    cfg.seed, show_progress)
+    data_seconds = round(time.perf_counter() - started, 1)   # generating, or reading the cache
     eos = sorted(teacher.config.eos_ids)[0] if teacher.config.eos_ids else 0
     try:
         windows = Windows(sequences, cfg.seq_len, eos, cfg.seed)
@@ -201,4 +204,5 @@ def distill(teacher_spec: str, student_spec: str, work_dir: str | Path, cfg: Tra
     summary = trainer.fit()
     return {"work_dir": str(work_dir), "teacher": teacher_spec, "student": student_spec, "loss": cfg.loss,
             "parameters": parameter_count(student), "teacher_parameters": parameter_count(teacher),
-            "train_windows": windows.count, **summary}
+            "train_windows": windows.count, "data_tokens": len(windows.ids), "data_seconds": data_seconds,
+            **summary}

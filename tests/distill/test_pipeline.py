@@ -30,6 +30,7 @@ def test_a_run_lowers_kl_and_leaves_a_model_folder(pair, tmp_path):
     teacher, student = pair
     out = distill(teacher, student, tmp_path / "run", TrainConfig(steps=6, **SMALL), DATA, show_progress=False)
     assert out["steps"] == 6 and out["tokens"] == 6 * 2 * 2 * 32
+    assert out["data_tokens"] == out["train_windows"] * 32 + 1 and out["data_seconds"] >= 0
     assert out["kl"] < out["start"]["kl"], (out["start"], out)
     work = tmp_path / "run"
     model, _ = load_model(str(work))
