@@ -15,6 +15,12 @@
 - tc: the tensor-core kernel against float64 on every layer shape at 2-32 rows.
 - bench: `labkit bench engine --shape llama-2-7b --weights fp16,int4 --compile` (static,
   batch 1-32) in this process: both compiled engines in one process.
+- fused: the fused GEMVs of the batch-1 decode step (labkit.engine.fuse): checks on the
+  layer shapes, the GPU-only tests of the fused path, each GEMV and a layer's four plain
+  against fused (overlap off / on), and compiled batch-1 engines side by side (fp16, int4,
+  int4 fused: ms per step in alternating rounds, kernels per step, greedy tokens of int4
+  fused against int4); then int4 and int4 fused with Inductor's programmatic dependent
+  launch (`torch._inductor.config.triton.enable_pdl`), overlap off / on.
 
 Every figure comes with the copy bandwidth measured in the same run; the JSON goes to
 DIR/gpu_decode.json and the table to stdout.
@@ -39,8 +45,8 @@ LM_HEAD = (32000, 4096)
 BATCHES = (1, 2, 4, 8, 16, 32)
 
 
-def checks(tokenizer: str | None) -> list[dict]:
-    rows = []
+def _checker(rows: list[dict]):
+    """run(name, fn): a check row (ok and fn's value, or the assertion's message) appended to rows."""
 
     def run(name, fn):
         try:
@@ -49,6 +55,12 @@ def checks(tokenizer: str | None) -> list[dict]:
             rows.append({"check": name, "ok": False, "message": str(e)[:300]})
         measure.log(f"check {name}: {rows[-1]}")
 
+    return run
+
+
+def checks(tokenizer: str | None) -> list[dict]:
+    rows = []
+    run = _checker(rows)
     launch.set_overlap(True)
     for _ in range(2):   # the second call takes the fast, overlapped launch
         run("gemv 12288x4096", lambda: w4a16_gemv.check(12288, 4096, 128, tile=None))
@@ -270,6 +282,171 @@ def engine_rows(copy_gbps: float, tokenizer: str | None) -> dict:
     return out
 
 
+# the fused variant each GEMV of a layer runs at batch 1 (labkit.engine.fuse.FusedDecoderLayer)
+SETS = 8   # weight sets rotated in the fused kernel timings: o (8.4 MB) x 8 is past the 50 MB L2
+FUSED = {"qkv": ("rmsnorm", False), "o": ("none", True), "gate_up": ("rmsnorm", False), "down": ("silu_mul", True)}
+FUSED_TESTS = ["tests/engine/test_fused_decode_gpu.py", "tests/engine/test_cuda_graphs_gpu.py",
+               "tests/kernels/test_overlap.py", "tests/kernels/test_fused_gemv.py::test_residual_is_added_once_as_torch_adds",
+               "tests/kernels/test_fused_gemv.py::test_fused_whole_warps"]
+
+
+def _fused_args(name: str, n: int, k: int, sets: int) -> list[dict]:
+    """Inputs of `name`'s fused GEMV (x of the right width, norm weight, residual), one per set."""
+    prologue, residual = FUSED[name]
+    width = 2 * k if prologue == "silu_mul" else k
+    return [{"x": torch.randn(width, device="cuda").half(), "prologue": prologue,
+             "norm": torch.rand(k, device="cuda").half() + 0.5 if prologue == "rmsnorm" else None,
+             "residual": torch.randn(n, device="cuda").half() if residual else None} for _ in range(sets)]
+
+
+def fused_part(copy_gbps: float, tokenizer: str | None, out_dir: str, result: dict, save) -> None:
+    """Checks, the GPU-only tests, kernel times and the engines of the fused batch-1 path (see the top)."""
+    import subprocess
+
+    rows: list[dict] = []
+    run = _checker(rows)
+    launch.set_overlap(True)
+    for _ in range(2):   # the second call takes the fast, overlapped launch
+        for name, (n, k) in LAYER.items():
+            prologue, residual = FUSED[name]
+            run(f"fused {name} {n}x{k} {prologue}{' + residual' if residual else ''}",
+                lambda: w4a16_gemv.check(n, k, 128, tile=None, prologue=prologue, residual=residual))
+    result["fused_checks"] = rows
+    save()
+
+    start = time.time()
+    tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *FUSED_TESTS],
+                           capture_output=True, text=True)
+    result["fused_tests"] = {"ok": tests.returncode == 0, "seconds": round(time.time() - start, 1),
+                             "tail": tests.stdout[-1500:] + tests.stderr[-500:]}
+    measure.log(f"fused tests: {result['fused_tests']}")
+    save()
+
+    # each GEMV plain and fused, and a layer's four (20 calls per graph replay), overlap off / on
+    kernels = []
+    weights = {name: [random_int4_layer(n, k, 128, "cuda") for _ in range(SETS)] for name, (n, k) in LAYER.items()}
+    args = {name: _fused_args(name, n, k, SETS) for name, (n, k) in LAYER.items()}
+    for name, (n, k) in LAYER.items():
+        x = torch.randn(k, device="cuda").half()
+        row = {"shape": f"{name} {n}x{k}", "variant": "/".join(map(str, FUSED[name]))}
+        for overlap in (False, True, False, True):
+            launch.set_overlap(overlap)
+            tag = "overlap" if overlap else "plain"
+            row.setdefault(f"plain_gemv_{tag}", []).append(round(measure.time_us(
+                lambda i: w4a16_gemv.w4a16_gemv(x, *weights[name][i], 128), SETS), 2))
+            row.setdefault(f"fused_gemv_{tag}", []).append(round(measure.time_us(
+                lambda i: w4a16_gemv.w4a16_gemv(args[name][i]["x"], *weights[name][i], 128,
+                                                prologue=args[name][i]["prologue"], norm=args[name][i]["norm"],
+                                                residual=args[name][i]["residual"]), SETS), 2))
+        kernels.append(row)
+        measure.log(f"fused kernels {row}")
+
+    def layer(i: int, fused: bool) -> None:
+        for name, (n, k) in LAYER.items():
+            a = args[name][i]
+            if fused:
+                w4a16_gemv.w4a16_gemv(a["x"], *weights[name][i], 128, prologue=a["prologue"], norm=a["norm"],
+                                      residual=a["residual"])
+            else:
+                w4a16_gemv.w4a16_gemv(a["x"][:k], *weights[name][i], 128)   # (x's first K: gate, for down)
+
+    for fused in (False, True):
+        row = {"shape": "a layer's four GEMVs", "variant": "fused" if fused else "plain"}
+        for overlap in (False, True, False, True):
+            launch.set_overlap(overlap)
+            row.setdefault("overlap" if overlap else "plain", []).append(
+                round(measure.time_us(lambda i: layer(i, fused), SETS, calls=8), 2))
+        kernels.append(row)
+        measure.log(f"fused kernels {row}")
+    launch.set_overlap(False)
+    result["fused_kernels"] = kernels
+    del weights, args
+    measure.free_memory()
+    save()
+    result["fused_engine"] = {}
+    fused_engines(copy_gbps, tokenizer, result["fused_engine"], save)
+
+
+def fused_engines(copy_gbps: float, tokenizer: str | None, out: dict, save) -> None:
+    """Compiled batch-1 engines (graphs, overlap off): fp16, int4, int4 fused side by side, then the
+    two int4 ones again with Inductor's programmatic dependent launch, overlap off and on."""
+    from labkit.engine import LLM
+    from labkit.engine.bench import decode_weight_bytes, random_model
+    from labkit.engine.fuse import set_fused_decode
+    from labkit.models import Tokenizer, resolve
+    from labkit.models.sampling import SamplingParams
+
+    tok = Tokenizer(tokenizer or resolve("embedded"))
+    rng, vocab = random.Random(0), 32000
+    prompt = [random.Random(7).randrange(100, vocab) for _ in range(128)]
+
+    def build(weights: str | None, fused: bool):
+        set_fused_decode(fused)
+        torch.manual_seed(0)   # the same random weights for int4 and int4 fused
+        start = time.time()
+        model = random_model("llama-2-7b", "cuda", torch.float16)
+        llm = LLM(model, tokenizer=tok, backend="numba", weights=weights, compile=True, max_batch_size=1,
+                  max_model_len=1024, cache_max_entry_count=0.1)
+        set_fused_decode(False)
+        decode_ms(llm, 1, rng, vocab, steps=8)   # warm up
+        res = {"build_s": round(time.time() - start, 1), "weight_bytes": decode_weight_bytes(llm.model)}
+        res["roofline_ms"] = round(res["weight_bytes"] / (copy_gbps * 1e9) * 1e3, 3)
+        return llm, res
+
+    def tokens(llm) -> list[int]:
+        return llm.generate([prompt], SamplingParams(temperature=0, max_tokens=32, ignore_eos=True))[0].token_ids
+
+    variants = {"fp16": (None, False), "int4": ("int4", False), "int4 fused": ("int4", True)}
+    llms = {}
+    for name, (weights, fused) in variants.items():
+        llms[name], out[name] = build(weights, fused)
+        measure.log(f"fused engine {name} built: {out[name]}")
+    for _ in range(3):   # alternating rounds
+        for name, llm in llms.items():
+            out[name].setdefault("ms_per_step_b1", []).append(decode_ms(llm, 1, rng, vocab))
+    for name, llm in llms.items():
+        out[name]["timeline"] = step_timeline(llm, vocab)
+        b1 = min(out[name]["ms_per_step_b1"])
+        out[name]["batch1_tok_s"] = round(1000 / b1, 1)
+        out[name]["batch1_fraction_of_roofline"] = round(out[name]["roofline_ms"] / b1, 3)
+        measure.log(f"fused engine {name}: {out[name]}")
+    t4, t4f = tokens(llms["int4"]), tokens(llms["int4 fused"])
+    out["tokens_int4_fused_equal"] = t4 == t4f
+    out["tokens_equal_prefix"] = next((i for i, (a, b) in enumerate(zip(t4, t4f)) if a != b), len(t4))
+    for llm in llms.values():
+        llm.close()
+    del llms
+    measure.free_memory()
+    save()
+
+    # Inductor's kernels also wait for / release their neighbours: overlap off and on, graphs re-captured
+    import torch._inductor.config as inductor_config
+
+    if not hasattr(inductor_config.triton, "enable_pdl"):
+        out["pdl"] = "torch._inductor.config.triton.enable_pdl is missing in this torch"
+        return
+    inductor_config.triton.enable_pdl = True
+    out["pdl"] = {}
+    for name in ("int4 fused", "int4"):
+        weights, fused = variants[name]
+        llm, res = build(weights, fused)
+        runner = llm.engine.runner
+        for overlap in (False, True, False, True):
+            launch.set_overlap(overlap)
+            runner.graphs.clear()
+            runner.capture_graphs(1)
+            res.setdefault("overlap" if overlap else "plain", []).append(decode_ms(llm, 1, rng, vocab))
+        res["timeline_overlap"] = step_timeline(llm, vocab)
+        launch.set_overlap(False)
+        out["pdl"][name] = res
+        measure.log(f"fused engine pdl {name}: {res}")
+        llm.close()
+        del llm, runner
+        measure.free_memory()
+        save()
+    inductor_config.triton.enable_pdl = False
+
+
 def table(result: dict) -> str:
     lines = [f"{result['device']} · copy {result['copy_gbps']:.0f} GB/s · {result['date']}"]
     for c in result.get("checks", []):
@@ -285,6 +462,15 @@ def table(result: dict) -> str:
                      f"{json.dumps(r['int4'])} {json.dumps(r['fp16'])} {json.dumps(r['choice'])}")
     for r in result.get("bench", {}).get("static", []):
         lines.append(f"bench engine {json.dumps(r)}")
+    for c in result.get("fused_checks", []):
+        lines.append(f"check {c['check']:<50} {'ok ' + str(c.get('value')) if c['ok'] else 'FAILED ' + c['message']}")
+    if "fused_tests" in result:
+        lines.append(f"fused GPU tests: {'passed' if result['fused_tests']['ok'] else 'FAILED'} "
+                     f"{result['fused_tests']['tail'][-200:]!r}")
+    for r in result.get("fused_kernels", []):
+        lines.append(f"fused kernels {json.dumps(r)}")
+    for name, e in result.get("fused_engine", {}).items():
+        lines.append(f"fused engine {name}: {json.dumps(e)[:600]}")
     for w, e in result.get("engine", {}).items():
         lines.append(f"engine {w}: ms/step {json.dumps(e['ms_per_step'])}; batch 1 {e['batch1_tok_s']} tok/s = "
                      f"{100 * e['batch1_fraction_of_roofline']:.1f}% of the roofline ({e['roofline_ms']} ms)")
@@ -314,14 +500,18 @@ def main(argv: list[str] | None = None) -> int:
 
     for part, fn in (("checks", lambda: checks(args.tokenizer)), ("kernels", lambda: kernel_rows(result["copy_gbps"])),
                      ("engine", lambda: engine_rows(result["copy_gbps"], args.tokenizer)), ("tc", tc_checks),
-                     ("rows", batch_rows), ("bench", lambda: engine_bench(args.tokenizer, args.out))):
+                     ("rows", batch_rows), ("bench", lambda: engine_bench(args.tokenizer, args.out)),
+                     ("fused", lambda: fused_part(result["copy_gbps"], args.tokenizer, args.out, result, save))):
         if part in parts:
             start = time.time()
-            result[part] = fn()
+            value = fn()
+            if value is not None:   # (the fused part files its results into `result` as it goes)
+                result[part] = value
             result[f"{part}_s"] = round(time.time() - start, 1)
             save()
     print(table(result))
-    return 0 if all(c["ok"] for c in result.get("checks", []) + result.get("tc", [])) else 1
+    ok = all(c["ok"] for c in result.get("checks", []) + result.get("tc", []) + result.get("fused_checks", []))
+    return 0 if ok and result.get("fused_tests", {}).get("ok", True) else 1
 
 
 if __name__ == "__main__":
