@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from labkit.models.sampling import (SamplingParams, apply_repetition_penalty, sample_next, top_k_filter,
+from labkit.models.sampling import (SamplingParams, apply_repetition_penalty, sample_next, sample_rows, top_k_filter,
                                     top_p_filter)
 
 
@@ -61,3 +61,30 @@ def test_low_temperature_concentrates_mass():
 def test_invalid_params_are_refused(kwargs):
     with pytest.raises(ValueError):
         SamplingParams(**kwargs)
+
+
+def test_per_row_filters_match_the_one_row_filters():
+    logits = torch.randn(4, 50)
+    k, p = [0, 1, 7, 50], [1.0, 0.3, 0.9, 0.999]
+    by_row = torch.stack([top_k_filter(logits[i], k[i]) for i in range(4)])
+    assert torch.equal(top_k_filter(logits, torch.tensor(k)[:, None]), by_row)
+    by_row = torch.stack([top_p_filter(logits[i], p[i]) for i in range(4)])
+    assert torch.equal(top_p_filter(logits, torch.tensor(p)[:, None]), by_row)
+
+
+def test_a_batch_samples_each_row_as_if_alone():
+    """Rows with different parameters in one call: each row's tokens are the ones its own seed
+    gives it alone, draw after draw (a seeded request does not depend on its neighbours)."""
+    logits = torch.randn(5, 300) * 3
+    params = [SamplingParams(temperature=0), SamplingParams(temperature=0.7, top_p=0.9, seed=1),
+              SamplingParams(temperature=1.0, top_k=5, seed=2), SamplingParams(temperature=1.3, seed=3),
+              SamplingParams(temperature=0.8, top_k=20, top_p=0.5, repetition_penalty=1.3, seed=4)]
+    seen = [None, None, None, None, torch.tensor([int(logits[4].argmax()), 3, 9])]
+    batch_gens = [q.generator() for q in params]
+    alone_gens = [q.generator() for q in params]
+    batch = [sample_rows(logits, params, seen, batch_gens) for _ in range(30)]
+    alone = [[sample_next(logits[i], params[i], seen[i], alone_gens[i]) for i in range(5)] for _ in range(30)]
+    assert batch == alone
+    assert {b[0] for b in batch} == {int(logits[0].argmax())}                       # greedy
+    assert {b[2] for b in batch} <= set(torch.topk(logits[2], 5).indices.tolist())  # top-k 5
+    assert len({b[3] for b in batch}) > 5                                           # sampled

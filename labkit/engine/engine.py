@@ -21,7 +21,7 @@ from labkit.engine.model_runner import ModelRunner
 from labkit.engine.scheduler import Scheduler
 from labkit.engine.sequence import Sequence, Status
 from labkit.models.llama import Llama
-from labkit.models.sampling import sample_next
+from labkit.models.sampling import sample_rows
 from labkit.models.tokenizer import StreamDecoder, Tokenizer
 
 
@@ -137,16 +137,11 @@ class Engine:
         return deltas
 
     def sample(self, logits: torch.Tensor, seqs: list[Sequence]) -> list[int]:
-        """Greedy rows in one argmax; the others one by one with their own parameters and seed."""
+        """The step's next tokens, every row with its own parameters and seed, all rows at once."""
         if not seqs:
             return []
-        tokens = logits.argmax(-1).tolist()
-        for i, seq in enumerate(seqs):
-            p = seq.params
-            if not p.greedy or p.repetition_penalty != 1.0:
-                seen = torch.tensor(seq.token_ids) if p.repetition_penalty != 1.0 else None
-                tokens[i] = sample_next(logits[i], p, seen, seq.generator)
-        return tokens
+        seen = [torch.tensor(s.token_ids) if s.params.repetition_penalty != 1.0 else None for s in seqs]
+        return sample_rows(logits, [s.params for s in seqs], seen, [s.generator for s in seqs])
 
     def _append(self, req: Request, token: int, now: float) -> StreamDelta:
         seq = req.seq

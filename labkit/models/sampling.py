@@ -56,18 +56,28 @@ def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: 
     return logits.scatter(-1, seen, torch.where(picked > 0, picked / penalty, picked * penalty))
 
 
-def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
-    """Keep the k largest logits, set the rest to -inf."""
-    if k <= 0 or k >= logits.shape[-1]:
-        return logits
-    kth = torch.topk(logits, k).values[..., -1:]
+def top_k_filter(logits: torch.Tensor, k: int | torch.Tensor) -> torch.Tensor:
+    """Keep the k largest logits, set the rest to -inf. `k` is an int, or one per row as an
+    integer tensor [..., 1]; k <= 0 or k >= V keeps every token."""
+    vocab = logits.shape[-1]
+    if isinstance(k, int):
+        if k <= 0 or k >= vocab:
+            return logits
+        kth = torch.topk(logits, k).values[..., -1:]
+    else:
+        k = torch.where((k <= 0) | (k > vocab), vocab, k)
+        kth = torch.topk(logits, int(k.max())).values.gather(-1, k - 1)
     return logits.masked_fill(logits < kth, float("-inf"))
 
 
-def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
-    """Nucleus sampling: keep the smallest set of tokens whose probability sums to >= p."""
-    if p >= 1.0:
-        return logits
+def top_p_filter(logits: torch.Tensor, p: float | torch.Tensor) -> torch.Tensor:
+    """Nucleus sampling: keep the smallest set of tokens whose probability sums to >= p. `p`
+    is a float, or one per row as a tensor [..., 1] (p >= 1 keeps every token)."""
+    if not isinstance(p, torch.Tensor):
+        if p >= 1.0:
+            return logits
+    else:   # a cumulative sum can round past 1.0: keep the rows with p >= 1 whole
+        p = torch.where(p >= 1.0, float("inf"), p)
     sorted_logits, order = torch.sort(logits, descending=True)
     probs = sorted_logits.softmax(-1)
     before = probs.cumsum(-1) - probs        # mass of the tokens ranked above each one
@@ -75,21 +85,49 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
     return logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
 
 
+def sample_rows(logits: torch.Tensor, params: list[SamplingParams], seen: list[torch.Tensor | None] | None = None,
+                generators: list[torch.Generator | None] | None = None) -> list[int]:
+    """One token id per row of logits [B, V]: row i with params[i], the ids it has seen
+    (prompt + output, for the repetition penalty) and its generator.
+
+    All rows at once, on the logits' device: one filter pass for the sampled rows and one
+    transfer of the B tokens at the end (on a GPU one synchronization a step, not one a row).
+    A sampled token is the first whose cumulative probability exceeds one uniform number u
+    (inverse transform sampling), u drawn from the row's own generator: a seeded request
+    picks the same tokens whatever else shares its step. `torch.multinomial` would draw one
+    random number per vocabulary entry (49k for the embedded model) instead of one per row."""
+    rows, vocab = logits.shape
+    seen = seen or [None] * rows
+    generators = generators or [None] * rows
+    logits = logits.float()
+    penalized = [i for i in range(rows) if seen[i] is not None and params[i].repetition_penalty != 1.0]
+    if penalized:
+        logits = logits.clone()
+        for i in penalized:
+            logits[i] = apply_repetition_penalty(logits[i], seen[i].to(logits.device), params[i].repetition_penalty)
+    tokens = logits.argmax(-1)
+    sampled = [i for i in range(rows) if not params[i].greedy]
+    if sampled:
+        device = logits.device
+        per_row = lambda values, dtype: torch.tensor(values, dtype=dtype)[:, None].to(device)  # noqa: E731
+        x = logits[sampled] / per_row([params[i].temperature for i in sampled], torch.float32)
+        top_k = [params[i].top_k for i in sampled]
+        if any(0 < k < vocab for k in top_k):
+            x = top_k_filter(x, per_row(top_k, torch.int64))
+        top_p = [params[i].top_p for i in sampled]
+        if min(top_p) < 1.0:
+            x = top_p_filter(x, per_row(top_p, torch.float32))
+        probs = x.softmax(-1)
+        cdf = probs.cumsum(-1)
+        u = torch.stack([torch.rand((), generator=generators[i]) for i in sampled]).to(device)
+        picked = torch.searchsorted(cdf, (u[:, None] * cdf[:, -1:]).contiguous(), right=True)[:, 0]
+        picked = torch.where(picked < vocab, picked, probs.argmax(-1))   # u * total rounded up to the total
+        tokens[sampled] = picked
+    return tokens.tolist()
+
+
 def sample_next(logits: torch.Tensor, params: SamplingParams, seen: torch.Tensor | None = None,
                 generator: torch.Generator | None = None) -> int:
-    """One token id from a logits row [V], given the ids seen so far (prompt + output).
-
-    A sampled token is the first whose cumulative probability exceeds one uniform number u
-    (inverse transform sampling): one random number per token. `torch.multinomial` draws one
-    per vocabulary entry instead (49k exponentials for the embedded model), which on a host
-    costs an order of magnitude more than the rest of the sampling, row after row."""
-    logits = logits.float()
-    if seen is not None:
-        logits = apply_repetition_penalty(logits, seen.to(logits.device), params.repetition_penalty)
-    if params.greedy:
-        return int(logits.argmax())
-    logits = top_p_filter(top_k_filter(logits / params.temperature, params.top_k), params.top_p)
-    probs = logits.softmax(-1).cpu()
-    cdf = probs.cumsum(-1)
-    token = int(torch.searchsorted(cdf, torch.rand((), generator=generator) * cdf[-1], right=True))
-    return token if token < len(cdf) else int(probs.argmax())   # u * total rounded up to the total
+    """One token id from a logits row [V], given the ids seen so far (prompt + output): the
+    one-row case of `sample_rows`."""
+    return sample_rows(logits[None], [params], [seen], [generator])[0]
