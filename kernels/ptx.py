@@ -11,7 +11,8 @@ first use and a register ring of loads in flight collapses (seen in the SASS of 
 docs/benchmarks.md has the timings). `as_float` reinterprets bits
 (the int4 -> float trick needs it), `halves` turns a word holding two fp16 values into
 two float32 and `pack_halves` two float32 into such a word (rounded to nearest, as torch
-rounds a float32 result to fp16), `rint` rounds half to even like `torch.round`, and `load_cg` and
+rounds a float32 result to fp16), `exp2_approx` and `rcp_approx` are the fast 2**x and 1/x
+(SiLU inside a GEMV's inner loop, where a full-precision divide costs registers), `rint` rounds half to even like `torch.round`, and `load_cg` and
 `load_cg_u32x4` read past L1 (for values another block wrote during this launch), and `shfl_xor` exchanges a value
 with another lane of the warp (the simulator has no warp shuffles of its own).
 
@@ -75,6 +76,14 @@ if SIMULATOR:
     def pack_halves(lo, hi):
         """One word holding lo (low half) and hi rounded to fp16, to nearest even."""
         return np.array([lo, hi], dtype=np.float32).astype(np.float16).view(np.uint32)[0]
+
+    def exp2_approx(x):
+        """2**x (on the GPU the fast approximation, ex2.approx: 2 ulp)."""
+        return np.float32(np.exp2(np.float32(x)))
+
+    def rcp_approx(x):
+        """1 / x (on the GPU the fast approximation, rcp.approx: 1 ulp)."""
+        return np.float32(np.float32(1) / np.float32(x))
 
     def rint(x):
         """x rounded to the nearest integer, ties to even (as torch.round)."""
@@ -259,6 +268,8 @@ else:
     halves = _intrinsic(1, _asm("{ .reg .f16 lo, hi; mov.b32 {lo, hi}, $2; cvt.f32.f16 $0, lo; cvt.f32.f16 $1, hi; }",
                                 "ff", "r"))
     pack_halves = _intrinsic(2, _asm("cvt.rn.f16x2.f32 $0, $2, $1;", "r", "ff"))   # {hi, lo}: hi first
+    exp2_approx = _intrinsic(1, _asm("ex2.approx.ftz.f32 $0, $1;", "f", "f"))
+    rcp_approx = _intrinsic(1, _asm("rcp.approx.ftz.f32 $0, $1;", "f", "f"))
     prmt = _intrinsic(3, _asm("prmt.b32 $0, $1, $2, $3;", "r", "rrr"))
     lop3_and_or = _intrinsic(3, _asm("lop3.b32 $0, $1, $2, $3, 0xEA;", "r", "rrr"))  # 0xEA: (a & b) | c
     hfma2 = _intrinsic(3, _asm("fma.rn.f16x2 $0, $1, $2, $3;", "r", "rrr"))

@@ -56,6 +56,7 @@ NIBBLE = np.uint32(0xF)
 
 
 PROLOGUES = ("none", "rmsnorm", "silu_mul")
+STAGE_PROLOGUES = False  # make_kernel's `staged` for the launcher's fused variants (tools/gpu_decode_check.py times both)
 
 
 def activation(x: torch.Tensor, prologue: str = "none", norm: torch.Tensor | None = None,
@@ -98,55 +99,110 @@ def load_x(x, at, xq, stage):
 
 
 @L.inlined
+def load_x2(x, at, y, at_y, xq, stage):
+    """Into register stage `stage` (8 words): a round's 8 values of x and the 8 of y they combine with."""
+    x0, x1, x2, x3 = ptx.load_u32x4(x, at)
+    y0, y1, y2, y3 = ptx.load_u32x4(y, at_y)
+    xq[8 * stage], xq[8 * stage + 1], xq[8 * stage + 2], xq[8 * stage + 3] = x0, x1, x2, x3
+    xq[8 * stage + 4], xq[8 * stage + 5], xq[8 * stage + 6], xq[8 * stage + 7] = y0, y1, y2, y3
+
+
+@L.inlined
 def read_x(xs, at, xq, stage):
     """Into register stage `stage`: the 8 activations of a round, from the block's shared copy."""
     xq[4 * stage], xq[4 * stage + 1], xq[4 * stage + 2], xq[4 * stage + 3] = xs[at], xs[at + 1], xs[at + 2], xs[at + 3]
 
 
+LOG2E = np.float32(1.4426950408889634)
+
+
 @L.inlined
-def dot_round(wq, xq, stage, acc, xsum):
-    """acc[c] += q_k[c] * x_k * 2**-49 over the 8 rows of register stage `stage`; xsum[0] += sum x_k."""
-    for p in range(ROUND // 2):
-        x_even, x_odd = ptx.halves(xq[4 * stage + p])
-        for u in range(2):
-            xk = x_even if u == 0 else x_odd
-            xsum[0] += xk
-            xs0, xs1, xs2, xs3 = xk * X_SCALE[0], xk * X_SCALE[1], xk * X_SCALE[2], xk * X_SCALE[3]
-            for wi in range(4):
-                lo = wq[ROUND_WORDS * stage + 4 * (2 * p + u) + wi]
-                hi = lo >> uint32(16)  # odd columns live in the high half
-                for m in range(4):
-                    xs = xs0 if m == 0 else xs1 if m == 1 else xs2 if m == 2 else xs3
-                    mask = NIBBLE << uint32(4 * m)
-                    acc[8 * wi + 2 * m] += ptx.as_float(lo & mask) * xs
-                    acc[8 * wi + 2 * m + 1] += ptx.as_float(hi & mask) * xs
+def silu(g):
+    """g / (1 + exp(-g)) with the fast exp2 and reciprocal: a few ulp of float32, below the fp16
+    rounding that follows."""
+    return g * ptx.rcp_approx(float32(1) + ptx.exp2_approx(-g * LOG2E))
 
 
-def fill_step(i: int, staged: bool):
+@functools.lru_cache(maxsize=None)
+def make_dot_round(combine: str):
+    """dot_round for activations held as fp16 pairs ("none": 4 words a stage) or computed from two
+    words each (8 a stage): "rmsnorm" x * norm weight, exact in float32 (the row's rms is applied
+    to the sums at the end), "silu_mul" fp16(fp16(silu(gate)) * up), rounded as the model rounds."""
+    width = 4 if combine == "none" else 8
+    norm, gated = combine == "rmsnorm", combine == "silu_mul"
+
+    @L.inlined
+    def dot_round(wq, xq, stage, acc, xsum):
+        """acc[c] += q_k[c] * x_k * 2**-49 over the 8 rows of register stage `stage`; xsum[0] += sum x_k."""
+        for p in range(ROUND // 2):
+            x_even, x_odd = ptx.halves(xq[width * stage + p])
+            if norm or gated:  # constants: decided when the kernel is compiled
+                y_even, y_odd = ptx.halves(xq[width * stage + 4 + p])
+                if norm:
+                    x_even, x_odd = x_even * y_even, x_odd * y_odd
+                else:
+                    x_even, x_odd = ptx.halves(ptx.pack_halves(silu(x_even), silu(x_odd)))
+                    x_even, x_odd = ptx.halves(ptx.pack_halves(x_even * y_even, x_odd * y_odd))
+            for u in range(2):
+                xk = x_even if u == 0 else x_odd
+                xsum[0] += xk
+                xs0, xs1, xs2, xs3 = xk * X_SCALE[0], xk * X_SCALE[1], xk * X_SCALE[2], xk * X_SCALE[3]
+                for wi in range(4):
+                    lo = wq[ROUND_WORDS * stage + 4 * (2 * p + u) + wi]
+                    hi = lo >> uint32(16)  # odd columns live in the high half
+                    for m in range(4):
+                        xs = xs0 if m == 0 else xs1 if m == 1 else xs2 if m == 2 else xs3
+                        mask = NIBBLE << uint32(4 * m)
+                        acc[8 * wi + 2 * m] += ptx.as_float(lo & mask) * xs
+                        acc[8 * wi + 2 * m + 1] += ptx.as_float(hi & mask) * xs
+
+    return dot_round
+
+
+def load_activations(mode: str):
+    """How a round's activation words reach the register ring: from x ("none"), from x and the
+    norm weight ("rmsnorm"), from the gate and up halves of x ("silu_mul")."""
+    if mode == "rmsnorm":
+        @L.inlined
+        def load(qweight, x, row, xq, stage, extra):
+            load_x2(x, row // 2, extra, row // 2, xq, stage)
+    elif mode == "silu_mul":
+        @L.inlined
+        def load(qweight, x, row, xq, stage, extra):
+            load_x2(x, row // 2, x, qweight.shape[0] // 2 + row // 2, xq, stage)
+    else:
+        @L.inlined
+        def load(qweight, x, row, xq, stage, extra):
+            load_x(x, row // 2, xq, stage)
+    return load
+
+
+def fill_step(i: int, staged: bool, load):
     """Prologue step i: round i into stage i (its activations too, unless the block stages them)."""
 
     @L.inlined
-    def fill(qweight, x, row0, words, quad, wq, xq, acc, xsum, xoff):
+    def fill(qweight, x, row0, words, quad, wq, xq, acc, xsum, extra):
         load_weights(qweight, row0 + ROUND * i, words, quad, wq, i)
         if not staged:  # constants: decided when the kernel is compiled
-            load_x(x, xoff + (row0 + ROUND * i) // 2, xq, i)
+            load(qweight, x, row0 + ROUND * i, xq, i, extra)
 
     return fill
 
 
-def turn_step(i: int, rounds: int, depth: int, staged: bool):
-    """Step i: load round i + depth - 1 into the stage round i - 1 left free, then compute round i
-    (whose activations come from shared memory when the block staged them)."""
+def turn_step(i: int, rounds: int, depth: int, staged: bool, load, dot_round):
+    """Step i: load round i + depth - 1 into the stage round i - 1 left free, then compute round i.
+    Staged, the activations of round i come from the block's shared copy (x is then that copy,
+    and `extra` the offset of this thread's run in it); else `extra` is what `load` combines."""
     ahead = i + depth - 1
 
     @L.inlined
-    def turn(qweight, x, row0, words, quad, wq, xq, acc, xsum, xoff):
+    def turn(qweight, x, row0, words, quad, wq, xq, acc, xsum, extra):
         if ahead < rounds:  # constants: decided when the kernel is compiled
             load_weights(qweight, row0 + ROUND * ahead, words, quad, wq, ahead % depth)
             if not staged:
-                load_x(x, xoff + (row0 + ROUND * ahead) // 2, xq, ahead % depth)
+                load(qweight, x, row0 + ROUND * ahead, xq, ahead % depth, extra)
         if staged:
-            read_x(x, xoff + (row0 + ROUND * i) // 2, xq, i % depth)
+            read_x(x, extra + (row0 + ROUND * i) // 2, xq, i % depth)
         dot_round(wq, xq, i % depth, acc, xsum)
 
     return turn
@@ -163,15 +219,16 @@ def load_group(qzeros, scales, g, words, quad, zq, sq):
 
 
 def reading(turn, staged: bool):
-    """`turn` called with the activations' source: the block's shared copy `xs` if staged, else x."""
+    """`turn` called with the activations' source and `extra`: the block's shared copy `xs` and
+    this run's offset in it if staged, else x and `aux` (the norm weight)."""
     if staged:
         @L.inlined
-        def turns(qweight, x, xs, row0, words, quad, wq, xq, acc, xsum, xoff):
+        def turns(qweight, x, xs, row0, words, quad, wq, xq, acc, xsum, xoff, aux):
             turn(qweight, xs, row0, words, quad, wq, xq, acc, xsum, xoff)
     else:
         @L.inlined
-        def turns(qweight, x, xs, row0, words, quad, wq, xq, acc, xsum, xoff):
-            turn(qweight, x, row0, words, quad, wq, xq, acc, xsum, xoff)
+        def turns(qweight, x, xs, row0, words, quad, wq, xq, acc, xsum, xoff, aux):
+            turn(qweight, x, row0, words, quad, wq, xq, acc, xsum, aux)
     return turns
 
 
@@ -215,11 +272,6 @@ def sum_of_squares(x, k, tid, nthreads, after):
 
 
 @L.inlined
-def silu(g):
-    return g / (float32(1) + math.exp(-g))
-
-
-@L.inlined
 def stage_activations(x, aux, k, scale, xs, stride, run_words, block_row0, tid, nthreads, rmsnorm, after):
     """The activations of this block's rows into shared memory (one padded line per run), as
     packed fp16 pairs: rms_norm(x) * aux with x's rms already in `scale`, or SiLU(gate) * up for
@@ -248,24 +300,31 @@ def stage_activations(x, aux, k, scale, xs, stride, run_words, block_row0, tid, 
 
 @functools.lru_cache(maxsize=None)
 def make_kernel(tx: int, ty: int, rounds: int, depth: int, min_blocks: int = 1, prologue: str = "none",
-                residual: bool = False):
+                residual: bool = False, staged: bool = False):
     """The GEMV for blocks of tx x ty threads (tx column quads, ty runs of `rounds` x 8 rows of
     K), streaming each run through `depth` register stages (depth - 1 rounds in flight).
 
-    Fused variants (`make_kernel`'s last two arguments, fixed when compiled):
+    Fused variants (`make_kernel`'s last three arguments, fixed when compiled):
     - `prologue` "rmsnorm" multiplies rms_norm(x) * norm weight and "silu_mul" SiLU(gate) * up
-      (x holds gate and up side by side): the block computes its rows' activations once into
-      shared memory ("staged"), after issuing its first weight loads, and the rounds read them
-      from there. For the norm, every block first adds up x**2 over the whole row (K fp16
-      values, read from L2: the row is small next to the weights).
+      (x holds gate and up side by side). Each thread combines the two words of each activation
+      as it streams them through its ring (rmsnorm: x * weight, and the block's sum of x**2
+      over the whole row, read from L2 once the weights are in, scales the sums at the end),
+      or, `staged`, the block first computes its rows' activations into shared memory (rounded
+      to fp16 as the model rounds them; for rmsnorm after adding up x**2), after issuing its
+      first weight loads, and the rounds read them from there.
     - `residual`: the thread that writes an output adds residual[c] to it (after a split-K
       reduction, only the block that finishes a column tile writes it: the add happens once).
     """
     red_size = ty * tx * 33  # one padded row of 33 floats per thread: conflict-free
-    staged, rmsnorm = prologue != "none", prologue == "rmsnorm"
-    fill = L.unrolled(lambda i: fill_step(i, staged), min(depth - 1, rounds))
-    turns = reading(L.unrolled(lambda i: turn_step(i, rounds, depth, staged), rounds), staged)
-    run_rows, ring_words, ring_x = ROUND * rounds, ROUND_WORDS * depth, 4 * depth
+    staged = staged and prologue != "none"
+    rmsnorm = prologue == "rmsnorm"
+    ring_norm = rmsnorm and not staged  # the row's rms scales the sums at the end
+    load = load_activations("none" if staged else prologue)
+    dot_round = make_dot_round("none" if staged else prologue)
+    fill = L.unrolled(lambda i: fill_step(i, staged, load), min(depth - 1, rounds))
+    turns = reading(L.unrolled(lambda i: turn_step(i, rounds, depth, staged, load, dot_round), rounds), staged)
+    run_rows, ring_words = ROUND * rounds, ROUND_WORDS * depth
+    ring_x = (4 if staged or prologue == "none" else 8) * depth
     run_words = run_rows // 2
     stride = run_words + 4  # a run's line in shared memory, padded: the runs of a warp hit different banks
     staged_words = ty * stride if staged else 1
@@ -302,7 +361,7 @@ def make_kernel(tx: int, ty: int, rounds: int, depth: int, min_blocks: int = 1, 
         xoff = tiy * stride - row0 // 2 if staged else 0  # x[xoff + row // 2]: row's activations
         g = row0 // group_size  # the run lies inside one group
         if active:
-            fill(qweight, x, row0, words, quad, wq, xq, acc, xsum, xoff)
+            fill(qweight, x, row0, words, quad, wq, xq, acc, xsum, xoff if staged else aux)
             if not staged:  # (staged: after the block's activations, which keeps registers free for them)
                 load_group(qzeros, scales, g, words, quad, zq, sq)
         if staged:  # while the first weights load: this block's activations (all threads take part)
@@ -315,7 +374,7 @@ def make_kernel(tx: int, ty: int, rounds: int, depth: int, min_blocks: int = 1, 
         if active:
             if staged:
                 load_group(qzeros, scales, g, words, quad, zq, sq)
-            turns(qweight, x, xs, row0, words, quad, wq, xq, acc, xsum, xoff)
+            turns(qweight, x, xs, row0, words, quad, wq, xq, acc, xsum, xoff, aux)
             # this group's zero points and scales: s * (sum_k x_k q_k - z * sum_k x_k)
             for wi in range(4):
                 for m in range(4):
@@ -325,6 +384,10 @@ def make_kernel(tx: int, ty: int, rounds: int, depth: int, min_blocks: int = 1, 
                     acc[8 * wi + 2 * m] = s_even * (acc[8 * wi + 2 * m] * UNSCALE - z_even * xsum[0])
                     acc[8 * wi + 2 * m + 1] = s_odd * (acc[8 * wi + 2 * m + 1] * UNSCALE - z_odd * xsum[0])
 
+        rms = float32(1)
+        if ring_norm:  # x's rms over the whole row, now that this thread's weights are in
+            total = block_sum(sum_of_squares(x, k, tid, nthreads, after), scratch, tid, nthreads)
+            rms = float32(1) / math.sqrt(total / float32(k) + eps)
         # add the ty runs of this block ...
         red = cuda.shared.array(red_size, float32)
         for c in range(32):
@@ -337,6 +400,8 @@ def make_kernel(tx: int, ty: int, rounds: int, depth: int, min_blocks: int = 1, 
             total = float32(0)
             for j in range(ty):
                 total += red[j * tx * 33 + off]
+            if ring_norm:
+                total *= rms
             if col0 + p < n:
                 if splits == 1:
                     out[col0 + p] = with_residual(total, res, col0 + p, residual)
@@ -424,7 +489,7 @@ def w4a16_gemv(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, sca
         out = torch.empty(*x.shape[:-1], n, dtype=torch.float16, device=x.device)
     partial = L.workspace("w4a16_gemv.partial", (max(splits, 2) * n,), torch.float32, x.device)
     counters = L.workspace("w4a16_gemv.counters", (tiles,), torch.int32, x.device)
-    kernel = make_kernel(tx, ty, rounds, depth, min_blocks, prologue, residual is not None)
+    kernel = make_kernel(tx, ty, rounds, depth, min_blocks, prologue, residual is not None, STAGE_PROLOGUES)
     flat = lambda t, dtype: t.view(-1).view(dtype)  # noqa: E731
     L.launch(kernel, (tiles, splits), (tx, ty), flat(x, torch.int32), flat(x if norm is None else norm, torch.int32),
              np.float32(eps), flat(out if residual is None else residual, torch.int16), qweight, qzeros,
@@ -437,11 +502,12 @@ def check(n: int = 96, k: int = 192, group_size: int = 64,
           prologue: str = "none", residual: bool = False) -> float:
     """Run the kernel on fresh random inputs; return the relative error (raises if too large).
 
-    Fused variants: against `reference` over the same fp16 inputs. The kernel's row sum of
-    squares (or its expf) may differ from torch's in the last float32 bits, which can move an
-    activation by one fp16 step at each of its two roundings: a relative 2 * 2 * u16 of that
-    term, allowed for in the tolerance; the residual add rounds the GEMV's result to fp16
-    first (u16 of it)."""
+    Fused variants: against `reference` over the same fp16 inputs. An activation may differ
+    from the model's by one fp16 step at each of its two roundings (relative 2 * 2 * u16 of
+    that term, allowed for in the tolerance): where the kernel's sum of squares or its fast
+    exp differ from torch's in the last float32 bits, and for rmsnorm in the ring, which skips
+    both roundings (it scales x * weight by the row's rms at the end). The residual add rounds
+    the GEMV's result to fp16 first (u16 of it)."""
     if prologue == "none" and not residual:
         return measure.check_int4_linear(w4a16_gemv, 1, n, k, group_size, seed, tile=tile)
     from labkit.kernels.launch import device

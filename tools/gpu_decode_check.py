@@ -306,17 +306,20 @@ def fused_part(copy_gbps: float, tokenizer: str | None, out_dir: str, result: di
     rows: list[dict] = []
     run = _checker(rows)
     launch.set_overlap(True)
-    for _ in range(2):   # the second call takes the fast, overlapped launch
+    for staged in (False, False, True):   # the second call takes the fast, overlapped launch
+        w4a16_gemv.STAGE_PROLOGUES = staged
         for name, (n, k) in LAYER.items():
             prologue, residual = FUSED[name]
-            run(f"fused {name} {n}x{k} {prologue}{' + residual' if residual else ''}",
+            run(f"fused {name} {n}x{k} {prologue}{' + residual' if residual else ''}{' staged' if staged else ''}",
                 lambda: w4a16_gemv.check(n, k, 128, tile=None, prologue=prologue, residual=residual))
+    w4a16_gemv.STAGE_PROLOGUES = False
     result["fused_checks"] = rows
     save()
 
     start = time.time()
-    tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *FUSED_TESTS],
-                           capture_output=True, text=True)
+    tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "ignore",
+                            "--tb=short", *FUSED_TESTS], capture_output=True, text=True)
+    Path(out_dir, "fused_tests.log").write_text(tests.stdout + tests.stderr)
     result["fused_tests"] = {"ok": tests.returncode == 0, "seconds": round(time.time() - start, 1),
                              "tail": tests.stdout[-1500:] + tests.stderr[-500:]}
     measure.log(f"fused tests: {result['fused_tests']}")
@@ -334,10 +337,13 @@ def fused_part(copy_gbps: float, tokenizer: str | None, out_dir: str, result: di
             tag = "overlap" if overlap else "plain"
             row.setdefault(f"plain_gemv_{tag}", []).append(round(measure.time_us(
                 lambda i: w4a16_gemv.w4a16_gemv(x, *weights[name][i], 128), SETS), 2))
-            row.setdefault(f"fused_gemv_{tag}", []).append(round(measure.time_us(
-                lambda i: w4a16_gemv.w4a16_gemv(args[name][i]["x"], *weights[name][i], 128,
-                                                prologue=args[name][i]["prologue"], norm=args[name][i]["norm"],
-                                                residual=args[name][i]["residual"]), SETS), 2))
+            for staged in (False, True):
+                w4a16_gemv.STAGE_PROLOGUES = staged
+                row.setdefault(f"fused_{'staged' if staged else 'ring'}_gemv_{tag}", []).append(round(measure.time_us(
+                    lambda i: w4a16_gemv.w4a16_gemv(args[name][i]["x"], *weights[name][i], 128,
+                                                    prologue=args[name][i]["prologue"], norm=args[name][i]["norm"],
+                                                    residual=args[name][i]["residual"]), SETS), 2))
+            w4a16_gemv.STAGE_PROLOGUES = False
         kernels.append(row)
         measure.log(f"fused kernels {row}")
 
@@ -350,14 +356,16 @@ def fused_part(copy_gbps: float, tokenizer: str | None, out_dir: str, result: di
             else:
                 w4a16_gemv.w4a16_gemv(a["x"][:k], *weights[name][i], 128)   # (x's first K: gate, for down)
 
-    for fused in (False, True):
-        row = {"shape": "a layer's four GEMVs", "variant": "fused" if fused else "plain"}
+    for variant in ("plain", "fused ring", "fused staged"):
+        w4a16_gemv.STAGE_PROLOGUES = variant == "fused staged"
+        row = {"shape": "a layer's four GEMVs", "variant": variant}
         for overlap in (False, True, False, True):
             launch.set_overlap(overlap)
             row.setdefault("overlap" if overlap else "plain", []).append(
-                round(measure.time_us(lambda i: layer(i, fused), SETS, calls=8), 2))
+                round(measure.time_us(lambda i: layer(i, variant != "plain"), SETS, calls=8), 2))
         kernels.append(row)
         measure.log(f"fused kernels {row}")
+    w4a16_gemv.STAGE_PROLOGUES = False
     launch.set_overlap(False)
     result["fused_kernels"] = kernels
     del weights, args
@@ -380,8 +388,9 @@ def fused_engines(copy_gbps: float, tokenizer: str | None, out: dict, save) -> N
     rng, vocab = random.Random(0), 32000
     prompt = [random.Random(7).randrange(100, vocab) for _ in range(128)]
 
-    def build(weights: str | None, fused: bool):
+    def build(weights: str | None, fused: bool, staged: bool = False):
         set_fused_decode(fused)
+        w4a16_gemv.STAGE_PROLOGUES = staged   # (the graphs capture the kernels launched while they are made)
         torch.manual_seed(0)   # the same random weights for int4 and int4 fused
         start = time.time()
         model = random_model("llama-2-7b", "cuda", torch.float16)
@@ -396,11 +405,13 @@ def fused_engines(copy_gbps: float, tokenizer: str | None, out: dict, save) -> N
     def tokens(llm) -> list[int]:
         return llm.generate([prompt], SamplingParams(temperature=0, max_tokens=32, ignore_eos=True))[0].token_ids
 
-    variants = {"fp16": (None, False), "int4": ("int4", False), "int4 fused": ("int4", True)}
+    variants = {"fp16": (None, False, False), "int4": ("int4", False, False), "int4 fused": ("int4", True, False),
+                "int4 fused staged": ("int4", True, True)}
     llms = {}
-    for name, (weights, fused) in variants.items():
-        llms[name], out[name] = build(weights, fused)
+    for name, (weights, fused, staged) in variants.items():
+        llms[name], out[name] = build(weights, fused, staged)
         measure.log(f"fused engine {name} built: {out[name]}")
+    w4a16_gemv.STAGE_PROLOGUES = False
     for _ in range(3):   # alternating rounds
         for name, llm in llms.items():
             out[name].setdefault("ms_per_step_b1", []).append(decode_ms(llm, 1, rng, vocab))
@@ -410,9 +421,11 @@ def fused_engines(copy_gbps: float, tokenizer: str | None, out: dict, save) -> N
         out[name]["batch1_tok_s"] = round(1000 / b1, 1)
         out[name]["batch1_fraction_of_roofline"] = round(out[name]["roofline_ms"] / b1, 3)
         measure.log(f"fused engine {name}: {out[name]}")
-    t4, t4f = tokens(llms["int4"]), tokens(llms["int4 fused"])
-    out["tokens_int4_fused_equal"] = t4 == t4f
-    out["tokens_equal_prefix"] = next((i for i, (a, b) in enumerate(zip(t4, t4f)) if a != b), len(t4))
+    t4 = tokens(llms["int4"])
+    for name in ("int4 fused", "int4 fused staged"):
+        t4f = tokens(llms[name])
+        out[name]["tokens_equal_int4"] = t4 == t4f
+        out[name]["tokens_equal_prefix"] = next((i for i, (a, b) in enumerate(zip(t4, t4f)) if a != b), len(t4))
     for llm in llms.values():
         llm.close()
     del llms
@@ -428,8 +441,8 @@ def fused_engines(copy_gbps: float, tokenizer: str | None, out: dict, save) -> N
     inductor_config.triton.enable_pdl = True
     out["pdl"] = {}
     for name in ("int4 fused", "int4"):
-        weights, fused = variants[name]
-        llm, res = build(weights, fused)
+        weights, fused, staged = variants[name]
+        llm, res = build(weights, fused, staged)
         runner = llm.engine.runner
         for overlap in (False, True, False, True):
             launch.set_overlap(overlap)
