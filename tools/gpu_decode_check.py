@@ -440,7 +440,7 @@ def fused_engines(copy_gbps: float, tokenizer: str | None, out: dict, save) -> N
         return
     inductor_config.triton.enable_pdl = True
     out["pdl"] = {}
-    for name in ("int4 fused", "int4"):
+    for name in ("int4 fused",):   # (int4 unfused with PDL: docs/bench/fused_decode_h200_run1.json)
         weights, fused, staged = variants[name]
         llm, res = build(weights, fused, staged)
         runner = llm.engine.runner
