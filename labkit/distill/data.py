@@ -56,13 +56,13 @@ def generate_cached(model: Llama, tokenizer: Tokenizer, teacher: str, prompt_ids
     """Token ids of prompt + the teacher's sampled continuation, one list per prompt (prompt i
     sampled with seed + i); read from `path` if it exists, else generated and written there.
 
-    All prompts go to one engine at once (continuous batching). On a CPU `model` is handed to
-    an `LLM` engine, which merges its projections in place (the same function, fewer matmuls),
-    64 sequences at a time. On a GPU the engine loads `teacher` in float16 for its Numba
-    kernels and runs up to 256 sequences at a time: a small model's decode step costs about
-    the same at 256 rows as at 64 and the KV cache of 256 short sequences is a few GB, so
-    thousands of continuations take a few waves, not dozens. What then sets the pace is the
-    host's work per sampled token (the engine samples row by row, with each request's seed)."""
+    On a CPU `model` is handed to an `LLM` engine, which merges its projections in place (the
+    same function, fewer matmuls) and takes all prompts at once, 64 sequences at a time
+    (continuous batching). On a GPU the engine loads `teacher` in float16 for its Numba
+    kernels, and the prompts go in waves of 256: a small model's decode step costs about the
+    same at 256 rows as at 64, and within a wave, once its prompts are in, every step decodes
+    only and replays a CUDA graph. From one queue of thousands a new request would join at
+    nearly every step, and a step that carries a prefill runs eagerly, launch by launch."""
     if path.is_file():
         return json.loads(path.read_text())["sequences"]
     from labkit.engine.llm import LLM
@@ -72,11 +72,13 @@ def generate_cached(model: Llama, tokenizer: Tokenizer, teacher: str, prompt_ids
               for i in range(len(prompt_ids))]
     limit = max(map(len, prompt_ids)) + max_tokens + 1
     if model.lm_head.weight.is_cuda:   # the engine's GPU path: its own float16 copy and the Numba kernels
-        llm = LLM(teacher, device=str(model.lm_head.weight.device), backend="numba", max_batch_size=256,
-                  max_model_len=limit)
+        llm, wave = LLM(teacher, device=str(model.lm_head.weight.device), backend="numba", max_batch_size=256,
+                        max_model_len=limit), 256
     else:
-        llm = LLM(model, tokenizer=tokenizer, max_batch_size=64, max_model_len=limit)
-    outputs = llm.generate(prompt_ids, params, use_tqdm=show_progress)
+        llm, wave = LLM(model, tokenizer=tokenizer, max_batch_size=64, max_model_len=limit), max(1, len(prompt_ids))
+    outputs = []
+    for first in range(0, len(prompt_ids), wave):
+        outputs += llm.generate(prompt_ids[first:first + wave], params[first:first + wave], use_tqdm=show_progress)
     llm.close()
     eos = sorted(model.config.eos_ids)
     sequences = [list(prompt) + out.token_ids + ([eos[0]] if eos and out.finish_reason == "length" else [])
