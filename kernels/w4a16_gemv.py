@@ -56,7 +56,6 @@ NIBBLE = np.uint32(0xF)
 
 
 PROLOGUES = ("none", "rmsnorm", "silu_mul")
-STAGE_PROLOGUES = False  # make_kernel's `staged` for the launcher's fused variants (tools/gpu_decode_check.py times both)
 
 
 def activation(x: torch.Tensor, prologue: str = "none", norm: torch.Tensor | None = None,
@@ -107,12 +106,6 @@ def load_x2(x, at, y, at_y, xq, stage):
     xq[8 * stage + 4], xq[8 * stage + 5], xq[8 * stage + 6], xq[8 * stage + 7] = y0, y1, y2, y3
 
 
-@L.inlined
-def read_x(xs, at, xq, stage):
-    """Into register stage `stage`: the 8 activations of a round, from the block's shared copy."""
-    xq[4 * stage], xq[4 * stage + 1], xq[4 * stage + 2], xq[4 * stage + 3] = xs[at], xs[at + 1], xs[at + 2], xs[at + 3]
-
-
 LOG2E = np.float32(1.4426950408889634)
 
 
@@ -159,50 +152,44 @@ def make_dot_round(combine: str):
     return dot_round
 
 
-def load_activations(mode: str):
+def load_activations(prologue: str):
     """How a round's activation words reach the register ring: from x ("none"), from x and the
-    norm weight ("rmsnorm"), from the gate and up halves of x ("silu_mul")."""
-    if mode == "rmsnorm":
+    norm weight `aux` ("rmsnorm"), from the gate and up halves of x ("silu_mul")."""
+    if prologue == "rmsnorm":
         @L.inlined
-        def load(qweight, x, row, xq, stage, extra):
-            load_x2(x, row // 2, extra, row // 2, xq, stage)
-    elif mode == "silu_mul":
+        def load(qweight, x, row, xq, stage, aux):
+            load_x2(x, row // 2, aux, row // 2, xq, stage)
+    elif prologue == "silu_mul":
         @L.inlined
-        def load(qweight, x, row, xq, stage, extra):
+        def load(qweight, x, row, xq, stage, aux):
             load_x2(x, row // 2, x, qweight.shape[0] // 2 + row // 2, xq, stage)
     else:
         @L.inlined
-        def load(qweight, x, row, xq, stage, extra):
+        def load(qweight, x, row, xq, stage, aux):
             load_x(x, row // 2, xq, stage)
     return load
 
 
-def fill_step(i: int, staged: bool, load):
-    """Prologue step i: round i into stage i (its activations too, unless the block stages them)."""
+def fill_step(i: int, load):
+    """Prologue step i: round i into stage i."""
 
     @L.inlined
-    def fill(qweight, x, row0, words, quad, wq, xq, acc, xsum, extra):
+    def fill(qweight, x, row0, words, quad, wq, xq, acc, xsum, aux):
         load_weights(qweight, row0 + ROUND * i, words, quad, wq, i)
-        if not staged:  # constants: decided when the kernel is compiled
-            load(qweight, x, row0 + ROUND * i, xq, i, extra)
+        load(qweight, x, row0 + ROUND * i, xq, i, aux)
 
     return fill
 
 
-def turn_step(i: int, rounds: int, depth: int, staged: bool, load, dot_round):
-    """Step i: load round i + depth - 1 into the stage round i - 1 left free, then compute round i.
-    Staged, the activations of round i come from the block's shared copy (x is then that copy,
-    and `extra` the offset of this thread's run in it); else `extra` is what `load` combines."""
+def turn_step(i: int, rounds: int, depth: int, load, dot_round):
+    """Step i: load round i + depth - 1 into the stage round i - 1 left free, then compute round i."""
     ahead = i + depth - 1
 
     @L.inlined
-    def turn(qweight, x, row0, words, quad, wq, xq, acc, xsum, extra):
+    def turn(qweight, x, row0, words, quad, wq, xq, acc, xsum, aux):
         if ahead < rounds:  # constants: decided when the kernel is compiled
             load_weights(qweight, row0 + ROUND * ahead, words, quad, wq, ahead % depth)
-            if not staged:
-                load(qweight, x, row0 + ROUND * ahead, xq, ahead % depth, extra)
-        if staged:
-            read_x(x, extra + (row0 + ROUND * i) // 2, xq, i % depth)
+            load(qweight, x, row0 + ROUND * ahead, xq, ahead % depth, aux)
         dot_round(wq, xq, i % depth, acc, xsum)
 
     return turn
@@ -216,20 +203,6 @@ def load_group(qzeros, scales, g, words, quad, zq, sq):
     for i in range(4):
         s0, s1, s2, s3 = ptx.load_u32x4(scales, g * (words * 4) + quad * 16 + 4 * i)
         sq[4 * i], sq[4 * i + 1], sq[4 * i + 2], sq[4 * i + 3] = s0, s1, s2, s3
-
-
-def reading(turn, staged: bool):
-    """`turn` called with the activations' source and `extra`: the block's shared copy `xs` and
-    this run's offset in it if staged, else x and `aux` (the norm weight)."""
-    if staged:
-        @L.inlined
-        def turns(qweight, x, xs, row0, words, quad, wq, xq, acc, xsum, xoff, aux):
-            turn(qweight, xs, row0, words, quad, wq, xq, acc, xsum, xoff)
-    else:
-        @L.inlined
-        def turns(qweight, x, xs, row0, words, quad, wq, xq, acc, xsum, xoff, aux):
-            turn(qweight, x, row0, words, quad, wq, xq, acc, xsum, aux)
-    return turns
 
 
 @L.inlined
@@ -271,63 +244,30 @@ def sum_of_squares(x, k, tid, nthreads, after):
     return total
 
 
-@L.inlined
-def stage_activations(x, aux, k, scale, xs, stride, run_words, block_row0, tid, nthreads, rmsnorm, after):
-    """The activations of this block's rows into shared memory (one padded line per run), as
-    packed fp16 pairs: rms_norm(x) * aux with x's rms already in `scale`, or SiLU(gate) * up for
-    x = [gate, up]; each product rounded to fp16 as the model rounds it."""
-    lines = run_words // 4   # 16-byte pieces per run
-    for piece in range(tid, xs.shape[0] // stride * lines, nthreads):
-        run, at = piece // lines, 4 * (piece % lines)
-        word = block_row0 // 2 + run * run_words + at   # in x, as int32 pairs
-        if word < k // 2:
-            a0, a1, a2, a3 = ptx.load_u32x4(x, word + after)
-            if rmsnorm:
-                b0, b1, b2, b3 = ptx.load_u32x4(aux, word + after)
-            else:
-                b0, b1, b2, b3 = ptx.load_u32x4(x, k // 2 + word + after)
-            for j in range(4):
-                a = a0 if j == 0 else a1 if j == 1 else a2 if j == 2 else a3
-                b = b0 if j == 0 else b1 if j == 1 else b2 if j == 2 else b3
-                lo, hi = ptx.halves(a)
-                b_lo, b_hi = ptx.halves(b)
-                if rmsnorm:  # fp16(fp16(x * rsqrt(mean + eps)) * weight)
-                    lo, hi = ptx.halves(ptx.pack_halves(lo * scale, hi * scale))
-                else:  # fp16(fp16(silu(gate)) * up)
-                    lo, hi = ptx.halves(ptx.pack_halves(silu(lo), silu(hi)))
-                xs[run * stride + at + j] = ptx.pack_halves(lo * b_lo, hi * b_hi)
-
-
 @functools.lru_cache(maxsize=None)
 def make_kernel(tx: int, ty: int, rounds: int, depth: int, min_blocks: int = 1, prologue: str = "none",
-                residual: bool = False, staged: bool = False):
+                residual: bool = False):
     """The GEMV for blocks of tx x ty threads (tx column quads, ty runs of `rounds` x 8 rows of
     K), streaming each run through `depth` register stages (depth - 1 rounds in flight).
 
-    Fused variants (`make_kernel`'s last three arguments, fixed when compiled):
+    Fused variants (`make_kernel`'s last two arguments, fixed when compiled):
     - `prologue` "rmsnorm" multiplies rms_norm(x) * norm weight and "silu_mul" SiLU(gate) * up
-      (x holds gate and up side by side). Each thread combines the two words of each activation
-      as it streams them through its ring (rmsnorm: x * weight, and the block's sum of x**2
-      over the whole row, read from L2 once the weights are in, scales the sums at the end),
-      or, `staged`, the block first computes its rows' activations into shared memory (rounded
-      to fp16 as the model rounds them; for rmsnorm after adding up x**2), after issuing its
-      first weight loads, and the rounds read them from there.
+      (x holds gate and up side by side). Each thread streams the two words of each activation
+      through its ring and combines them as it computes (`make_dot_round`). For the norm it
+      multiplies x * weight, and once its weights are in, the block adds up x**2 over the
+      whole row (K fp16 values, from L2) and scales its sums by the rms: the row's rms is one
+      number, so it can come last. (Computing the block's activations into shared memory
+      first, before the rounds, cost 2-5 us per GEMV on an H200: docs/benchmarks.md.)
     - `residual`: the thread that writes an output adds residual[c] to it (after a split-K
       reduction, only the block that finishes a column tile writes it: the add happens once).
     """
     red_size = ty * tx * 33  # one padded row of 33 floats per thread: conflict-free
-    staged = staged and prologue != "none"
     rmsnorm = prologue == "rmsnorm"
-    ring_norm = rmsnorm and not staged  # the row's rms scales the sums at the end
-    load = load_activations("none" if staged else prologue)
-    dot_round = make_dot_round("none" if staged else prologue)
-    fill = L.unrolled(lambda i: fill_step(i, staged, load), min(depth - 1, rounds))
-    turns = reading(L.unrolled(lambda i: turn_step(i, rounds, depth, staged, load, dot_round), rounds), staged)
+    load, dot_round = load_activations(prologue), make_dot_round(prologue)
+    fill = L.unrolled(lambda i: fill_step(i, load), min(depth - 1, rounds))
+    turn = L.unrolled(lambda i: turn_step(i, rounds, depth, load, dot_round), rounds)
     run_rows, ring_words = ROUND * rounds, ROUND_WORDS * depth
-    ring_x = (4 if staged or prologue == "none" else 8) * depth
-    run_words = run_rows // 2
-    stride = run_words + 4  # a run's line in shared memory, padded: the runs of a warp hit different banks
-    staged_words = ty * stride if staged else 1
+    ring_x = (4 if prologue == "none" else 8) * depth
     nthreads = tx * ty
 
     @L.kernel(threads=tx * ty, min_blocks=min_blocks)
@@ -340,15 +280,13 @@ def make_kernel(tx: int, ty: int, rounds: int, depth: int, min_blocks: int = 1, 
         tix, tiy = cuda.threadIdx.x, cuda.threadIdx.y
         tid = tiy * tx + tix
         quad = cuda.blockIdx.x * tx + tix  # this thread owns columns 32*quad .. 32*quad + 31
-        block_row0 = cuda.blockIdx.y * ty * run_rows
-        row0 = block_row0 + tiy * run_rows  # ... and rows row0 .. row0 + run_rows - 1
+        row0 = (cuda.blockIdx.y * ty + tiy) * run_rows  # ... and rows row0 .. row0 + run_rows - 1
         acc = cuda.local.array(32, float32)
         wq = cuda.local.array(ring_words, uint32)
         xq = cuda.local.array(ring_x, uint32)
         xsum = cuda.local.array(1, float32)
         zq = cuda.local.array(4, uint32)
         sq = cuda.local.array(16, uint32)
-        xs = cuda.shared.array(staged_words, uint32)
         scratch = cuda.shared.array(nthreads, float32)
         for c in range(32):
             acc[c] = 0
@@ -358,23 +296,12 @@ def make_kernel(tx: int, ty: int, rounds: int, depth: int, min_blocks: int = 1, 
         row0 += after
         ptx.allow_next_grid()
         active = quad * 4 < words and row0 < k
-        xoff = tiy * stride - row0 // 2 if staged else 0  # x[xoff + row // 2]: row's activations
         g = row0 // group_size  # the run lies inside one group
         if active:
-            fill(qweight, x, row0, words, quad, wq, xq, acc, xsum, xoff if staged else aux)
-            if not staged:  # (staged: after the block's activations, which keeps registers free for them)
-                load_group(qzeros, scales, g, words, quad, zq, sq)
-        if staged:  # while the first weights load: this block's activations (all threads take part)
-            scale = float32(1)
-            if rmsnorm:
-                total = block_sum(sum_of_squares(x, k, tid, nthreads, after), scratch, tid, nthreads)
-                scale = float32(1) / math.sqrt(total / float32(k) + eps)
-            stage_activations(x, aux, k, scale, xs, stride, run_words, block_row0, tid, nthreads, rmsnorm, after)
-            cuda.syncthreads()
-        if active:
-            if staged:
-                load_group(qzeros, scales, g, words, quad, zq, sq)
-            turns(qweight, x, xs, row0, words, quad, wq, xq, acc, xsum, xoff, aux)
+            fill(qweight, x, row0, words, quad, wq, xq, acc, xsum, aux)
+            load_group(qzeros, scales, g, words, quad, zq, sq)
+        if active:  # (two blocks, as measured: ptxas schedules the ring differently for one)
+            turn(qweight, x, row0, words, quad, wq, xq, acc, xsum, aux)
             # this group's zero points and scales: s * (sum_k x_k q_k - z * sum_k x_k)
             for wi in range(4):
                 for m in range(4):
@@ -383,9 +310,8 @@ def make_kernel(tx: int, ty: int, rounds: int, depth: int, min_blocks: int = 1, 
                     z_odd = float32((zq[wi] >> uint32(4 * m + 16)) & NIBBLE)
                     acc[8 * wi + 2 * m] = s_even * (acc[8 * wi + 2 * m] * UNSCALE - z_even * xsum[0])
                     acc[8 * wi + 2 * m + 1] = s_odd * (acc[8 * wi + 2 * m + 1] * UNSCALE - z_odd * xsum[0])
-
         rms = float32(1)
-        if ring_norm:  # x's rms over the whole row, now that this thread's weights are in
+        if rmsnorm:  # x's rms over the whole row, now that this thread's weights are in
             total = block_sum(sum_of_squares(x, k, tid, nthreads, after), scratch, tid, nthreads)
             rms = float32(1) / math.sqrt(total / float32(k) + eps)
         # add the ty runs of this block ...
@@ -400,7 +326,7 @@ def make_kernel(tx: int, ty: int, rounds: int, depth: int, min_blocks: int = 1, 
             total = float32(0)
             for j in range(ty):
                 total += red[j * tx * 33 + off]
-            if ring_norm:
+            if rmsnorm:
                 total *= rms
             if col0 + p < n:
                 if splits == 1:
@@ -489,7 +415,7 @@ def w4a16_gemv(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, sca
         out = torch.empty(*x.shape[:-1], n, dtype=torch.float16, device=x.device)
     partial = L.workspace("w4a16_gemv.partial", (max(splits, 2) * n,), torch.float32, x.device)
     counters = L.workspace("w4a16_gemv.counters", (tiles,), torch.int32, x.device)
-    kernel = make_kernel(tx, ty, rounds, depth, min_blocks, prologue, residual is not None, STAGE_PROLOGUES)
+    kernel = make_kernel(tx, ty, rounds, depth, min_blocks, prologue, residual is not None)
     flat = lambda t, dtype: t.view(-1).view(dtype)  # noqa: E731
     L.launch(kernel, (tiles, splits), (tx, ty), flat(x, torch.int32), flat(x if norm is None else norm, torch.int32),
              np.float32(eps), flat(out if residual is None else residual, torch.int16), qweight, qzeros,
@@ -504,10 +430,9 @@ def check(n: int = 96, k: int = 192, group_size: int = 64,
 
     Fused variants: against `reference` over the same fp16 inputs. An activation may differ
     from the model's by one fp16 step at each of its two roundings (relative 2 * 2 * u16 of
-    that term, allowed for in the tolerance): where the kernel's sum of squares or its fast
-    exp differ from torch's in the last float32 bits, and for rmsnorm in the ring, which skips
-    both roundings (it scales x * weight by the row's rms at the end). The residual add rounds
-    the GEMV's result to fp16 first (u16 of it)."""
+    that term, allowed for in the tolerance): rmsnorm skips both (it scales x * weight by the
+    row's rms at the end), silu_mul's fast exp may land one of them on the other side. The
+    residual add rounds the GEMV's result to fp16 first (u16 of it)."""
     if prologue == "none" and not residual:
         return measure.check_int4_linear(w4a16_gemv, 1, n, k, group_size, seed, tile=tile)
     from labkit.kernels.launch import device

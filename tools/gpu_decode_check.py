@@ -306,13 +306,11 @@ def fused_part(copy_gbps: float, tokenizer: str | None, out_dir: str, result: di
     rows: list[dict] = []
     run = _checker(rows)
     launch.set_overlap(True)
-    for staged in (False, False, True):   # the second call takes the fast, overlapped launch
-        w4a16_gemv.STAGE_PROLOGUES = staged
+    for _ in range(2):   # the second call takes the fast, overlapped launch
         for name, (n, k) in LAYER.items():
             prologue, residual = FUSED[name]
-            run(f"fused {name} {n}x{k} {prologue}{' + residual' if residual else ''}{' staged' if staged else ''}",
+            run(f"fused {name} {n}x{k} {prologue}{' + residual' if residual else ''}",
                 lambda: w4a16_gemv.check(n, k, 128, tile=None, prologue=prologue, residual=residual))
-    w4a16_gemv.STAGE_PROLOGUES = False
     result["fused_checks"] = rows
     save()
 
@@ -337,13 +335,10 @@ def fused_part(copy_gbps: float, tokenizer: str | None, out_dir: str, result: di
             tag = "overlap" if overlap else "plain"
             row.setdefault(f"plain_gemv_{tag}", []).append(round(measure.time_us(
                 lambda i: w4a16_gemv.w4a16_gemv(x, *weights[name][i], 128), SETS), 2))
-            for staged in (False, True):
-                w4a16_gemv.STAGE_PROLOGUES = staged
-                row.setdefault(f"fused_{'staged' if staged else 'ring'}_gemv_{tag}", []).append(round(measure.time_us(
-                    lambda i: w4a16_gemv.w4a16_gemv(args[name][i]["x"], *weights[name][i], 128,
-                                                    prologue=args[name][i]["prologue"], norm=args[name][i]["norm"],
-                                                    residual=args[name][i]["residual"]), SETS), 2))
-            w4a16_gemv.STAGE_PROLOGUES = False
+            row.setdefault(f"fused_gemv_{tag}", []).append(round(measure.time_us(
+                lambda i: w4a16_gemv.w4a16_gemv(args[name][i]["x"], *weights[name][i], 128,
+                                                prologue=args[name][i]["prologue"], norm=args[name][i]["norm"],
+                                                residual=args[name][i]["residual"]), SETS), 2))
         kernels.append(row)
         measure.log(f"fused kernels {row}")
 
@@ -356,16 +351,14 @@ def fused_part(copy_gbps: float, tokenizer: str | None, out_dir: str, result: di
             else:
                 w4a16_gemv.w4a16_gemv(a["x"][:k], *weights[name][i], 128)   # (x's first K: gate, for down)
 
-    for variant in ("plain", "fused ring", "fused staged"):
-        w4a16_gemv.STAGE_PROLOGUES = variant == "fused staged"
-        row = {"shape": "a layer's four GEMVs", "variant": variant}
+    for fused in (False, True):
+        row = {"shape": "a layer's four GEMVs", "variant": "fused" if fused else "plain"}
         for overlap in (False, True, False, True):
             launch.set_overlap(overlap)
             row.setdefault("overlap" if overlap else "plain", []).append(
-                round(measure.time_us(lambda i: layer(i, variant != "plain"), SETS, calls=8), 2))
+                round(measure.time_us(lambda i: layer(i, fused), SETS, calls=8), 2))
         kernels.append(row)
         measure.log(f"fused kernels {row}")
-    w4a16_gemv.STAGE_PROLOGUES = False
     launch.set_overlap(False)
     result["fused_kernels"] = kernels
     del weights, args
@@ -388,9 +381,8 @@ def fused_engines(copy_gbps: float, tokenizer: str | None, out: dict, save) -> N
     rng, vocab = random.Random(0), 32000
     prompt = [random.Random(7).randrange(100, vocab) for _ in range(128)]
 
-    def build(weights: str | None, fused: bool, staged: bool = False):
+    def build(weights: str | None, fused: bool):
         set_fused_decode(fused)
-        w4a16_gemv.STAGE_PROLOGUES = staged   # (the graphs capture the kernels launched while they are made)
         torch.manual_seed(0)   # the same random weights for int4 and int4 fused
         start = time.time()
         model = random_model("llama-2-7b", "cuda", torch.float16)
@@ -405,13 +397,11 @@ def fused_engines(copy_gbps: float, tokenizer: str | None, out: dict, save) -> N
     def tokens(llm) -> list[int]:
         return llm.generate([prompt], SamplingParams(temperature=0, max_tokens=32, ignore_eos=True))[0].token_ids
 
-    variants = {"fp16": (None, False, False), "int4": ("int4", False, False), "int4 fused": ("int4", True, False),
-                "int4 fused staged": ("int4", True, True)}
+    variants = {"fp16": (None, False), "int4": ("int4", False), "int4 fused": ("int4", True)}
     llms = {}
-    for name, (weights, fused, staged) in variants.items():
-        llms[name], out[name] = build(weights, fused, staged)
+    for name, (weights, fused) in variants.items():
+        llms[name], out[name] = build(weights, fused)
         measure.log(f"fused engine {name} built: {out[name]}")
-    w4a16_gemv.STAGE_PROLOGUES = False
     for _ in range(3):   # alternating rounds
         for name, llm in llms.items():
             out[name].setdefault("ms_per_step_b1", []).append(decode_ms(llm, 1, rng, vocab))
@@ -422,7 +412,7 @@ def fused_engines(copy_gbps: float, tokenizer: str | None, out: dict, save) -> N
         out[name]["batch1_fraction_of_roofline"] = round(out[name]["roofline_ms"] / b1, 3)
         measure.log(f"fused engine {name}: {out[name]}")
     t4 = tokens(llms["int4"])
-    for name in ("int4 fused", "int4 fused staged"):
+    for name in ("int4 fused",):
         t4f = tokens(llms[name])
         out[name]["tokens_equal_int4"] = t4 == t4f
         out[name]["tokens_equal_prefix"] = next((i for i, (a, b) in enumerate(zip(t4, t4f)) if a != b), len(t4))
@@ -441,8 +431,8 @@ def fused_engines(copy_gbps: float, tokenizer: str | None, out: dict, save) -> N
     inductor_config.triton.enable_pdl = True
     out["pdl"] = {}
     for name in ("int4 fused",):   # (int4 unfused with PDL: docs/bench/fused_decode_h200_run1.json)
-        weights, fused, staged = variants[name]
-        llm, res = build(weights, fused, staged)
+        weights, fused = variants[name]
+        llm, res = build(weights, fused)
         runner = llm.engine.runner
         for overlap in (False, True, False, True):
             launch.set_overlap(overlap)

@@ -12,30 +12,23 @@ FP16_LEVEL = 8 * measure.U16
 VARIANTS = [(p, r) for p in w4a16_gemv.PROLOGUES for r in (False, True) if (p, r) != ("none", False)]
 
 
-@pytest.fixture(params=[False, True], ids=["ring", "staged"])
-def staged(request, monkeypatch):
-    """Both ways of computing the activations: in each thread's ring, or staged by the block."""
-    monkeypatch.setattr(w4a16_gemv, "STAGE_PROLOGUES", request.param)
-    return request.param
-
-
 @pytest.mark.parametrize("prologue, residual", VARIANTS)
 @pytest.mark.parametrize("n, k, g, tile", [
     (96, 192, 64, (2, 2, 2, 2, 1)),   # N = 96: a partial tile of 64 columns; K over 3 blocks (split-K)
     (64, 80, 16, (1, 2, 2, 3, 1)),    # K = 5 runs of 16 rows in blocks of 2: the last block half empty
 ])
-def test_fused_variants(prologue, residual, n, k, g, tile, staged, seed):
+def test_fused_variants(prologue, residual, n, k, g, tile, seed):
     assert w4a16_gemv.check(n, k, g, tile, seed=seed, prologue=prologue, residual=residual) <= FP16_LEVEL
 
 
 @pytest.mark.parametrize("prologue", ["rmsnorm", "silu_mul"])
-def test_fused_whole_warps(prologue, staged, seed):
+def test_fused_whole_warps(prologue, seed):
     """32 threads per block: the row's sum of squares adds up by warp shuffles, as on a GPU."""
     assert w4a16_gemv.check(64, 512, 64, (1, 32, 1, 2, 1), seed=seed, prologue=prologue, residual=True) <= FP16_LEVEL
 
 
 @pytest.mark.parametrize("prologue", w4a16_gemv.PROLOGUES)
-def test_residual_is_added_once_as_torch_adds(prologue, staged, seed):
+def test_residual_is_added_once_as_torch_adds(prologue, seed):
     """With split-K (3 blocks along K) the residual variant gives exactly the bits of the same GEMV
     without it, plus the residual in fp16 torch: added once, after the reduction, rounded once."""
     gen = torch.Generator().manual_seed(seed)
