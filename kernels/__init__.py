@@ -5,7 +5,8 @@ Each kernel file reads the same way: reference (torch) -> kernel (Numba) -> laun
 -> bench. Without a GPU the kernels run in Numba's CUDA simulator (see launch.py).
 
 - packing.py        the int4 layout shared by the quantizer and the kernels (pure torch)
-- w4a16_gemv.py     int4 weights x one fp16 row, near the memory-bandwidth limit
+- w4a16_gemv.py     int4 weights x one fp16 row, near the memory-bandwidth limit (optionally with
+                    an RMSNorm or SiLU(gate) * up before and the residual add after, fused in)
 - w4a16_gemm.py     int4 weights x 2..8 rows
 - w4a16_tc.py       int4 weights x 1..32 rows on tensor cores (mma.sync)
 - dequant.py        int4 -> fp16 weights, for large batches (then cuBLAS)

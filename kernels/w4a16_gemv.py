@@ -257,7 +257,7 @@ def make_kernel(tx: int, ty: int, rounds: int, depth: int, min_blocks: int = 1, 
       multiplies x * weight, and once its weights are in, the block adds up x**2 over the
       whole row (K fp16 values, from L2) and scales its sums by the rms: the row's rms is one
       number, so it can come last. (Computing the block's activations into shared memory
-      first, before the rounds, cost 2-5 us per GEMV on an H200: docs/benchmarks.md.)
+      before the rounds made every fused GEMV slower: docs/benchmarks.md.)
     - `residual`: the thread that writes an output adds residual[c] to it (after a split-K
       reduction, only the block that finishes a column tile writes it: the add happens once).
     """

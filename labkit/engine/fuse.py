@@ -11,16 +11,16 @@ vLLM and nano-vllm load checkpoints straight into such merged layers; labkit kee
 model's own layers for reading and merges them when the engine takes the model.
 
 A decode step at batch 1 is a chain of small kernels, each paying a fixed launch, ramp and
-drain (docs/benchmarks.md: 10 per layer, 325 per Llama-2-7B step with int4 weights). Four of
-a layer's ten are element-wise work the next GEMV can do on the fly: the two RMSNorms (the
-GEMV of q/k/v and that of gate/up normalize the row they read), SiLU(gate) * up (the down
-projection's GEMV reads the merged gate/up output) and the residual adds (the o and down
-GEMVs add the residual as they write). `FusedDecoderLayer` runs a layer that way through
-`ops.fused_gemv` when its step has one row, and as the model does otherwise: 7 kernels per
-layer instead of 10. `fuse_decode_layers` swaps it in where the layers' formats allow; the
-engine's runner asks for it on a GPU with the numba backend while `fused_decode()` is on (the
-default: on an H200 it took a Llama-2-7B int4 batch-1 step from 2.85-3.23 to 2.33-2.64 ms,
-docs/benchmarks.md; `LABKIT_FUSED_DECODE=0` or `set_fused_decode(False)` turns it off).
+drain (10 per layer with int4 weights, docs/benchmarks.md). Three of a layer's ten are
+element-wise work the neighbouring GEMVs can do on the fly: the two RMSNorm + residual
+kernels (the GEMVs of q/k/v and of gate/up normalize the row they read, the o and down GEMVs
+add the residual as they write) and SiLU(gate) * up (the down projection's GEMV reads the
+merged gate/up output). `FusedDecoderLayer` runs a layer that way through `ops.fused_gemv`
+when its step has one row, and as the model does otherwise: 7 kernels per layer instead of
+10. `fuse_decode_layers` swaps it in where the layers' formats allow; the engine's runner asks
+for it on a GPU with the numba backend while `fused_decode()` is on (the default, as it
+measured faster: docs/benchmarks.md; `LABKIT_FUSED_DECODE=0` or `set_fused_decode(False)`
+turns it off).
 """
 from __future__ import annotations
 
