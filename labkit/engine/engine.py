@@ -111,7 +111,7 @@ class Engine:
         batch = self.scheduler.schedule()
         if not batch:
             return []
-        work = [(s.request_id, "decode" if n == 1 and s.output_token_ids else "prefill", n)
+        work = [(s.request_id, "decode" if n == 1 and s.num_output_tokens else "prefill", n)
                 for s, n in zip(batch.seqs, batch.num_tokens)] + [(s.request_id, "padding", 1) for s in batch.padding]
         start = time.perf_counter()
         logits, sampling = self.runner.run(batch)
@@ -152,7 +152,7 @@ class Engine:
         reason = None
         if req.decoder.stopped or (token in self.eos_ids and not seq.params.ignore_eos):
             reason = "stop"
-        elif len(seq.output_token_ids) >= seq.max_tokens:
+        elif seq.num_output_tokens >= seq.max_tokens:
             reason = "length"
         if reason:
             text += req.decoder.finish()
@@ -170,7 +170,7 @@ class Engine:
     def _delta(self, req: Request, text: str, token_ids: list[int]) -> StreamDelta:
         seq = req.seq
         return StreamDelta(seq.request_id, text, token_ids, seq.is_finished, seq.finish_reason,
-                           seq.num_prompt_tokens, len(seq.output_token_ids), seq.cached_tokens)
+                           seq.num_prompt_tokens, seq.num_output_tokens, seq.cached_tokens)
 
     def _deliver(self, req: Request, delta: StreamDelta | BaseException) -> None:
         if req.on_delta is not None:

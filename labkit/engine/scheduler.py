@@ -94,7 +94,7 @@ class Scheduler:
         if not self.running:
             while self.waiting and len(self.running) < self.max_batch_size:
                 seq = self.waiting[0]
-                reserve = seq.max_tokens - len(seq.output_token_ids)
+                reserve = seq.max_tokens - seq.num_output_tokens
                 if not self.bm.can_allocate(seq, reserve):
                     break
                 self._admit(seq, reserve)

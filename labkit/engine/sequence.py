@@ -64,6 +64,10 @@ class Sequence:
         return self.token_ids[self.num_prompt_tokens:]
 
     @property
+    def num_output_tokens(self) -> int:
+        return len(self.token_ids) - len(self.prompt_token_ids)
+
+    @property
     def num_uncomputed(self) -> int:
         """Tokens that still need a forward pass before the next token can be sampled."""
         return len(self.token_ids) - self.num_computed
