@@ -61,8 +61,9 @@ def generate_cached(model: Llama, tokenizer: Tokenizer, teacher: str, prompt_ids
     (continuous batching). On a GPU the engine loads `teacher` in float16 for its Numba
     kernels, and the prompts go in waves of 256: a small model's decode step costs about the
     same at 256 rows as at 64, and within a wave, once its prompts are in, every step decodes
-    only and replays a CUDA graph. From one queue of thousands a new request would join at
-    nearly every step, and a step that carries a prefill runs eagerly, launch by launch."""
+    only and replays a CUDA graph. From one queue of thousands a new request joins whenever
+    one finishes, so most steps would carry a prefill, and such a step runs eagerly, launch
+    by launch (`labkit.profile.timeline.simulate` shows how many: docs/benchmarks.md)."""
     if path.is_file():
         return json.loads(path.read_text())["sequences"]
     from labkit.engine.llm import LLM
