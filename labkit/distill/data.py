@@ -9,9 +9,9 @@ prompts, dozens of times over. So the teacher also continues openings taken from
 calibration text, sampling at temperature 1 from its own distribution: as much prose-like,
 in-distribution data as the budget needs, every sample (its own seed) new.
 
-Both kinds come from labkit's engine (continuous batching, `generate_cached`) and are cached in the work dir under a key made of the teacher, the
-prompts and the sampling settings, so a second run (or `--resume`) does not generate them
-again. Everything is packed into one token stream cut into windows of `seq_len + 1` tokens
+Both kinds come from labkit's engine (continuous batching, `generate_cached`) and are
+cached in the work dir under a key made of the teacher, the prompts and the sampling
+settings, so a second run (or `--resume`) does not generate them again. Everything is packed into one token stream cut into windows of `seq_len + 1` tokens
 (inputs and their next-token labels). The order of the windows is a function of the seed and
 the sample index only, so a resumed run reads exactly what an uninterrupted one would.
 """
