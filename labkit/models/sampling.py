@@ -105,11 +105,15 @@ def sample_rows(logits: torch.Tensor, params: list[SamplingParams], seen: list[t
         logits = logits.clone()
         for i in penalized:
             logits[i] = apply_repetition_penalty(logits[i], seen[i].to(logits.device), params[i].repetition_penalty)
-    tokens = logits.argmax(-1)
     sampled = [i for i in range(rows) if not params[i].greedy]
+    if len(sampled) < rows:
+        tokens = logits.argmax(-1)
+    else:
+        tokens = torch.empty(rows, dtype=torch.long, device=logits.device)
     if sampled:
-        device = logits.device
-        per_row = lambda values, dtype: torch.tensor(values, dtype=dtype)[:, None].to(device)  # noqa: E731
+        def per_row(values: list, dtype: torch.dtype) -> torch.Tensor:
+            return torch.tensor(values, dtype=dtype)[:, None].to(logits.device)
+
         x = logits[sampled] / per_row([params[i].temperature for i in sampled], torch.float32)
         top_k = [params[i].top_k for i in sampled]
         if any(0 < k < vocab for k in top_k):
@@ -117,11 +121,11 @@ def sample_rows(logits: torch.Tensor, params: list[SamplingParams], seen: list[t
         top_p = [params[i].top_p for i in sampled]
         if min(top_p) < 1.0:
             x = top_p_filter(x, per_row(top_p, torch.float32))
-        probs = x.softmax(-1)
-        cdf = probs.cumsum(-1)
-        u = torch.stack([torch.rand((), generator=generators[i]) for i in sampled]).to(device)
+        cdf = x.softmax(-1).cumsum(-1)
+        u = torch.stack([torch.rand((), generator=generators[i]) for i in sampled]).to(logits.device)
         picked = torch.searchsorted(cdf, (u[:, None] * cdf[:, -1:]).contiguous(), right=True)[:, 0]
-        picked = torch.where(picked < vocab, picked, probs.argmax(-1))   # u * total rounded up to the total
+        last = torch.searchsorted(cdf, cdf[:, -1:].contiguous())[:, 0]   # the last token with any probability
+        picked = torch.minimum(picked, last)                             # (if u * total rounded up to the total)
         tokens[sampled] = picked
     return tokens.tolist()
 
