@@ -28,6 +28,17 @@ are inline assembly the compiler may move, except past a value they depend on.
 The tensor-core kernel (w4a16_tc.py) adds `prmt` (pick 4 of 8 bytes), `lop3_and_or` (one
 instruction for (a & b) | c), `hfma2`/`hmul2` (two fp16 operations in one word) and
 `mma_16816` (one warp multiplies a 16 x 16 fp16 tile by a 16 x 8 one, fp32 accumulators).
+It stages its weights in shared memory with asynchronous copies (sm_80 and later):
+`cp_async16` starts a 16-byte copy from global to shared memory that holds no register
+while in flight (`cp.async.cg`, past L1; a false `valid` fills zeros and reads nothing),
+`cp_async_commit` closes the thread's copies issued so far into a group, and
+`cp_async_wait(n)` makes the instruction that waits until at most n of the thread's
+groups are still in flight (`cp.async.wait_group n`; a barrier then makes every thread's
+copies visible to the block). The simulator copies at once, so its commit and wait do
+nothing. `ld_shared_u32` reads a word of a shared array through a 32-bit shared-window
+address: Numba indexes arrays with 64-bit arithmetic and a check for negative indices, which
+cost more instructions than the fragment reads themselves. `float_bits` is `as_float` the
+other way, for floats kept in a uint32 array.
 
 Under the CUDA simulator (`NUMBA_ENABLE_CUDASIM=1`) kernels are ordinary Python, so each
 primitive also has a numpy twin with the same meaning; kernels call the names defined
@@ -40,6 +51,8 @@ import threading
 import numpy as np
 
 from labkit.kernels.launch import SIMULATOR
+
+SHARED_ALIGN = None if SIMULATOR else 16  # for shared arrays cp_async16 writes (the simulator takes no alignment)
 
 if SIMULATOR:
 
@@ -169,6 +182,30 @@ if SIMULATOR:
         return _warp_gather(value)[(threading.current_thread().thread_id % 32) ^ offset]
 
     _warp_lock = threading.Lock()
+
+    def float_bits(f):
+        """The 32-bit integer (uint32) whose bits are the float32 f."""
+        return np.array(np.float32(f)).view(np.uint32)[()]
+
+    def cp_async16(dst, i, src, j, valid):
+        """dst.flat[i : i + 4] = the 4 words src.flat[j : j + 4] (i, j multiples of 4; 4-byte
+        elements), or zeros where not `valid` (then src is not read)."""
+        out = dst.reshape(-1)
+        if valid:
+            out[i:i + 4] = np.asarray(src).reshape(-1)[j:j + 4].view(np.uint32)
+        else:
+            out[i:i + 4] = 0
+
+    def ld_shared_u32(a, i):
+        """The 32-bit word a.flat[i] of a shared array (i >= 0), as uint32."""
+        return _u32(a.reshape(-1)[i])
+
+    def cp_async_commit():
+        """Close this thread's copies issued so far into a group (the simulator copied them already)."""
+
+    def cp_async_wait(n: int):
+        """The function that waits until at most `n` of this thread's groups are in flight."""
+        return cp_async_commit
 
     def wait_for_previous_grid():
         """Wait until the previous kernel in the stream is done (a plain launch already did); 0."""
@@ -300,6 +337,44 @@ else:
 
     wait_for_previous_grid = _statement("griddepcontrol.wait;", returns_zero=True)
     allow_next_grid = _statement("griddepcontrol.launch_dependents;")
+    cp_async_commit = _statement("cp.async.commit_group;")
+
+    def cp_async_wait(n: int):
+        return _statement(f"cp.async.wait_group {int(n)};")
+
+    @intrinsic
+    def float_bits(typingctx, f):
+        def codegen(context, builder, sig, args):
+            return builder.bitcast(args[0], ir.IntType(32))
+
+        return types.uint32(types.float32), codegen
+
+    @intrinsic
+    def ld_shared_u32(typingctx, a, i):
+        def codegen(context, builder, sig, args):
+            base = builder.ptrtoint(context.make_array(sig.args[0])(context, builder, args[0]).data, ir.IntType(64))
+            text = ("{ .reg .u64 a; .reg .u32 s; cvta.to.shared.u64 a, $1; cvt.u32.u64 s, a; mad.lo.u32 s, $2, 4, s; "
+                    "ld.shared.u32 $0, [s]; }")
+            fn = ir.InlineAsm(ir.FunctionType(ir.IntType(32), [ir.IntType(64), ir.IntType(32)]), text, "=r,l,r",
+                              side_effect=True)  # kept in order with the barriers and cp.async waits around it
+            return builder.call(fn, [base, _word(builder, args[1])])
+
+        return types.uint32(a, i), codegen
+
+    @intrinsic
+    def cp_async16(typingctx, dst, i, src, j, valid):
+        def codegen(context, builder, sig, args):
+            to = _address(context, builder, sig.args[0], args[0], args[1])
+            frm = _address(context, builder, sig.args[2], args[2], args[3])
+            size = builder.shl(_word(builder, args[4]), ir.Constant(ir.IntType(32), 4))  # 16, or 0: zero-fill
+            text = ("{ .reg .u64 a; .reg .u32 s; cvta.to.shared.u64 a, $0; cvt.u32.u64 s, a; "
+                    "cp.async.cg.shared.global [s], [$1], 16, $2; }")
+            fn = ir.InlineAsm(ir.FunctionType(ir.VoidType(), [ir.IntType(64), ir.IntType(64), ir.IntType(32)]),
+                              text, "l,l,r,~{memory}", side_effect=True)
+            builder.call(fn, [to, frm, size])
+            return context.get_dummy_value()
+
+        return types.void(dst, i, src, j, valid), codegen
 
     @cuda.jit(device=True, inline="always")
     def rint(x):
