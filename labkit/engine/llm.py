@@ -112,7 +112,7 @@ class LLM:
         fuse_projections(self.model)   # q/k/v and gate/up as one matmul each (labkit.engine.fuse)
         from labkit.engine.weights import convert
 
-        self.model = convert(self.model, weights, backend)   # a quantized checkpoint on a CPU: repacked
+        self.model = convert(self.model, weights, backend, tokenizer)   # a quantized checkpoint on a CPU: repacked
         self.model.eval()
         if self.tp is not None:
             self.tp.gather_logits(self.model)

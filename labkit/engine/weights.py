@@ -11,7 +11,8 @@ time); a quantized checkpoint (a `labkit lite` output) runs as it was stored.
   as 4-bit in groups of 32 (GGUF Q4_1), so that brings back nearly the weights llama.cpp runs.
 
 The vocabulary projection (the largest layer of a small model) is converted along with the
-others when `weights` asks for it; a checkpoint keeps the float head it was saved with.
+others when `weights` asks for it. A checkpoint's float head stays float on a GPU; on a CPU
+it becomes int8, W8A8 when a tokenizer gives calibration text (`labkit.quant.cpu.int8_head`).
 
 A full-precision model is served as stored by default (float32 on a CPU), not in bfloat16:
 on the embedded model bfloat16 costs about what int8 weights do (KL and top-1 agreement in
@@ -36,9 +37,10 @@ def is_quantized(model: nn.Module) -> bool:
     return any(isinstance(m, (QuantLinear, PackedLinear)) for m in model.modules())
 
 
-def convert(model: Llama, weights: str | None, backend: str = "torch") -> Llama:
+def convert(model: Llama, weights: str | None, backend: str = "torch", tokenizer=None) -> Llama:
     """Give `model` the `weights` format (None: as it is; a quantized model on a CPU is
-    repacked for the CPU kernels). In place; returns the model."""
+    repacked for the CPU kernels, its float head made W8A8 with scales measured on the
+    calibration text when `tokenizer` is given). In place; returns the model."""
     if weights is not None and weights not in FORMATS:
         raise ValueError(f"weights must be one of {FORMATS}, got {weights!r}")
     on_gpu = model.model.embed_tokens.weight.device.type == "cuda"
@@ -47,9 +49,10 @@ def convert(model: Llama, weights: str | None, backend: str = "torch") -> Llama:
             raise ValueError(f"the model is a quantized checkpoint already; weights={weights!r} "
                              "applies to full-precision models")
         if not on_gpu and backend == "torch":
+            from labkit.quant.calib import calibration_ids
             from labkit.quant.cpu import pack_model
 
-            pack_model(model)
+            pack_model(model, None if tokenizer is None else calibration_ids(tokenizer, n_samples=1, seqlen=512))
         return model
     if weights in (None, "fp32", "bf16"):
         return model if weights is None else _cast(model, torch.float32 if weights == "fp32" else torch.bfloat16)

@@ -44,7 +44,7 @@ def run(args) -> int:
     ref_spec = None if ref_spec in (None, "none") else ref_spec
     start = time.perf_counter()
     model, tokenizer = load_model(args.model, device=args.device)
-    convert(model, None)   # a quantized checkpoint on a CPU runs on the packed CPU kernels, as it is served
+    convert(model, None, tokenizer=tokenizer)   # a quantized checkpoint on a CPU runs as it is served
     reference = model if ref_spec == args.model else load_model(ref_spec, device=args.device)[0] if ref_spec else None
     cache = None
     if args.quant_policy:

@@ -23,6 +23,17 @@ padding the activations. Padded columns are dropped: their weights and inputs ar
 Activations run in bfloat16, where these kernels are fast (in float32 they are not). Large
 batches (a prefill) go through the same kernels, somewhat slower than a dense bfloat16
 matmul would be, but without a dense copy of the weights: the memory saved is the point.
+
+Both kernels dequantize every weight again for each few rows of activations, so from a few
+rows on they are limited by arithmetic, not bytes: at 16 rows of the embedded model's
+vocabulary projection (49,152 x 576) the int8 one costs several times what it costs at one.
+The float head of a checkpoint therefore becomes W8A8 instead (`int8_head`): int8 weights
+per output channel times the activations quantized per row to int8, an integer matmul
+(`torch._int_mm`, VNNI) that reads each weight once for all rows and is faster than the
+weight-only kernel even at one row. A row's logits depend on that row only (per-row scales,
+exact int32 sums), so a request's tokens do not depend on what shares its step. The head's
+inputs have outlier channels; SmoothQuant's per-channel scales, computed on calibration text
+and folded into the final norm, move them into the weights first (`labkit.quant.smoothquant`).
 """
 from __future__ import annotations
 
@@ -31,6 +42,7 @@ from torch import nn
 
 from labkit.quant import rtn
 from labkit.quant.qlinear import QuantLinear
+from labkit.quant.smoothquant import smooth_scales
 
 KERNEL_GROUPS = (256, 128, 64, 32)   # the int4 kernel's group sizes, largest first
 DTYPE = torch.bfloat16               # activations, scales and zeros
@@ -123,7 +135,7 @@ def kernel_group(group_size: int, k: int) -> int | None:
     return next((g for g in KERNEL_GROUPS if group_size % g == 0 and k % g == 0), None)
 
 
-def pack_model(model: nn.Module) -> nn.Module:
+def pack_model(model: nn.Module, calibration: torch.Tensor | None = None) -> nn.Module:
     """Repack every `QuantLinear` that a CPU kernel takes into a `PackedLinear`, and cast the
     parameters (embeddings, norms, float layers) to bfloat16; buffers keep their dtype (the
     rotary angles stay float32: bfloat16 positions drift). In place; returns the model.
@@ -131,9 +143,10 @@ def pack_model(model: nn.Module) -> nn.Module:
 
     A checkpoint's float vocabulary projection (AWQ leaves it alone) becomes int8 per output
     channel, as llama.cpp runs the same model's head (Q8_0): on a small model the head is as
-    many bytes as all the int4 layers together, and int8 adds about a hundredth of what W4
-    costs in KL (docs/benchmarks.md, "Serving"). A tied embedding keeps its float table for
-    the lookup, which reads one row per token."""
+    many bytes as all the int4 layers together. With `calibration` (token ids [n, T]) it is
+    the smoothed W8A8 head (`int8_head`); without, int8 weights and bfloat16 activations.
+    Either adds a few thousandths to the KL that W4 costs (docs/benchmarks.md, "Serving").
+    A tied embedding keeps its float table for the lookup, which reads one row per token."""
     for module in list(model.modules()):
         for attr, child in list(module.named_children()):
             if isinstance(child, QuantLinear):
@@ -143,8 +156,30 @@ def pack_model(model: nn.Module) -> nn.Module:
                     pass
     head = getattr(model, "lm_head", None)
     if type(head) is nn.Linear and any(isinstance(m, PackedLinear) for m in model.modules()):
-        model.lm_head = PackedLinear.from_linear(head, 8, rtn.PER_CHANNEL)
+        if calibration is None:
+            model.lm_head = PackedLinear.from_linear(head, 8, rtn.PER_CHANNEL)
+        else:
+            model.lm_head = int8_head(model, calibration)
     for p in model.parameters():
         p.data = p.data.to(DTYPE)
     return model
 
+
+@torch.no_grad()
+def int8_head(model: nn.Module, calibration: torch.Tensor, alpha: float = 0.5) -> QuantLinear:
+    """The model's float `lm_head` as a W8A8 layer (per-channel int8 weights, per-row int8
+    activations), with SmoothQuant's scales s for its input channels: the final norm's
+    weight is divided by s, the head's weight multiplied by it (a tied embedding's table is
+    left as it is). The head's inputs are measured on `calibration` (token ids [n, T])."""
+    head, norm = model.lm_head, model.model.norm
+    model.lm_head = nn.Identity()     # the model's output is then the head's input
+    try:
+        act_max = model(calibration).reshape(-1, head.in_features).abs().amax(0)
+    finally:
+        model.lm_head = head
+    weight = head.weight.detach().float()
+    s = smooth_scales(act_max, weight.abs().amax(0), alpha)
+    norm.weight.data = (norm.weight.float() / s).to(norm.weight.dtype)
+    smoothed = nn.Linear(head.in_features, head.out_features, bias=False)
+    smoothed.weight.data = weight * s
+    return QuantLinear.from_linear(smoothed, 8, rtn.PER_CHANNEL, act_bits=8)

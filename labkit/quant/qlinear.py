@@ -241,9 +241,11 @@ def int8_matmul(a: torch.Tensor, b_t: torch.Tensor) -> torch.Tensor:
     """a [M, K] int8 @ b_t.T ([N, K] int8) -> int32 [M, N], exactly.
 
     `torch._int_mm` uses integer matrix units (int8 tensor cores, VNNI) where it has a
-    kernel for the shape; elsewhere float64 is exact for these sums (|sum| < 2^53).
+    kernel for the shape (on a GPU: more than 16 rows, sizes divisible by 8); elsewhere
+    float64 is exact for these sums (|sum| < 2^53).
     """
-    if hasattr(torch, "_int_mm") and a.shape[0] > 16 and a.shape[1] % 8 == 0 and b_t.shape[0] % 8 == 0:
+    if hasattr(torch, "_int_mm") and (a.shape[0] > 16 or not a.is_cuda) and a.shape[1] % 8 == 0 \
+            and b_t.shape[0] % 8 == 0:
         try:
             return torch._int_mm(a, b_t.t())
         except RuntimeError:

@@ -67,18 +67,22 @@ def test_checkpoint_on_the_cpu_path_gives_its_dequantized_logits(checkpoints, me
     reference, tokenizer = load_model(folder)            # QuantLinear: dequantized, float32
     llm = LLM(folder, device="cpu", num_blocks=16, max_model_len=64)
     try:
-        layers = [m for m in llm.model.modules() if isinstance(m, (PackedLinear, QuantLinear))]
+        layers = [m for m in llm.model.model.modules() if isinstance(m, (PackedLinear, QuantLinear))]
         assert layers and all(isinstance(m, PackedLinear) for m in layers)   # every layer on the kernels
-        assert llm.model.lm_head.bits == 8 and llm.model.lm_head.group_size == llm.model.config.hidden_size, \
-            "the checkpoint's float head runs int8 per output channel"
+        head = llm.model.lm_head
+        assert isinstance(head, QuantLinear) and (head.bits, head.act_bits) == (8, 8), \
+            "the checkpoint's float head runs W8A8"
         assert llm.model.model.embed_tokens.weight.dtype == torch.bfloat16   # the lookup table stays float
         ids = tokenizer.encode("The quick brown fox jumps over the lazy dog")
         with torch.inference_mode():
             want = reference(torch.tensor([ids]))[0, -1]
             got = llm.model(torch.tensor([ids]))[0, -1].float()
-        # bfloat16 activations and scales through two layers and the int8 head (2^-8 relative
-        # at most per weight): a few roundings of 2^-8 each
-        assert (got - want).norm() / want.norm() < 8 * BF16_EPS
+        # bfloat16 activations and scales through two layers and the int8 weights (2^-8 relative
+        # at most per weight): a few roundings of 2^-8 each; and the head's input rounded to
+        # int8 per row: each of its K values off by at most absmax / 254, so by at most
+        # sqrt(K) / 254 of the row's norm (which is at least absmax)
+        k = llm.model.config.hidden_size
+        assert (got - want).norm() / want.norm() < 8 * BF16_EPS + math.sqrt(k) / 254
         out = llm.generate([ids], SamplingParams(temperature=0, max_tokens=4))[0]
         assert len(out.token_ids) == 4
     finally:
@@ -102,3 +106,37 @@ def test_eval_reports_the_same_quality_on_the_cpu_kernels(checkpoints, capsys, m
     # the mean log-likelihood, like the logits, within a few bfloat16 roundings
     assert math.log(ev["ppl"]) == pytest.approx(math.log(before.ppl), rel=8 * BF16_EPS)
     assert ev["top1"] == pytest.approx(before.top1, abs=0.03)
+
+
+def test_int8_head_is_smoothed_w8a8_and_row_independent(tiny_folder):
+    """The head's outlier channels move into its weights (SmoothQuant, folded into the final
+    norm: the float function is unchanged), then it runs on int8 x int8 with one scale per row,
+    so a row's logits are the same bits alone or in a batch."""
+    from labkit.loading import load_model
+    from labkit.quant.calib import calibration_ids
+    from labkit.quant.cpu import int8_head
+    from labkit.quant.qlinear import quantize_per_token
+
+    model, tokenizer = load_model(str(tiny_folder))
+    calib = calibration_ids(tokenizer, n_samples=1, seqlen=64)
+    x = torch.randn(5, model.config.hidden_size) * (1 + 20 * (torch.arange(model.config.hidden_size) % 17 == 0))
+    before_norm, before_w = model.model.norm.weight.detach().clone(), model.lm_head.weight.detach().clone()
+    head = int8_head(model, calib)
+    s = before_norm / model.model.norm.weight.detach()           # the scales folded into the norm
+    assert s.min() > 0 and not torch.allclose(s, torch.ones_like(s))
+    assert torch.equal(model.lm_head.weight, before_w), "the tied embedding table is left as it is"
+    smoothed = head.dequantize()                                  # int8 per output channel of W * s
+    step = (before_w * s).abs().amax(1, keepdim=True) / 127
+    # half a step of rounding, plus the step itself stored in float16 (2^-11), times up to 127
+    assert ((smoothed - before_w * s).abs() <= step * (0.5 + 127 * 2.0 ** -11)).all()
+    # the W8A8 product: exactly the integer sums of the row-quantized input, rescaled
+    xs = x / s
+    q, sx = quantize_per_token(xs)
+    want = (q.double() @ head.qweight.double().t()) * sx.double() * head.scales.double().reshape(1, -1)
+    got = head(xs)
+    assert torch.allclose(got.double(), want, rtol=1e-6, atol=1e-6)
+    alone = torch.cat([head(xs[i:i + 1]) for i in range(5)])
+    assert torch.equal(alone, got), "a row's logits must not depend on the other rows"
+    # and close to the float head on the original input (int8 rounding of weights and input)
+    exact = x @ before_w.t()
+    assert (got - exact).norm() / exact.norm() < 2 * math.sqrt(x.shape[1]) / 254
