@@ -1,13 +1,13 @@
 """Attention over the paged KV cache for one flattened step: the model's `cache.attend` hook.
 
 A step's new tokens sit in one row (`StepInputs`, built by `labkit.engine.model_runner`):
-decodes first, attended to together over their block tables; then prefill chunks, each
-attended to on its own (there are few of them per step).
+decodes first, attended to together over their block tables; then prefill chunks: those
+after cached tokens one by one, fresh ones together by length.
 
 - `PagedAttention` (torch backend, any device, the reference) writes and gathers rows of the
   cache (`PagedKVCache.rows`) with one `index_copy_` / `index_select` per layer and attends
   with `scaled_dot_product_attention`: decodes together, each KV head's query heads as its
-  rows of queries; prefill chunks one by one.
+  rows of queries; fresh prefill chunks of one length together, the others one by one.
 - `NumbaAttention` writes K/V and runs decode attention with the kernels of `labkit.kernels`
   (fp16, int8 or int4 caches, through `labkit.engine.ops` so that `torch.compile` sees them).
 """
@@ -55,22 +55,34 @@ class PagedAttention:
         nd = self.inputs.num_decodes
         q, k, v = q[0], k[0], v[0]                      # [N, H, D], [N, H_kv, D]
         self.write(layer, k, v)
-        parts = [self.decode(layer, q[:nd])] if nd else []
-        for (start, n, context), rows in zip(self.prefills, self.prefill_rows):
-            if rows is None:   # nothing cached before this chunk: attend to the fresh K/V directly
-                keys, values = k[start:start + n].transpose(0, 1), v[start:start + n].transpose(0, 1)
-            else:
-                keys, values = self.kv.read(layer, rows)   # [H_kv, context, D]
-            parts.append(_causal(q[start:start + n].transpose(0, 1), keys, values).transpose(0, 1))
-        return (torch.cat(parts) if len(parts) > 1 else parts[0])[None]
+        if not self.inputs.prefills:
+            return self.decode(layer, q)[None]
+        out = torch.empty_like(q)
+        if nd:
+            out[:nd] = self.decode(layer, q[:nd])
+        for n, rows in self.fresh:   # chunks with nothing cached before them, of one length n
+            def chunks(x: torch.Tensor) -> torch.Tensor:   # [G, heads, n, D]
+                return x.index_select(0, rows).unflatten(0, (-1, n)).transpose(1, 2)
+            out.index_copy_(0, rows, _causal(chunks(q), chunks(k), chunks(v)).transpose(1, 2).flatten(0, 1))
+        for start, n, rows in self.cached:
+            keys, values = self.kv.read(layer, rows)   # [H_kv, context, D]
+            out[start:start + n] = _causal(q[None, start:start + n].transpose(1, 2), keys[None], values[None])[0] \
+                .transpose(0, 1)
+        return out[None]
 
     def prepare(self) -> None:
+        """The prefill chunks' rows: a chunk after cached tokens reads them from the cache; fresh
+        chunks (a whole prompt, or its first chunk) attend to their own K/V, all those of one
+        length in one call (a wave of same-length prompts: one call per layer, not one each)."""
         inp, kv, bs = self.inputs, self.kv, self.kv.block_size
         dev = inp.slot_mapping.device
-        self.prefills = [(start, n, context) for start, n, context, _ in inp.prefills]
-        self.prefill_rows = [None if context == n else
-                             kv.rows(blocks[:, None] * bs + torch.arange(bs, device=dev)).flatten(0, 1)[:context].T
-                             for _, n, context, blocks in inp.prefills]   # [H_kv, context]
+        fresh: dict[int, list[int]] = {}
+        for start, n, context, _ in inp.prefills:
+            if context == n:
+                fresh.setdefault(n, []).extend(range(start, start + n))
+        self.fresh = [(n, torch.tensor(rows, device=dev)) for n, rows in fresh.items()]
+        self.cached = [(start, n, kv.rows(blocks[:, None] * bs + torch.arange(bs, device=dev)).flatten(0, 1)[:context].T)
+                       for start, n, context, blocks in inp.prefills if context != n]   # rows [H_kv, context]
         self.prepare_decodes()
         self.ready = True
 
@@ -100,14 +112,14 @@ class PagedAttention:
 
 
 def _causal(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """q [H, n, D] are the last n of the S keys [H_kv, S, D]: query i sees keys 0 .. S - n + i.
+    """q [G, H, n, D] are the last n of the S keys [G, H_kv, S, D] of each of G chunks: query
+    i sees keys 0 .. S - n + i.
 
-    Called with a batch dimension: given 3-D inputs, SDPA on a GPU falls back to its
-    unfused "math" implementation (host time and a materialized score matrix per layer and
-    chunk)."""
-    n, S = q.shape[1], k.shape[1]
+    Always 4-D: given 3-D inputs, SDPA on a GPU falls back to its unfused "math"
+    implementation (host time and a materialized score matrix per layer and chunk)."""
+    n, S = q.shape[2], k.shape[2]
     mask = torch.ones(n, S, dtype=torch.bool, device=q.device).tril(S - n) if n > 1 else None
-    return attention(q[None], k[None], v[None], mask)[0]
+    return attention(q, k, v, mask)
 
 
 class NumbaAttention(PagedAttention):

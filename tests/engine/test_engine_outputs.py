@@ -41,6 +41,22 @@ def test_chunked_prefill(tiny, tokenizer, h):
     assert max(prefill_steps.values()) >= 64 // 7, f"the 64-token prompt is prefilled in chunks: {prefill_steps}"
 
 
+def test_same_length_prompts_prefill_in_one_attention_call_per_layer(tiny, tokenizer, h, monkeypatch):
+    """Five fresh prompts of 12 tokens and one of 7 in one step: two attention calls per layer
+    (one per length), not six; and the same tokens as the simple generator."""
+    import labkit.engine.paged_attention as pa
+
+    calls = []
+    original = pa.attention
+    monkeypatch.setattr(pa, "attention", lambda q, *a: calls.append(tuple(q.shape)) or original(q, *a))
+    prompts = h.prompts_of(tokenizer, 6, lengths=(12, 12, 7, 12, 12, 12))
+    llm = make(tiny, tokenizer)
+    llm.generate(prompts, h.greedy(1))
+    layers = tiny.config.num_hidden_layers
+    assert sorted(calls) == sorted([(5, 4, 12, 16)] * layers + [(1, 4, 7, 16)] * layers), calls
+    check(make(tiny, tokenizer), h, prompts, h.greedy(8))
+
+
 def test_preemption_under_a_tiny_cache(tiny, tokenizer, h):
     # 20 blocks of 4 tokens: the 6 requests need up to 6 * (33 + 16) / 4 blocks together.
     llm = make(tiny, tokenizer, num_blocks=20, max_model_len=80, enable_prefix_caching=False)
