@@ -8,9 +8,12 @@ Which kernel wins depends on M, the rows of X (tokens in the step):
   in mma instructions (its warps split K inside the block, so the split-K partial sums
   stay few). At 2-3 rows on narrow layers (N < 3K) the CUDA-core GEMM (w4a16_gemm.py, one
   fp32 FMA per weight and row) is faster, and it takes the group sizes the tensor-core
-  kernel does not (not a power of two). From about 16 rows a layer's int4 linears are
-  slower than fp16 cuBLAS on the same layer (docs/benchmarks.md): the kernel's 4-byte loads
-  keep too few bytes in flight once the accumulators take the registers.
+  kernel does not (not a power of two). From TC_ASYNC_FROM rows the tensor-core kernel
+  that stages its weights in shared memory with cp.async (w4a16_tc_async.py) takes over:
+  w4a16_tc.py's register ring of 4-byte loads keeps too few bytes in flight once the
+  accumulators take the registers (faster at 24 and 32 rows, slower at 16: docs/benchmarks.md).
+  From about 16 rows a layer's int4 linears are still slower than fp16 cuBLAS on the same
+  layer.
 - Larger M (prefill, big batches): compute-bound; dequantize to fp16 once and let cuBLAS
   run the matmul on tensor cores.
 
@@ -28,7 +31,8 @@ from labkit.kernels.packing import dequantize_int4
 
 GEMM_UP_TO = 16  # largest M for which the GEMM beat dequantize + matmul (docs/benchmarks.md)
 TC_UP_TO = 32  # one tensor-core launch (w4a16_tc.MAX_ROWS)
-KERNELS = ("gemv", "gemm", "tc", "dequant_matmul", "torch")
+TC_ASYNC_FROM = 17  # first M for which the cp.async-staged kernel beat the register ring (docs/benchmarks.md)
+KERNELS = ("gemv", "gemm", "tc", "tc_async", "dequant_matmul", "torch")
 
 
 def choose(m: int, n: int, k: int, group_size: int) -> str:
@@ -37,7 +41,10 @@ def choose(m: int, n: int, k: int, group_size: int) -> str:
         return "dequant_matmul"
     if m == 1 and n % 32 == 0:
         return "gemv"
-    if 2 <= m <= TC_UP_TO and (m >= 4 or n >= 3 * k) and group_size & (group_size - 1) == 0:
+    power_of_two = group_size & (group_size - 1) == 0
+    if TC_ASYNC_FROM <= m <= TC_UP_TO and power_of_two and n % 32 == 0:
+        return "tc_async"
+    if 2 <= m <= TC_UP_TO and (m >= 4 or n >= 3 * k) and power_of_two:
         return "tc"
     if m <= GEMM_UP_TO:
         return "gemm"
@@ -65,11 +72,12 @@ def w4a16_linear(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, s
 
 def _run(kernel: str, x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor,
          group_size: int) -> torch.Tensor:
-    from labkit.kernels import dequant, w4a16_gemm, w4a16_gemv, w4a16_tc
+    from labkit.kernels import dequant, w4a16_gemm, w4a16_gemv, w4a16_tc, w4a16_tc_async
 
     if kernel == "gemv":
         return w4a16_gemv.w4a16_gemv(x, qweight, qzeros, scales, group_size)
-    chunked = {"gemm": (w4a16_gemm.w4a16_gemm, w4a16_gemm.MAX_ROWS), "tc": (w4a16_tc.w4a16_tc, w4a16_tc.MAX_ROWS)}
+    chunked = {"gemm": (w4a16_gemm.w4a16_gemm, w4a16_gemm.MAX_ROWS), "tc": (w4a16_tc.w4a16_tc, w4a16_tc.MAX_ROWS),
+               "tc_async": (w4a16_tc_async.w4a16_tc_async, w4a16_tc_async.MAX_ROWS)}
     if kernel in chunked:   # a launch per MAX_ROWS rows
         run, step = chunked[kernel]
         parts = [run(x[i:i + step], qweight, qzeros, scales, group_size) for i in range(0, x.shape[0], step)]

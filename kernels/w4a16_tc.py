@@ -309,6 +309,23 @@ def plan(m: int, n: int, k: int, group_size: int, warps_n: int | None = None) ->
     return warps_n, warps_k, splits, min(depth, group_size // SLAB + 1), min_blocks
 
 
+def require_inputs(name: str, x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor,
+                   group_size: int) -> int:
+    """M, the rows of X, once the inputs are what the tensor-core kernels take (else ValueError)."""
+    k, words = qweight.shape
+    L.require(x.dim() == 2 and x.shape[1] == k and x.dtype == torch.float16 and x.is_contiguous(),
+              f"{name} wants a contiguous fp16 X [M, {k}], got {x.dtype} {tuple(x.shape)}")
+    m = x.shape[0]
+    L.require(1 <= m <= MAX_ROWS, f"{name} takes 1..{MAX_ROWS} rows, got {m}")
+    L.require(group_size >= 32 and group_size & (group_size - 1) == 0 and k % group_size == 0,
+              f"{name} needs a power-of-two group_size >= 32 dividing K, got g={group_size}, K={k}")
+    L.require(qzeros.shape == (k // group_size, words) and scales.shape == (k // group_size, words * 8),
+              f"{name}: qzeros/scales shapes do not match qweight")
+    for t in (x, qweight, qzeros, scales):
+        L.require(t.is_contiguous() and t.data_ptr() % 16 == 0, f"{name} needs contiguous 16-byte aligned tensors")
+    return m
+
+
 def w4a16_tc(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor,
              group_size: int, out: torch.Tensor | None = None,
              tile: tuple[int, int, int, int, int] | None = None) -> torch.Tensor:
@@ -317,18 +334,9 @@ def w4a16_tc(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scale
     Needs a power-of-two group_size >= 32 and K % group_size == 0; `tile` = (warps_n, warps_k,
     splits, depth, min_blocks) overrides `plan`.
     """
+    m = require_inputs("w4a16_tc", x, qweight, qzeros, scales, group_size)
     k, words = qweight.shape
     n = words * 8
-    L.require(x.dim() == 2 and x.shape[1] == k and x.dtype == torch.float16 and x.is_contiguous(),
-              f"w4a16_tc wants a contiguous fp16 X [M, {k}], got {x.dtype} {tuple(x.shape)}")
-    m = x.shape[0]
-    L.require(1 <= m <= MAX_ROWS, f"w4a16_tc takes 1..{MAX_ROWS} rows, got {m}")
-    L.require(group_size >= 32 and group_size & (group_size - 1) == 0 and k % group_size == 0,
-              f"w4a16_tc needs a power-of-two group_size >= 32 dividing K, got g={group_size}, K={k}")
-    L.require(qzeros.shape == (k // group_size, words) and scales.shape == (k // group_size, n),
-              "w4a16_tc: qzeros/scales shapes do not match qweight")
-    for t in (x, qweight, qzeros, scales):
-        L.require(t.is_contiguous() and t.data_ptr() % 16 == 0, "w4a16_tc needs contiguous 16-byte aligned tensors")
     warps_n, warps_k, splits, depth, min_blocks = tile or plan(m, n, k, group_size)
     L.require(depth - 1 <= group_size // SLAB, f"w4a16_tc: depth {depth} keeps more than 2 groups in flight")
     tiles = -(-m // ROWS_PER_MMA)

@@ -1,0 +1,309 @@
+"""W4A16 on tensor cores, the weights staged in shared memory: Y = X @ W.T for up to 32 rows.
+
+The multiply-adds and the dequantization are those of w4a16_tc.py (`mma.sync.m16n8k16` on
+A fragments dequantized with one `lop3` per two weights, up to 4 B tiles of 8 rows sharing
+each dequantized fragment); this file changes how the weights get to the registers. A
+memory-bound kernel needs many bytes in flight per SM (the bandwidth times the memory
+latency: tens of KB). w4a16_tc.py loads them into a ring of registers, 4 bytes a lane, and
+that ring shrinks as the accumulators grow with M (16 registers per B tile): at 32 rows it
+streamed the weights at a small fraction of the copy bandwidth (docs/benchmarks.md). Here:
+
+- Asynchronous 16-byte copies (`cp.async`, ptx.py) from global into a ring of `stages`
+  slots of shared memory. A copy in flight holds no register: the ring's size, not the
+  accumulators, sets the bytes in flight. A stage is 16 * warps_k rows of K by the block's
+  64 * warps_n columns; each thread copies one 16-byte chunk of its weights, and the
+  threads share the stage's rows of X and, where a group starts, its zero points and
+  scales; each thread commits its copies as one group. Before computing stage s, each
+  thread waits until at most stages - 2 of its groups are in flight and the block meets at
+  a barrier: stage s has landed, and the slot of stage s - 1 is free for stage s + stages - 1.
+- Fragments are read back from shared memory: lane (g, t) reads word g of rows 2t, 2t + 1,
+  2t + 8, 2t + 9 of its slab (what its A fragments need) and two words of X per B tile,
+  through 32-bit shared addresses (`ptx.ld_shared_u32`: Numba's 64-bit indexing, with its
+  check for negative indices, took more instructions than the reads). Each row is padded
+  by 16 bytes, so that the 32 lanes of a read hit 32 different banks.
+- The K reduction inside the block: the warps_k warps of a column range take one slab of
+  each stage, and add up through shared memory at the end (the ring's memory, one warp
+  after the other: a fixed order, deterministic). Blocks along K add up through a split-K
+  workspace (splitk.py) only where the column ranges alone leave SMs idle.
+- A group's zero points and scales travel with the stage that starts it (and with the
+  block's first stage), and a warp rebuilds its constants only when its slab enters a new
+  group.
+
+What it buys (docs/benchmarks.md): at 24 and 32 rows a layer's linears ran faster than with
+w4a16_tc.py, at 2-16 rows about as fast or slower, so the dispatcher takes it from 17 rows.
+Neither is as fast as fp16 cuBLAS from 16 rows: from 2 to 8 rows the time barely moves and
+the weights stream at a fraction of the copy bandwidth, so what bounds it is the work of a
+stage between two barriers (each warp dequantizes and multiplies one slab), not the bytes.
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+from numba import cuda, float32, uint32
+
+from labkit.kernels import launch as L
+from labkit.kernels import measure, ptx, splitk
+from labkit.kernels.w4a16_tc import (MAX_ROWS, ONE, ROWS_PER_MMA, SLAB, TILE, biased_pairs, group_constants,
+                                     require_inputs)
+from labkit.kernels.w4a16_tc import reference  # noqa: F401  (the product is w4a16_tc's: the same reference)
+
+PAD = 4  # words (16 bytes) after each row in shared memory: conflict-free fragment reads
+SHARED_BYTES = 47 * 1024  # a block's static shared memory: at most 48 KB, and split-K's flag needs a word
+
+
+@functools.lru_cache(maxsize=None)
+def ring(tiles: int, warps_n: int, warps_k: int) -> dict[str, int]:
+    """Where things sit in one slot of the shared-memory ring, in 4-byte words.
+
+    A slot holds the stage's weights (16 * warps_k rows of the block's 8 * warps_n words, each
+    row padded), its rows of X (8 per B tile, each row's 16 * warps_k halves padded), and the
+    zero-point and scale words of the groups it spans (group sizes >= 32 rows). `reduce` is
+    what the K reduction needs (8 rows per B tile by the block's columns, fp32) once the
+    ring is drained."""
+    words, rows_k = 8 * warps_n, SLAB * warps_k
+    w_stride, x_stride, groups = words + PAD, rows_k // 2 + PAD, max(1, rows_k // 32)
+    x_at = rows_k * w_stride
+    z_at = x_at + ROWS_PER_MMA * tiles * x_stride
+    s_at = z_at + groups * words
+    return {"w_stride": w_stride, "x_stride": x_stride, "x_at": x_at, "z_at": z_at, "s_at": s_at,
+            "slot": s_at + groups * 4 * words, "reduce": ROWS_PER_MMA * tiles * TILE * warps_n}
+
+
+def shared_words(tiles: int, warps_n: int, warps_k: int, stages: int) -> int:
+    """Words of shared memory a block uses: the ring, or the K reduction after it."""
+    r = ring(tiles, warps_n, warps_k)
+    return max(stages * r["slot"], r["reduce"])
+
+
+@functools.lru_cache(maxsize=None)
+def make_kernel(tiles: int, warps_n: int, warps_k: int, stages: int, min_blocks: int = 1):
+    """The kernel for up to 8 * `tiles` rows of X; blocks of warps_n x warps_k warps (side by
+    side along N, then along K), a ring of `stages` slots (stages - 1 stages in flight while
+    one is computed)."""
+    threads = 32 * warps_n * warps_k
+    words, rows_k, width = 8 * warps_n, SLAB * warps_k, TILE * warps_n  # the block's columns per stage
+    r = ring(tiles, warps_n, warps_k)
+    w_stride, x_stride, x_at, z_at, s_at, slot_words = (r[key] for key in ("w_stride", "x_stride", "x_at", "z_at",
+                                                                            "s_at", "slot"))
+    pool_words = shared_words(tiles, warps_n, warps_k, stages)
+    acc_words, b_words = 16 * tiles, 2 * tiles  # (local array sizes must be constants)
+    chunks_w, chunks_x = words // 4, rows_k // 8  # 16-byte chunks in a row of weights / of X per stage
+    chunks_group = chunks_w + words  # a group's zero words, then its scale words (4 per weight word)
+    groups_max = max(1, rows_k // 32)
+    x_turns = -(-ROWS_PER_MMA * tiles * chunks_x // threads)  # copies per thread: constant trip counts
+    group_turns = -(-groups_max * chunks_group // threads)
+    wait_ring = ptx.cp_async_wait(stages - 2)  # stage s landed: the later ones may be in flight
+    wait_all = ptx.cp_async_wait(0)
+    align = ptx.SHARED_ALIGN  # (Numba needs the alignment as a constant of the closure)
+
+    @L.inlined
+    def issue(x, qweight, qzeros, scales, rows, group_log2, stage, pool, at, tid, word0, first):
+        """Start copying `stage` (rows 16 * warps_k * stage ...) into the slot at word `at`; the
+        groups' constants only where a warp may need them: in the block's `first` stage, and where
+        the stage starts a group."""
+        k_rows, n_words = qweight.shape
+        k0 = stage * rows_k
+        row, c = tid // chunks_w, tid % chunks_w  # one chunk of weights per thread
+        ok = k0 + row < k_rows and word0 + 4 * c < n_words
+        ptx.cp_async16(pool, at + row * w_stride + 4 * c, qweight,
+                       (k0 + row) * n_words + word0 + 4 * c if ok else 0, ok)
+        for u in range(x_turns):  # the stage's halves of each row of X
+            i = tid + u * threads
+            m, c = i // chunks_x, i % chunks_x
+            if m < rows:
+                ok = k0 + 8 * c < k_rows
+                ptx.cp_async16(pool, at + x_at + m * x_stride + 4 * c, x,
+                               m * (k_rows >> 1) + (k0 >> 1) + 4 * c if ok else 0, ok)
+        if not first and k0 & ((1 << group_log2) - 1) != 0:
+            return
+        groups = max(1, rows_k >> group_log2)
+        for u in range(group_turns):  # zero-point and scale words of the groups in the stage
+            i = tid + u * threads
+            gi, c = i // chunks_group, i % chunks_group
+            group = (k0 >> group_log2) + gi
+            ok = group < k_rows >> group_log2
+            if gi < groups and c < chunks_w:  # zero points: 8 columns a word
+                ok = ok and word0 + 4 * c < n_words
+                ptx.cp_async16(pool, at + z_at + gi * words + 4 * c, qzeros,
+                               group * n_words + word0 + 4 * c if ok else 0, ok)
+            elif gi < groups:  # scales: 2 columns a word, 4 words per weight word
+                c -= chunks_w
+                ok = ok and word0 + c < n_words
+                ptx.cp_async16(pool, at + s_at + gi * 4 * words + 4 * c, scales,
+                               4 * (group * n_words + word0 + c) if ok else 0, ok)
+
+    @L.inlined
+    def mma_slab(pool, w, xo, at, zc, sc, acc):
+        """acc += the lane's part of W_slab @ X_slab.T: 4 mmas of 16 columns x 16 rows of K per
+        B tile. w: the lane's word in row 0 of its slab; xo: its words of X per tile, in the slot."""
+        q = cuda.local.array(16, uint32)
+        for h in range(2):  # rows (2t, 2t + 1), then (2t + 8, 2t + 9)
+            biased_pairs(ptx.ld_shared_u32(pool, w + 8 * h * w_stride),
+                         ptx.ld_shared_u32(pool, w + (8 * h + 1) * w_stride), q, 8 * h)
+        xb = cuda.local.array(b_words, uint32)
+        for b in range(tiles):
+            xb[2 * b], xb[2 * b + 1] = ptx.ld_shared_u32(pool, at + xo[b]), ptx.ld_shared_u32(pool, at + xo[b] + 4)
+        for j in range(4):  # mma j: A rows g and g + 8 are the word's columns 2j and 2j + 1
+            a = cuda.local.array(4, uint32)
+            for h in range(2):
+                for e in range(2):
+                    p = j + 4 * e
+                    a[2 * h + e] = ptx.hmul2(ptx.hfma2(q[8 * h + p], ONE[p % 2], zc[p]), sc[p])  # (q - z) * s
+            for b in range(tiles):
+                i = 16 * b + 4 * j
+                acc[i], acc[i + 1], acc[i + 2], acc[i + 3] = ptx.mma_16816(
+                    a[0], a[1], a[2], a[3], xb[2 * b], xb[2 * b + 1], acc[i], acc[i + 1], acc[i + 2], acc[i + 3])
+
+    @L.kernel(threads=threads, min_blocks=min_blocks)
+    def w4a16_tc_async(x, qweight, qzeros, scales, rows, group_log2, partial, counters, out):
+        # x: fp16 [rows, K] as int32 pairs; scales: fp16 [K/g, N] as int32 pairs; out: fp16 [rows, N]
+        k_rows, n_words = qweight.shape
+        n = n_words * 8
+        lane, wi = cuda.threadIdx.x, cuda.threadIdx.y
+        tid = wi * 32 + lane
+        wn, wk = wi % warps_n, wi // warps_n
+        g, t = lane // 4, lane % 4
+        word0 = cuda.blockIdx.x * words
+        slabs = k_rows // SLAB
+        splits = cuda.gridDim.y
+        stages_k = -(-slabs // warps_k)  # stages along all of K (the last one may be partial) ...
+        span = -(-stages_k // splits)  # ... and the block's share of them
+        st0 = cuda.blockIdx.y * span
+        st1 = min(st0 + span, stages_k)
+
+        pool = cuda.shared.array(pool_words, uint32, align)
+        acc = cuda.local.array(acc_words, float32)
+        raw = cuda.local.array(5, uint32)  # a group's zero word and 4 scale words
+        zc = cuda.local.array(8, uint32)
+        sc = cuda.local.array(8, uint32)
+        xo = cuda.local.array(tiles, uint32)  # B column g of tile b is row 8b + g of X (rows past M repeat the last)
+        for b in range(tiles):
+            xo[b] = x_at + min(8 * b + g, rows - 1) * x_stride + 8 * wk + t
+        for i in range(acc_words):
+            acc[i] = 0
+        # everything below may read what the previous kernel writes: wait for it (and load after it)
+        st0 += ptx.wait_for_previous_grid()
+        ptx.allow_next_grid()
+        for s in range(stages - 1):
+            if st0 + s < st1:
+                issue(x, qweight, qzeros, scales, rows, group_log2, st0 + s, pool, s * slot_words, tid, word0, s == 0)
+            ptx.cp_async_commit()  # (an empty group past the end: every thread counts the same groups)
+        at, ahead_at = 0, (stages - 1) * slot_words  # the slots of stage st and of stage st + stages - 1
+        w = SLAB * wk * w_stride + 2 * t * w_stride + wn * 8 + g  # the lane's word in row 0 of its slab
+        group = -1
+        for st in range(st0, st1):
+            wait_ring()
+            cuda.syncthreads()
+            if st + stages - 1 < st1:
+                issue(x, qweight, qzeros, scales, rows, group_log2, st + stages - 1, pool, ahead_at, tid, word0, False)
+            ptx.cp_async_commit()
+            slab = st * warps_k + wk
+            if slab < slabs:
+                if (slab * SLAB) >> group_log2 != group:  # the slab starts a group: its constants
+                    group = (slab * SLAB) >> group_log2
+                    gi = group - ((st * rows_k) >> group_log2)
+                    zw, sw = at + z_at + gi * words + wn * 8 + g, at + s_at + gi * 4 * words + (wn * 8 + g) * 4
+                    raw[0] = ptx.ld_shared_u32(pool, zw)
+                    for j in range(4):
+                        raw[1 + j] = ptx.ld_shared_u32(pool, sw + j)
+                    group_constants(raw, 0, zc, sc)
+                mma_slab(pool, at + w, xo, at, zc, sc, acc)
+            ahead_at = at
+            at = at + slot_words if at + slot_words < stages * slot_words else 0
+        wait_all()
+        cuda.syncthreads()  # the ring is drained: its memory holds the K reduction now
+
+        # lane (g, t) holds D[g, 2t:2t+2] and D[g+8, 2t:2t+2] of mma j: columns 2j, 2j + 1 x rows
+        # of tile b. The warps along K add up in shared memory, one after the other (the same
+        # order every time: deterministic), and the block writes whole rows of its columns.
+        for turn in range(warps_k):
+            if wk == turn:
+                for b in range(tiles):
+                    for i in range(16):
+                        cell = (8 * b + 2 * t + i % 2) * width + wn * TILE + 8 * g + 2 * (i // 4) + (i // 2) % 2
+                        total = acc[16 * b + i] if turn == 0 else ptx.as_float(pool[cell]) + acc[16 * b + i]
+                        pool[cell] = ptx.float_bits(total)
+            cuda.syncthreads()
+        col0 = cuda.blockIdx.x * width
+        for i in range(tid, rows * width, threads):
+            m, c = i // width, i % width
+            if col0 + c < n:
+                if splits == 1:
+                    out[m * n + col0 + c] = ptx.as_float(pool[i])
+                else:
+                    partial[(cuda.blockIdx.y * rows + m) * n + col0 + c] = ptx.as_float(pool[i])
+        if splits > 1 and splitk.last_to_arrive(counters, cuda.blockIdx.x, splits):
+            for i in range(tid, rows * width, threads):
+                m, c = i // width, i % width
+                if col0 + c < n:
+                    out[m * n + col0 + c] = splitk.sum_partials(partial, splits, rows * n, m * n + col0 + c)
+
+    return w4a16_tc_async
+
+
+LAYOUTS = ((1, 4), (2, 4))  # (warps_n, warps_k): the layouts `plan` picks from (the bench times both)
+
+
+def plan(m: int, n: int, k: int, group_size: int, layout: tuple[int, int] | None = None
+         ) -> tuple[int, int, int, int, int]:
+    """(warps_n, warps_k, splits, stages, min_blocks) for M rows on an N x K layer.
+
+    The warps of a block split K among themselves (X is re-read from L2 once per block of
+    columns, so narrow blocks along N re-read it often: at 32 rows, 2 x 4 warps on layers
+    no wider than deep, N <= K, and 1 x 4 on the wide ones measured fastest among five
+    layouts); as many blocks per SM as the registers allow (128 per thread up to 2 B tiles,
+    168 from 3), as many ring slots as fit the block's shared memory; blocks along K fill a
+    wave where the column ranges alone do not, each with at least 2 stages. `layout` =
+    (warps_n, warps_k) overrides the warps.
+    """
+    tiles = -(-m // ROWS_PER_MMA)
+    warps_n, warps_k = layout or ((2, 4) if n <= k else (1, 4))
+    min_blocks = max(1, 65536 // (32 * warps_n * warps_k * (128 if tiles <= 2 else 168)))  # 64K registers per SM
+    stages = min(8, SHARED_BYTES // 4 // ring(tiles, warps_n, warps_k)["slot"])
+    col_tiles = -(-n // (TILE * warps_n))
+    total = -(-k // SLAB // warps_k)
+    splits = max(1, min(total // 2, min_blocks * L.sm_count() // col_tiles))
+    return warps_n, warps_k, splits, stages, min_blocks
+
+
+def w4a16_tc_async(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor,
+                   group_size: int, out: torch.Tensor | None = None,
+                   tile: tuple[int, int, int, int, int] | None = None) -> torch.Tensor:
+    """X @ W.T for fp16 X [M, K] (M <= 32) and AWQ-packed int4 W: fp16 [M, N].
+
+    Needs N % 32 == 0 (16-byte copies of whole words), a power-of-two group_size >= 32 and
+    K % group_size == 0; `tile` = (warps_n, warps_k, splits, stages, min_blocks) overrides `plan`.
+    """
+    m = require_inputs("w4a16_tc_async", x, qweight, qzeros, scales, group_size)
+    k, words = qweight.shape
+    n = words * 8
+    L.require(n % 32 == 0, f"w4a16_tc_async needs N % 32 == 0 (16-byte copies of 4 words), got N={n}")
+    tiles = -(-m // ROWS_PER_MMA)
+    warps_n, warps_k, splits, stages, min_blocks = tile or plan(m, n, k, group_size)
+    L.require(warps_k in (1, 2, 4, 8) and warps_n * warps_k <= 8 and stages >= 2,
+              f"w4a16_tc_async: warps_k must be 1, 2, 4 or 8, at most 8 warps, at least 2 stages; got {tile}")
+    L.require(4 * shared_words(tiles, warps_n, warps_k, stages) <= SHARED_BYTES,
+              f"w4a16_tc_async: {stages} stages of {tile} need more than {SHARED_BYTES} bytes of shared memory")
+    col_tiles = -(-n // (TILE * warps_n))
+    if out is None:
+        out = torch.empty(m, n, dtype=torch.float16, device=x.device)
+    partial = L.workspace("w4a16_tc_async.partial", (max(splits, 2) * ROWS_PER_MMA * tiles * n,), torch.float32,
+                          x.device)
+    counters = L.workspace("w4a16_tc_async.counters", (col_tiles,), torch.int32, x.device)
+    L.launch(make_kernel(tiles, warps_n, warps_k, stages, min_blocks), (col_tiles, splits), (32, warps_n * warps_k),
+             x.view(torch.int32), qweight, qzeros, scales.view(torch.int32), m, group_size.bit_length() - 1,
+             partial, counters, out.view(-1), overlap=True)
+    return out
+
+
+def check(m: int = 3, n: int = 160, k: int = 160, group_size: int = 32,
+          tile: tuple[int, int, int, int, int] | None = (2, 2, 2, 3, 1), seed: int | None = None) -> float:
+    """Run the kernel on fresh random inputs; return the relative error (raises if too large)."""
+    return measure.check_int4_linear(w4a16_tc_async, m, n, k, group_size, seed, tile=tile)
+
+
+def bench(m: int, n: int, k: int, group_size: int = 128) -> dict:
+    """Time the kernel and fp16 torch.matmul for M rows on one layer shape (GPU only)."""
+    row = measure.bench_int4_linear(w4a16_tc_async, m, n, k, group_size)
+    return {**row, "tile": list(plan(m, n, k, group_size))}
