@@ -42,7 +42,8 @@ def _finish(row: dict, copy_gbps: float) -> dict:
 
 def correctness() -> list[dict]:
     """Every kernel's check() on fresh random inputs, on this GPU (real compiled kernels)."""
-    from labkit.kernels import dequant, kv_quant, paged_attention, w4a16_gemm, w4a16_gemv, w4a16_tc, w8a16_gemv
+    from labkit.kernels import (dequant, kv_quant, paged_attention, w4a16_gemm, w4a16_gemv, w4a16_tc, w4a16_tc_async,
+                                w8a16_gemv)
 
     checks: list[tuple[str, Callable[[], object]]] = [
         ("w4a16_gemv 4096x4096", lambda: w4a16_gemv.check(4096, 4096, 128, tile=None)),
@@ -52,7 +53,8 @@ def correctness() -> list[dict]:
         ("w4a16_gemm M=3 odd", lambda: w4a16_gemm.check(3, 40, 96, 32)),
         ("w4a16_tc M=1", lambda: w4a16_tc.check(1, 11008, 4096, 128, tile=None)),
         ("w4a16_tc M=8", lambda: w4a16_tc.check(8, 4096, 11008, 128, tile=None)),
-        ("w4a16_tc M=3 odd", lambda: w4a16_tc.check(3, 160, 160, 32)),
+        ("w4a16_tc M=3 odd", lambda: w4a16_tc.check(3, 136, 160, 32)),
+        ("w4a16_tc_async M=32", lambda: w4a16_tc_async.check(32, 4096, 11008, 128, tile=None)),
         ("dequant", lambda: dequant.check(4096, 1024, 128)),
         ("w8a16_gemv", lambda: w8a16_gemv.check(4096, 4096, 4096)),
         ("paged_attention GQA split", lambda: paged_attention.check((1, 700, 4099), 32, 8, 128, 16, None, 4)),
