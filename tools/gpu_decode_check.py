@@ -10,9 +10,12 @@
   batch 1-32 for fp16 and W4A16 (overlap off, the default), off and on alternately at batch
   1 and 8 (the graphs re-captured in the same process), and the batch-1 step's kernels per
   step and gaps.
-- rows: one layer's linear time for 1-32 rows, W4A16 (the dispatcher's kernel, and the
-  tensor-core kernel with its warps laid out the other way) against fp16.
-- tc: the tensor-core kernel against float64 on every layer shape at 2-32 rows.
+- rows: one layer's linear time for 1-32 rows, W4A16 (the dispatcher's kernel; both
+  tensor-core kernels, w4a16_tc_async in each of its layouts; the CUDA-core GEMM up to 8
+  rows) against fp16.
+- tc: the cp.async tensor-core kernel (w4a16_tc_async) against float64 on every layer shape
+  at 2, 13, 16 and 32 rows, and its tests (tests/kernels: the cp.async primitives, the kernel
+  on small shapes) on the GPU.
 - bench: `labkit bench engine --shape llama-2-7b --weights fp16,int4 --compile` (static,
   batch 1-32) in this process: both compiled engines in one process.
 - fused: the fused GEMVs of the batch-1 decode step (labkit.engine.fuse): checks on the
@@ -37,7 +40,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from labkit.kernels import dispatch, launch, measure, w4a16_gemm, w4a16_gemv, w4a16_tc
+from labkit.kernels import dispatch, launch, measure, w4a16_gemm, w4a16_gemv, w4a16_tc, w4a16_tc_async
 from labkit.kernels.packing import random_int4_layer
 
 LAYER = {"qkv": (12288, 4096), "o": (4096, 4096), "gate_up": (22016, 4096), "down": (4096, 11008)}
@@ -153,46 +156,92 @@ def kernel_rows(copy_gbps: float) -> list[dict]:
     return rows
 
 
+def _copies(layer: tuple[torch.Tensor, ...], sets: int) -> list[tuple[torch.Tensor, ...]]:
+    """`sets` copies of a layer's tensors at other addresses (what rotating past L2 needs; random
+    packing of each on the CPU would take longer than the timings)."""
+    return [layer] + [tuple(t.clone() for t in layer) for _ in range(sets - 1)]
+
+
+def _resources(m: int, tile: tuple[int, ...]) -> dict:
+    """Registers and local memory (spills) per thread of w4a16_tc_async's kernel for M rows and `tile`."""
+    kernel = w4a16_tc_async.make_kernel(-(-m // w4a16_tc.ROWS_PER_MMA), *tile[:2], *tile[3:])
+
+    def values(v):   # one per compiled signature
+        return sorted(set(v.values())) if isinstance(v, dict) else [v]
+
+    return {"regs": values(kernel.get_regs_per_thread()), "local_bytes": values(kernel.get_local_mem_per_thread())}
+
+
+ROW_COUNTS = (1, 2, 4, 8, 16, 24, 32)
+
+
 def batch_rows() -> list[dict]:
-    """One layer's four linear layers at M rows: W4A16 (the dispatcher's kernel; from 2 rows
-    also the tensor-core kernel with the other warp layout) against fp16 F.linear, us."""
+    """One layer's four linear layers at M rows: W4A16 (the dispatcher's kernel) against fp16
+    F.linear, us, each with its weights rotated past L2. From 2 rows also both tensor-core
+    kernels (w4a16_tc: its register ring; w4a16_tc_async: cp.async into shared memory, in each
+    of its LAYOUTS), and up to 8 rows the CUDA-core GEMM: the measurements behind the plans and
+    the dispatcher's rule."""
     rows = []
-    layers = {name: [random_int4_layer(n, k, 128, "cuda") for _ in range(2)] for name, (n, k) in LAYER.items()}
-    dense = {name: [torch.randn(n, k, device="cuda").half() * 0.02 for _ in range(2)] for name, (n, k) in LAYER.items()}
-    for m in BATCHES:
-        row = {"m": m, "int4": {}, "fp16": {}, "choice": {}, "tc_other": {}}
+    sets = {name: measure.sets_for(n * k // 2) for name, (n, k) in LAYER.items()}
+    layers = {name: _copies(random_int4_layer(n, k, 128, "cuda"), sets[name]) for name, (n, k) in LAYER.items()}
+    dense_sets = {name: measure.sets_for(2 * n * k) for name, (n, k) in LAYER.items()}
+    dense = {name: [torch.randn(n, k, device="cuda").half() * 0.02 for _ in range(dense_sets[name])]
+             for name, (n, k) in LAYER.items()}
+    for m in ROW_COUNTS:
+        row = {"m": m, "int4": {}, "fp16": {}, "choice": {}, "tc": {}, "tc_async": {}, "gemm": {}}
         for name, (n, k) in LAYER.items():
             x = torch.randn(m, k, device="cuda").half()
+            out = torch.empty(m, n, device="cuda", dtype=torch.float16)
+
+            def us(fn, **options) -> float:
+                return round(measure.time_us(lambda i: fn(x, *layers[name][i], 128, out=out, **options),
+                                             sets[name]), 2)
+
             row["choice"][name] = dispatch.choose(m, n, k, 128)
-            row["fp16"][name] = round(measure.time_us(lambda i: F.linear(x, dense[name][i]), 2), 2)
-            row["int4"][name] = round(measure.time_us(lambda i: dispatch.w4a16_linear(x, *layers[name][i], 128), 2), 2)
+            row["fp16"][name] = round(measure.time_us(lambda i: F.linear(x, dense[name][i]), dense_sets[name]), 2)
+            row["int4"][name] = round(measure.time_us(lambda i: dispatch.w4a16_linear(x, *layers[name][i], 128),
+                                                      sets[name]), 2)
             if m > 1:
-                warps_n = w4a16_tc.plan(m, n, k, 128)[0]
-                other = w4a16_tc.plan(m, n, k, 128, warps_n=5 - warps_n)   # 4 <-> 1 warps side by side
-                out = torch.empty(m, n, device="cuda", dtype=torch.float16)
-                us = measure.time_us(lambda i: w4a16_tc.w4a16_tc(x, *layers[name][i], 128, out=out, tile=other), 2)
-                row["tc_other"][name] = {"tile": list(other), "us": round(us, 2)}
+                row["tc"][name] = {"tile": list(w4a16_tc.plan(m, n, k, 128)), "us": us(w4a16_tc.w4a16_tc)}
+                row["tc_async"][name] = []
+                for layout in w4a16_tc_async.LAYOUTS:
+                    tile = w4a16_tc_async.plan(m, n, k, 128, layout=layout)
+                    timed = us(w4a16_tc_async.w4a16_tc_async, tile=tile)
+                    row["tc_async"][name].append({"tile": list(tile), "us": timed, **_resources(m, tile)})
+            if 1 < m <= w4a16_gemm.MAX_ROWS:
+                row["gemm"][name] = us(w4a16_gemm.w4a16_gemm)
         row["int4_total"], row["fp16_total"] = round(sum(row["int4"].values()), 1), round(sum(row["fp16"].values()), 1)
         if m > 1:
-            row["tc_other_total"] = round(sum(v["us"] for v in row["tc_other"].values()), 1)
+            planned = {name: list(w4a16_tc_async.plan(m, n, k, 128)) for name, (n, k) in LAYER.items()}
+            row["tc_total"] = round(sum(v["us"] for v in row["tc"].values()), 1)
+            row["tc_async_total"] = round(sum(v["us"] for name in LAYER for v in row["tc_async"][name]
+                                              if v["tile"] == planned[name]), 1)
         rows.append(row)
         measure.log(f"rows {row}")
     return rows
 
 
-def tc_checks() -> list[dict]:
-    """The tensor-core kernel (its plan) against float64 on each layer shape at 2-32 rows (1, 2
-    and 4 B tiles, the last one partial)."""
+ROOT = Path(__file__).resolve().parents[1]   # the repository (this script may run from another folder)
+TC_TESTS = [str(ROOT / t) for t in ("tests/kernels/test_cp_async.py",
+                                    "tests/kernels/test_linear_kernels.py::test_w4a16_tc_async")]
+
+
+def tc_checks(out_dir: str) -> dict:
+    """The cp.async tensor-core kernel (its plan) against float64 on each layer shape at 2-32 rows
+    (1, 2 and 4 B tiles; 13 a partial one), and its tests (small shapes) run on this GPU."""
+    import subprocess
+
     rows = []
-    for m in (2, 13, 32):
+    run = _checker(rows)
+    for m in (2, 13, 16, 32):
         for name, (n, k) in LAYER.items():
-            try:
-                rows.append({"check": f"tc M={m} {name} {n}x{k}", "ok": True,
-                             "value": w4a16_tc.check(m, n, k, 128, tile=None)})
-            except AssertionError as e:
-                rows.append({"check": f"tc M={m} {name} {n}x{k}", "ok": False, "message": str(e)[:300]})
-            measure.log(f"check {rows[-1]}")
-    return rows
+            run(f"tc_async M={m} {name} {n}x{k}", lambda: w4a16_tc_async.check(m, n, k, 128, tile=None))
+    start = time.time()
+    tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "ignore",
+                            "--tb=short", "-m", "", *TC_TESTS], capture_output=True, text=True)
+    Path(out_dir, "tc_tests.log").write_text(tests.stdout + tests.stderr)
+    return {"checks": rows, "tests": {"ok": tests.returncode == 0, "seconds": round(time.time() - start, 1),
+                                      "tail": tests.stdout[-1500:] + tests.stderr[-500:]}}
 
 
 def engine_bench(tokenizer: str | None, out_dir: str) -> dict:
@@ -457,12 +506,21 @@ def table(result: dict) -> str:
     for r in result.get("kernels", []):
         lines.append(f"{r['kernel']:<20} {r['shape']:<36} plain {r['plain_us']:>7.2f} us  overlap {r['overlap_us']:>7.2f} us"
                      + (f"  ({100 * r['copy_frac_overlap']:.0f}% copy)" if "copy_frac_overlap" in r else ""))
-    for c in result.get("tc", []):
+    for c in result.get("tc", {}).get("checks", []):
         lines.append(f"check {c['check']:<40} {'ok ' + str(c.get('value')) if c['ok'] else 'FAILED ' + c['message']}")
+    if "tests" in result.get("tc", {}):
+        lines.append(f"tc GPU tests: {'passed' if result['tc']['tests']['ok'] else 'FAILED'} "
+                     f"{result['tc']['tests']['tail'][-200:]!r}")
     for r in result.get("rows", []):
         lines.append(f"M={r['m']:<3} layer linears: int4 {r['int4_total']:>7.1f} us  fp16 {r['fp16_total']:>7.1f} us  "
-                     f"int4/fp16 {r['int4_total'] / r['fp16_total']:.2f}  tc other layout {r.get('tc_other_total', '-')} us  "
-                     f"{json.dumps(r['int4'])} {json.dumps(r['fp16'])} {json.dumps(r['choice'])}")
+                     f"int4/fp16 {r['int4_total'] / r['fp16_total']:.2f}  tc {r.get('tc_total', '-')} us  "
+                     f"tc_async {r.get('tc_async_total', '-')} us  {json.dumps(r['choice'])}")
+        for name in r["int4"]:
+            kernels = [f"tc {r['tc'][name]['us']}"] if name in r["tc"] else []
+            kernels += [f"tc_async {v['tile']} {v['us']} ({v['regs']} regs)" for v in r["tc_async"].get(name, [])]
+            kernels += [f"gemm {r['gemm'][name]}"] if name in r["gemm"] else []
+            lines.append(f"  {name:<8} fp16 {r['fp16'][name]:>6.2f}  int4 {r['int4'][name]:>6.2f}  "
+                         + "  ".join(kernels))
     for r in result.get("bench", {}).get("static", []):
         lines.append(f"bench engine {json.dumps(r)}")
     for c in result.get("fused_checks", []):
@@ -502,7 +560,8 @@ def main(argv: list[str] | None = None) -> int:
         path.write_text(json.dumps(result, indent=1))
 
     for part, fn in (("checks", lambda: checks(args.tokenizer)), ("kernels", lambda: kernel_rows(result["copy_gbps"])),
-                     ("engine", lambda: engine_rows(result["copy_gbps"], args.tokenizer)), ("tc", tc_checks),
+                     ("engine", lambda: engine_rows(result["copy_gbps"], args.tokenizer)),
+                     ("tc", lambda: tc_checks(args.out)),
                      ("rows", batch_rows), ("bench", lambda: engine_bench(args.tokenizer, args.out)),
                      ("fused", lambda: fused_part(result["copy_gbps"], args.tokenizer, args.out, result, save))):
         if part in parts:
@@ -513,8 +572,10 @@ def main(argv: list[str] | None = None) -> int:
             result[f"{part}_s"] = round(time.time() - start, 1)
             save()
     print(table(result))
-    ok = all(c["ok"] for c in result.get("checks", []) + result.get("tc", []) + result.get("fused_checks", []))
-    return 0 if ok and result.get("fused_tests", {}).get("ok", True) else 1
+    ok = all(c["ok"] for c in result.get("checks", []) + result.get("tc", {}).get("checks", [])
+             + result.get("fused_checks", []))
+    return 0 if ok and result.get("fused_tests", {}).get("ok", True) and result.get("tc", {}).get("tests", {}).get(
+        "ok", True) else 1
 
 
 if __name__ == "__main__":
