@@ -180,6 +180,6 @@ def int8_head(model: nn.Module, calibration: torch.Tensor, alpha: float = 0.5) -
     weight = head.weight.detach().float()
     s = smooth_scales(act_max, weight.abs().amax(0), alpha)
     norm.weight.data = (norm.weight.float() / s).to(norm.weight.dtype)
-    smoothed = nn.Linear(head.in_features, head.out_features, bias=False)
-    smoothed.weight.data = weight * s
+    smoothed = nn.Linear(head.in_features, head.out_features, bias=False, device="meta")   # no init to overwrite
+    smoothed.weight = nn.Parameter(weight * s, requires_grad=False)
     return QuantLinear.from_linear(smoothed, 8, rtn.PER_CHANNEL, act_bits=8)
