@@ -30,7 +30,12 @@ instruction for (a & b) | c), `hfma2`/`hmul2` (two fp16 operations in one word) 
 `mma_16816` (one warp multiplies a 16 x 16 fp16 tile by a 16 x 8 one, fp32 accumulators).
 It stages its weights in shared memory with asynchronous copies (sm_80 and later):
 `cp_async16` starts a 16-byte copy from global to shared memory that holds no register
-while in flight (`cp.async.cg`, past L1; a false `valid` fills zeros and reads nothing),
+while in flight (`cp.async.cg`, past L1; a false `valid` fills zeros and reads nothing).
+Its source is a byte address from `address(a, i)`, to which a kernel adds byte counts as it
+walks along an array: computed from an index at every copy, as Numba does (64-bit multiply,
+sign extension, bounds of the index), the address took most of the instructions of the copy
+loop (docs/benchmarks.md). The shared side is a word index into a shared array, added to
+the array's 32-bit shared-window address.
 `cp_async_commit` closes the thread's copies issued so far into a group, and
 `cp_async_wait(n)` makes the instruction that waits until at most n of the thread's
 groups are still in flight (`cp.async.wait_group n`; a barrier then makes every thread's
@@ -46,6 +51,7 @@ here and run unchanged on both.
 """
 from __future__ import annotations
 
+import ctypes
 import threading
 
 import numpy as np
@@ -187,12 +193,26 @@ if SIMULATOR:
         """The 32-bit integer (uint32) whose bits are the float32 f."""
         return np.array(np.float32(f)).view(np.uint32)[()]
 
-    def cp_async16(dst, i, src, j, valid):
-        """dst.flat[i : i + 4] = the 4 words src.flat[j : j + 4] (i, j multiples of 4; 4-byte
-        elements), or zeros where not `valid` (then src is not read)."""
+    _arrays: dict[int, int] = {}  # start address -> bytes of the arrays `address` was asked about
+
+    def address(a, i):
+        """The byte address of a.flat[i] (4-byte elements) as a uint64: in the simulator the host
+        address of that element, in an array remembered so that cp_async16 can check its reads."""
+        flat = np.asarray(a)
+        if len(_arrays) > 4096:
+            _arrays.clear()
+        _arrays[flat.ctypes.data] = flat.nbytes
+        return np.uint64(flat.ctypes.data + 4 * int(i))
+
+    def cp_async16(dst, i, src, valid):
+        """dst.flat[i : i + 4] = the 16 bytes at address `src` (from `address`, plus byte counts;
+        i a multiple of 4), or zeros where not `valid` (then src is not read)."""
         out = dst.reshape(-1)
         if valid:
-            out[i:i + 4] = np.asarray(src).reshape(-1)[j:j + 4].view(np.uint32)
+            src = int(src)
+            if src % 16 or not any(start <= src <= start + size - 16 for start, size in list(_arrays.items())):
+                raise IndexError(f"cp_async16: 16 bytes at {src:#x} are not 16-byte aligned inside an array")
+            out[i:i + 4] = np.frombuffer(ctypes.string_at(src, 16), np.uint32)
         else:
             out[i:i + 4] = 0
 
@@ -362,19 +382,26 @@ else:
         return types.uint32(a, i), codegen
 
     @intrinsic
-    def cp_async16(typingctx, dst, i, src, j, valid):
+    def address(typingctx, a, i):
         def codegen(context, builder, sig, args):
-            to = _address(context, builder, sig.args[0], args[0], args[1])
-            frm = _address(context, builder, sig.args[2], args[2], args[3])
-            size = builder.shl(_word(builder, args[4]), ir.Constant(ir.IntType(32), 4))  # 16, or 0: zero-fill
-            text = ("{ .reg .u64 a; .reg .u32 s; cvta.to.shared.u64 a, $0; cvt.u32.u64 s, a; "
-                    "cp.async.cg.shared.global [s], [$1], 16, $2; }")
-            fn = ir.InlineAsm(ir.FunctionType(ir.VoidType(), [ir.IntType(64), ir.IntType(64), ir.IntType(32)]),
-                              text, "l,l,r,~{memory}", side_effect=True)
-            builder.call(fn, [to, frm, size])
+            return _address(context, builder, sig.args[0], args[0], args[1])
+
+        return types.uint64(a, i), codegen
+
+    @intrinsic
+    def cp_async16(typingctx, dst, i, src, valid):
+        def codegen(context, builder, sig, args):
+            base = builder.ptrtoint(context.make_array(sig.args[0])(context, builder, args[0]).data, ir.IntType(64))
+            size = builder.shl(_word(builder, args[3]), ir.Constant(ir.IntType(32), 4))  # 16, or 0: zero-fill
+            text = ("{ .reg .u64 a; .reg .u32 s; cvta.to.shared.u64 a, $0; cvt.u32.u64 s, a; mad.lo.u32 s, $1, 4, s; "
+                    "cp.async.cg.shared.global [s], [$2], 16, $3; }")
+            fn = ir.InlineAsm(ir.FunctionType(ir.VoidType(), [ir.IntType(64), ir.IntType(32), ir.IntType(64),
+                                                               ir.IntType(32)]),
+                              text, "l,r,l,r,~{memory}", side_effect=True)
+            builder.call(fn, [base, _word(builder, args[1]), args[2], size])
             return context.get_dummy_value()
 
-        return types.void(dst, i, src, j, valid), codegen
+        return types.void(dst, i, src, valid), codegen
 
     @cuda.jit(device=True, inline="always")
     def rint(x):

@@ -1,7 +1,7 @@
-"""The shared-memory staging primitives of ptx.py (cp.async copies and their groups, 32-bit
-shared reads, float bits) in a small kernel: the same test runs in the simulator and on a GPU."""
+"""The shared-memory staging primitives of ptx.py (addresses, cp.async copies and their groups,
+32-bit shared reads, float bits) in a small kernel: the same test runs in the simulator and on a GPU."""
 import torch
-from numba import cuda, uint32
+from numba import cuda, uint32, uint64
 
 from labkit.kernels import launch as L
 from labkit.kernels import ptx
@@ -14,7 +14,8 @@ wait_all = ptx.cp_async_wait(0)
 
 @L.kernel(threads=16)
 def staged_copy(src, skip, early, out, values):
-    """Thread i copies chunk i of src into shared memory, chunks 0..7 as the first group and
+    """Thread i copies chunk i of src into shared memory (its address: that of word 0 or 4,
+    plus a byte count), chunks 0..7 as the first group and
     8..15 as the second, chunk `skip` zero-filled. Once the first group has landed, early[i] =
     word 0 of chunk (i + 1) % 8; once both have, out = the chunks rotated by one. And values
     doubled through their bits (float_bits, then as_float)."""
@@ -22,7 +23,7 @@ def staged_copy(src, skip, early, out, values):
     i = cuda.threadIdx.x
     for h in range(2):
         if i // 8 == h:
-            ptx.cp_async16(pool, 4 * i, src, 4 * i if i != skip else 0, i != skip)
+            ptx.cp_async16(pool, 4 * i, ptx.address(src, 4 * (i % 2)) + uint64(16 * (i // 2 * 2)), i != skip)
         ptx.cp_async_commit()
     wait_one()  # the first group has landed; the second may still be in flight
     cuda.syncthreads()
