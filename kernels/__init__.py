@@ -9,7 +9,7 @@ Each kernel file reads the same way: reference (torch) -> kernel (Numba) -> laun
                     an RMSNorm or SiLU(gate) * up before and the residual add after, fused in)
 - w4a16_gemm.py     int4 weights x 2..8 rows
 - w4a16_tc.py       int4 weights x 1..32 rows on tensor cores (mma.sync)
-- w4a16_tc_async.py the same, the weights staged in shared memory by cp.async (17..32 rows)
+- w4a16_tc_async.py the same, the weights staged in shared memory by cp.async (2..32 rows)
 - dequant.py        int4 -> fp16 weights, for large batches (then cuBLAS)
 - dispatch.py       w4a16_linear / w8a16_linear: the kernel for the number of rows
 - w8a16_gemv.py     int8 weights x one fp16 row

@@ -3,17 +3,17 @@
 Which kernel wins depends on M, the rows of X (tokens in the step):
 
 - M = 1 (decode, batch 1): memory-bound; the GEMV streams int4 at close to copy bandwidth.
-- M = 2..TC_UP_TO: still few flops per weight byte; the tensor-core kernel (w4a16_tc.py)
-  loads and dequantizes each weight once per launch and multiplies it with up to 32 rows
-  in mma instructions (its warps split K inside the block, so the split-K partial sums
-  stay few). At 2-3 rows on narrow layers (N < 3K) the CUDA-core GEMM (w4a16_gemm.py, one
-  fp32 FMA per weight and row) is faster, and it takes the group sizes the tensor-core
-  kernel does not (not a power of two). From TC_ASYNC_FROM rows the tensor-core kernel
-  that stages its weights in shared memory with cp.async (w4a16_tc_async.py) takes over:
-  w4a16_tc.py's register ring of 4-byte loads keeps too few bytes in flight once the
-  accumulators take the registers (faster at 24 and 32 rows, slower at 16: docs/benchmarks.md).
-  From about 16 rows a layer's int4 linears are still slower than fp16 cuBLAS on the same
-  layer.
+- M = 2..TC_UP_TO: still few flops per weight byte; a tensor-core kernel loads and
+  dequantizes each weight once per launch and multiplies it with up to 32 rows in mma
+  instructions (its warps split K inside the block, so the split-K partial sums stay few).
+  The one that stages its weights in shared memory with cp.async (w4a16_tc_async.py, two
+  slabs per warp between barriers) was the fastest at 2-32 rows on every Llama-2-7B layer
+  shape, within 3% of the CUDA-core GEMM on the narrowest one at 2 rows (docs/benchmarks.md);
+  it needs N % 32 == 0. Where N is only a multiple of 8 the register-ring kernel
+  (w4a16_tc.py) takes 4-32 rows and 2-3 rows on wide layers (N >= 3K), and the CUDA-core
+  GEMM (w4a16_gemm.py, one fp32 FMA per weight and row) the rest up to GEMM_UP_TO rows, with
+  the group sizes the tensor-core kernels do not take (not a power of two). From about 16
+  rows a layer's int4 linears are still slower than fp16 cuBLAS on the same layer.
 - Larger M (prefill, big batches): compute-bound; dequantize to fp16 once and let cuBLAS
   run the matmul on tensor cores.
 
@@ -31,7 +31,6 @@ from labkit.kernels.packing import dequantize_int4
 
 GEMM_UP_TO = 16  # largest M for which the GEMM beat dequantize + matmul (docs/benchmarks.md)
 TC_UP_TO = 32  # one tensor-core launch (w4a16_tc.MAX_ROWS)
-TC_ASYNC_FROM = 17  # first M for which the cp.async-staged kernel beat the register ring (docs/benchmarks.md)
 KERNELS = ("gemv", "gemm", "tc", "tc_async", "dequant_matmul", "torch")
 
 
@@ -42,7 +41,7 @@ def choose(m: int, n: int, k: int, group_size: int) -> str:
     if m == 1 and n % 32 == 0:
         return "gemv"
     power_of_two = group_size & (group_size - 1) == 0
-    if TC_ASYNC_FROM <= m <= TC_UP_TO and power_of_two and n % 32 == 0:
+    if 2 <= m <= TC_UP_TO and power_of_two and n % 32 == 0:
         return "tc_async"
     if 2 <= m <= TC_UP_TO and (m >= 4 or n >= 3 * k) and power_of_two:
         return "tc"

@@ -10,20 +10,26 @@ streamed the weights at a small fraction of the copy bandwidth (docs/benchmarks.
 
 - Asynchronous 16-byte copies (`cp.async`, ptx.py) from global into a ring of `stages`
   slots of shared memory. A copy in flight holds no register: the ring's size, not the
-  accumulators, sets the bytes in flight. A stage is 16 * warps_k rows of K by the block's
-  64 * warps_n columns; each thread copies one 16-byte chunk of its weights, and the
-  threads share the stage's rows of X and, where a group starts, its zero points and
-  scales; each thread commits its copies as one group. Before computing stage s, each
-  thread waits until at most stages - 2 of its groups are in flight and the block meets at
-  a barrier: stage s has landed, and the slot of stage s - 1 is free for stage s + stages - 1.
+  accumulators, sets the bytes in flight. A stage is 16 * warps_k * per_warp rows of K by
+  the block's 64 * warps_n columns; each thread copies per_warp 16-byte chunks of its
+  weights, and the threads share the stage's rows of X and, where a group starts, its zero
+  points and scales; each thread commits its copies as one group. Before computing stage s,
+  each thread waits until at most stages - 2 of its groups are in flight and the block meets
+  at a barrier: stage s has landed, and the slot of stage s - 1 is free for stage s + stages - 1.
+- A thread computes the byte addresses of its chunks once (`ptx.address`) and adds a stage's
+  bytes after each issue. Computed from indices at every copy (Numba's 64-bit index
+  arithmetic, the selects of the bounds), the copies took more instructions than the
+  dequantization and the mmas of a slab (the SASS and Nsight Compute's counts are in
+  docs/benchmarks.md): this kernel issues instructions, it does not wait on bytes.
 - Fragments are read back from shared memory: lane (g, t) reads word g of rows 2t, 2t + 1,
   2t + 8, 2t + 9 of its slab (what its A fragments need) and two words of X per B tile,
   through 32-bit shared addresses (`ptx.ld_shared_u32`: Numba's 64-bit indexing, with its
   check for negative indices, took more instructions than the reads). Each row is padded
   by 16 bytes, so that the 32 lanes of a read hit 32 different banks.
-- The K reduction inside the block: the warps_k warps of a column range take one slab of
-  each stage, and add up through shared memory at the end (the ring's memory, one warp
-  after the other: a fixed order, deterministic). Blocks along K add up through a split-K
+- The K reduction inside the block: the warps_k warps of a column range take per_warp
+  consecutive slabs of each stage (more work between two barriers), and add up through
+  shared memory at the end (the ring's memory, one warp after the other: a fixed order,
+  deterministic). Blocks along K add up through a split-K
   workspace (splitk.py) only where the column ranges alone leave SMs idle.
 - A group's zero points and scales travel with the stage that starts it (and with the
   block's first stage), and a warp rebuilds its constants only when its slab enters a new
@@ -40,7 +46,7 @@ from __future__ import annotations
 import functools
 
 import torch
-from numba import cuda, float32, uint32
+from numba import cuda, float32, int32, uint32, uint64
 
 from labkit.kernels import launch as L
 from labkit.kernels import measure, ptx, splitk
@@ -53,90 +59,79 @@ SHARED_BYTES = 47 * 1024  # a block's static shared memory: at most 48 KB, and s
 
 
 @functools.lru_cache(maxsize=None)
-def ring(tiles: int, warps_n: int, warps_k: int) -> dict[str, int]:
+def ring(tiles: int, warps_n: int, warps_k: int, per_warp: int = 1) -> dict[str, int]:
     """Where things sit in one slot of the shared-memory ring, in 4-byte words.
 
-    A slot holds the stage's weights (16 * warps_k rows of the block's 8 * warps_n words, each
-    row padded), its rows of X (8 per B tile, each row's 16 * warps_k halves padded), and the
-    zero-point and scale words of the groups it spans (group sizes >= 32 rows). `reduce` is
-    what the K reduction needs (8 rows per B tile by the block's columns, fp32) once the
-    ring is drained."""
-    words, rows_k = 8 * warps_n, SLAB * warps_k
+    A slot holds the stage's weights (16 * warps_k * per_warp rows of the block's 8 * warps_n
+    words, each row padded), its rows of X (8 per B tile, each row's halves of the stage
+    padded), and the zero-point and scale words of the groups it spans (group sizes >= 32
+    rows). `reduce` is what the K reduction needs (8 rows per B tile by the block's columns,
+    fp32, each row padded by a word: the lanes of a store hit 16 banks, not 4) once the ring
+    is drained."""
+    words, rows_k = 8 * warps_n, SLAB * warps_k * per_warp
     w_stride, x_stride, groups = words + PAD, rows_k // 2 + PAD, max(1, rows_k // 32)
     x_at = rows_k * w_stride
     z_at = x_at + ROWS_PER_MMA * tiles * x_stride
     s_at = z_at + groups * words
     return {"w_stride": w_stride, "x_stride": x_stride, "x_at": x_at, "z_at": z_at, "s_at": s_at,
-            "slot": s_at + groups * 4 * words, "reduce": ROWS_PER_MMA * tiles * TILE * warps_n}
+            "slot": s_at + groups * 4 * words, "reduce": ROWS_PER_MMA * tiles * (TILE * warps_n + 1)}
 
 
-def shared_words(tiles: int, warps_n: int, warps_k: int, stages: int) -> int:
+def shared_words(tiles: int, warps_n: int, warps_k: int, stages: int, per_warp: int = 1) -> int:
     """Words of shared memory a block uses: the ring, or the K reduction after it."""
-    r = ring(tiles, warps_n, warps_k)
+    r = ring(tiles, warps_n, warps_k, per_warp)
     return max(stages * r["slot"], r["reduce"])
 
 
 @functools.lru_cache(maxsize=None)
-def make_kernel(tiles: int, warps_n: int, warps_k: int, stages: int, min_blocks: int = 1):
+def make_kernel(tiles: int, warps_n: int, warps_k: int, stages: int, min_blocks: int = 1, per_warp: int = 1):
     """The kernel for up to 8 * `tiles` rows of X; blocks of warps_n x warps_k warps (side by
     side along N, then along K), a ring of `stages` slots (stages - 1 stages in flight while
-    one is computed)."""
+    one is computed), `per_warp` slabs of 16 rows of K per warp and stage."""
     threads = 32 * warps_n * warps_k
-    words, rows_k, width = 8 * warps_n, SLAB * warps_k, TILE * warps_n  # the block's columns per stage
-    r = ring(tiles, warps_n, warps_k)
+    words, rows_k, width = 8 * warps_n, SLAB * warps_k * per_warp, TILE * warps_n  # the block's columns per stage
+    r = ring(tiles, warps_n, warps_k, per_warp)
     w_stride, x_stride, x_at, z_at, s_at, slot_words = (r[key] for key in ("w_stride", "x_stride", "x_at", "z_at",
                                                                             "s_at", "slot"))
-    pool_words = shared_words(tiles, warps_n, warps_k, stages)
+    pool_words = shared_words(tiles, warps_n, warps_k, stages, per_warp)
     acc_words, b_words = 16 * tiles, 2 * tiles  # (local array sizes must be constants)
     chunks_w, chunks_x = words // 4, rows_k // 8  # 16-byte chunks in a row of weights / of X per stage
     chunks_group = chunks_w + words  # a group's zero words, then its scale words (4 per weight word)
     groups_max = max(1, rows_k // 32)
-    x_turns = -(-ROWS_PER_MMA * tiles * chunks_x // threads)  # copies per thread: constant trip counts
+    # copies per thread and stage (constant trip counts): weights, X, the groups' constants
+    w_turns, x_turns = per_warp, -(-ROWS_PER_MMA * tiles * chunks_x // threads)
     group_turns = -(-groups_max * chunks_group // threads)
     wait_ring = ptx.cp_async_wait(stages - 2)  # stage s landed: the later ones may be in flight
     wait_all = ptx.cp_async_wait(0)
     align = ptx.SHARED_ALIGN  # (Numba needs the alignment as a constant of the closure)
 
     @L.inlined
-    def issue(x, qweight, qzeros, scales, rows, group_log2, stage, pool, at, tid, word0, first):
-        """Start copying `stage` (rows 16 * warps_k * stage ...) into the slot at word `at`; the
-        groups' constants only where a warp may need them: in the block's `first` stage, and where
-        the stage starts a group."""
-        k_rows, n_words = qweight.shape
-        k0 = stage * rows_k
-        row, c = tid // chunks_w, tid % chunks_w  # one chunk of weights per thread
-        ok = k0 + row < k_rows and word0 + 4 * c < n_words
-        ptx.cp_async16(pool, at + row * w_stride + 4 * c, qweight,
-                       (k0 + row) * n_words + word0 + 4 * c if ok else 0, ok)
-        for u in range(x_turns):  # the stage's halves of each row of X
-            i = tid + u * threads
-            m, c = i // chunks_x, i % chunks_x
-            if m < rows:
-                ok = k0 + 8 * c < k_rows
-                ptx.cp_async16(pool, at + x_at + m * x_stride + 4 * c, x,
-                               m * (k_rows >> 1) + (k0 >> 1) + 4 * c if ok else 0, ok)
-        if not first and k0 & ((1 << group_log2) - 1) != 0:
-            return
-        groups = max(1, rows_k >> group_log2)
-        for u in range(group_turns):  # zero-point and scale words of the groups in the stage
-            i = tid + u * threads
-            gi, c = i // chunks_group, i % chunks_group
-            group = (k0 >> group_log2) + gi
-            ok = group < k_rows >> group_log2
-            if gi < groups and c < chunks_w:  # zero points: 8 columns a word
-                ok = ok and word0 + 4 * c < n_words
-                ptx.cp_async16(pool, at + z_at + gi * words + 4 * c, qzeros,
-                               group * n_words + word0 + 4 * c if ok else 0, ok)
-            elif gi < groups:  # scales: 2 columns a word, 4 words per weight word
-                c -= chunks_w
-                ok = ok and word0 + c < n_words
-                ptx.cp_async16(pool, at + s_at + gi * 4 * words + 4 * c, scales,
-                               4 * (group * n_words + word0 + c) if ok else 0, ok)
+    def issue(pool, at, k0, w_src, w_at, w_end, x_src, x_at_u, x_end):
+        """Start copying the stage whose first row of K is k0 into the slot at word `at`: the
+        thread's chunks of weights and of X from their addresses (`w_src`, `x_src`: this stage's),
+        each valid while k0 is below the chunk's `end` (a chunk past the layer's columns or the
+        rows of X has end 0: a chunk of X past the rows is not copied at all)."""
+        for u in range(w_turns):
+            ptx.cp_async16(pool, at + w_at[u], w_src[u], k0 < w_end[u])
+        for u in range(x_turns):
+            if x_end[u] > 0:
+                ptx.cp_async16(pool, at + x_at_u[u], x_src[u], k0 < x_end[u])
+
+    @L.inlined
+    def issue_groups(k0, groups_k, group_log2, pool, at, g_src, g_step, g_at, g_gi):
+        """Start copying the zero-point or scale chunks (g_src: of group 0; g_step bytes per
+        group) of the groups the stage from row k0 spans (rare: computed here)."""
+        for u in range(group_turns):
+            if g_gi[u] < max(1, rows_k >> group_log2):
+                group = (k0 >> group_log2) + g_gi[u]
+                ok = group < groups_k
+                ptx.cp_async16(pool, at + g_at[u], g_src[u] + uint64(group * g_step[u] if ok else 0), ok)
 
     @L.inlined
     def mma_slab(pool, w, xo, at, zc, sc, acc):
         """acc += the lane's part of W_slab @ X_slab.T: 4 mmas of 16 columns x 16 rows of K per
-        B tile. w: the lane's word in row 0 of its slab; xo: its words of X per tile, in the slot."""
+        B tile. w: the lane's word in row 0 of its slab; xo: its words of X per tile, in the
+        slot at word `at`."""
         q = cuda.local.array(16, uint32)
         for h in range(2):  # rows (2t, 2t + 1), then (2t + 8, 2t + 9)
             biased_pairs(ptx.ld_shared_u32(pool, w + 8 * h * w_stride),
@@ -167,7 +162,7 @@ def make_kernel(tiles: int, warps_n: int, warps_k: int, stages: int, min_blocks:
         word0 = cuda.blockIdx.x * words
         slabs = k_rows // SLAB
         splits = cuda.gridDim.y
-        stages_k = -(-slabs // warps_k)  # stages along all of K (the last one may be partial) ...
+        stages_k = -(-k_rows // rows_k)  # stages along all of K (the last one may be partial) ...
         span = -(-stages_k // splits)  # ... and the block's share of them
         st0 = cuda.blockIdx.y * span
         st1 = min(st0 + span, stages_k)
@@ -179,36 +174,90 @@ def make_kernel(tiles: int, warps_n: int, warps_k: int, stages: int, min_blocks:
         sc = cuda.local.array(8, uint32)
         xo = cuda.local.array(tiles, uint32)  # B column g of tile b is row 8b + g of X (rows past M repeat the last)
         for b in range(tiles):
-            xo[b] = x_at + min(8 * b + g, rows - 1) * x_stride + 8 * wk + t
+            xo[b] = x_at + min(8 * b + g, rows - 1) * x_stride + 8 * wk * per_warp + t
         for i in range(acc_words):
             acc[i] = 0
         # everything below may read what the previous kernel writes: wait for it (and load after it)
         st0 += ptx.wait_for_previous_grid()
         ptx.allow_next_grid()
+
+        # The thread's copies, as byte addresses at the block's first stage (advanced by a
+        # stage's bytes after each issue) and words in a slot: chunks of weights (row i //
+        # chunks_w of the stage), of X (row m, halves 8c...), of the groups' constants.
+        w_src = cuda.local.array(w_turns, uint64)
+        w_at = cuda.local.array(w_turns, int32)
+        w_end = cuda.local.array(w_turns, int32)
+        for u in range(w_turns):
+            row, col = (tid + u * threads) // chunks_w, word0 + 4 * ((tid + u * threads) % chunks_w)
+            w_end[u] = k_rows - row if col < n_words else 0
+            w_src[u] = ptx.address(qweight, (st0 * rows_k + row) * n_words + col if w_end[u] > 0 else 0)
+            w_at[u] = row * w_stride + col - word0
+        x_src = cuda.local.array(x_turns, uint64)
+        x_at_u = cuda.local.array(x_turns, int32)
+        x_end = cuda.local.array(x_turns, int32)
+        for u in range(x_turns):
+            m, c = (tid + u * threads) // chunks_x, (tid + u * threads) % chunks_x
+            x_end[u] = k_rows - 8 * c if m < rows else 0
+            x_src[u] = ptx.address(x, m * (k_rows >> 1) + (st0 * rows_k >> 1) + 4 * c if m < rows else 0)
+            x_at_u[u] = x_at + m * x_stride + 4 * c
+        g_src = cuda.local.array(group_turns, uint64)
+        g_step = cuda.local.array(group_turns, int32)
+        g_at = cuda.local.array(group_turns, int32)
+        g_gi = cuda.local.array(group_turns, int32)  # the group within the stage (groups_max: none)
+        for u in range(group_turns):
+            gi, c = (tid + u * threads) // chunks_group, (tid + u * threads) % chunks_group
+            if c < chunks_w:  # zero points: 8 columns a word
+                ok = word0 + 4 * c < n_words
+                g_src[u] = ptx.address(qzeros, word0 + 4 * c if ok else 0)
+                g_step[u], g_at[u] = 4 * n_words, z_at + gi * words + 4 * c
+            else:  # scales: 2 columns a word, 4 words per weight word
+                c -= chunks_w
+                ok = word0 + c < n_words
+                g_src[u] = ptx.address(scales, 4 * (word0 + c) if ok else 0)
+                g_step[u], g_at[u] = 16 * n_words, s_at + gi * 4 * words + 4 * c
+            g_gi[u] = gi if ok and gi < groups_max else groups_max
+        w_stage, x_stage = uint64(rows_k * n_words * 4), uint64(rows_k * 2)  # bytes per stage
+        groups_k = k_rows >> group_log2
+
         for s in range(stages - 1):
             if st0 + s < st1:
-                issue(x, qweight, qzeros, scales, rows, group_log2, st0 + s, pool, s * slot_words, tid, word0, s == 0)
+                k0 = (st0 + s) * rows_k
+                issue(pool, s * slot_words, k0, w_src, w_at, w_end, x_src, x_at_u, x_end)
+                if s == 0 or k0 & ((1 << group_log2) - 1) == 0:  # the block's first stage, or a group starts
+                    issue_groups(k0, groups_k, group_log2, pool, s * slot_words, g_src, g_step, g_at, g_gi)
+                for u in range(w_turns):
+                    w_src[u] += w_stage
+                for u in range(x_turns):
+                    x_src[u] += x_stage
             ptx.cp_async_commit()  # (an empty group past the end: every thread counts the same groups)
         at, ahead_at = 0, (stages - 1) * slot_words  # the slots of stage st and of stage st + stages - 1
-        w = SLAB * wk * w_stride + 2 * t * w_stride + wn * 8 + g  # the lane's word in row 0 of its slab
+        w = (SLAB * per_warp * wk + 2 * t) * w_stride + wn * 8 + g  # the lane's word in row 0 of its first slab
         group = -1
         for st in range(st0, st1):
             wait_ring()
             cuda.syncthreads()
             if st + stages - 1 < st1:
-                issue(x, qweight, qzeros, scales, rows, group_log2, st + stages - 1, pool, ahead_at, tid, word0, False)
+                k0 = (st + stages - 1) * rows_k
+                issue(pool, ahead_at, k0, w_src, w_at, w_end, x_src, x_at_u, x_end)
+                if k0 & ((1 << group_log2) - 1) == 0:
+                    issue_groups(k0, groups_k, group_log2, pool, ahead_at, g_src, g_step, g_at, g_gi)
+                for u in range(w_turns):
+                    w_src[u] += w_stage
+                for u in range(x_turns):
+                    x_src[u] += x_stage
             ptx.cp_async_commit()
-            slab = st * warps_k + wk
-            if slab < slabs:
-                if (slab * SLAB) >> group_log2 != group:  # the slab starts a group: its constants
-                    group = (slab * SLAB) >> group_log2
-                    gi = group - ((st * rows_k) >> group_log2)
-                    zw, sw = at + z_at + gi * words + wn * 8 + g, at + s_at + gi * 4 * words + (wn * 8 + g) * 4
-                    raw[0] = ptx.ld_shared_u32(pool, zw)
-                    for j in range(4):
-                        raw[1 + j] = ptx.ld_shared_u32(pool, sw + j)
-                    group_constants(raw, 0, zc, sc)
-                mma_slab(pool, at + w, xo, at, zc, sc, acc)
+            for j in range(per_warp):
+                slab = (st * warps_k + wk) * per_warp + j
+                if slab < slabs:
+                    if (slab * SLAB) >> group_log2 != group:  # the slab starts a group: its constants
+                        group = (slab * SLAB) >> group_log2
+                        gi = group - ((st * rows_k) >> group_log2)
+                        zw, sw = at + z_at + gi * words + wn * 8 + g, at + s_at + gi * 4 * words + (wn * 8 + g) * 4
+                        raw[0] = ptx.ld_shared_u32(pool, zw)
+                        for e in range(4):
+                            raw[1 + e] = ptx.ld_shared_u32(pool, sw + e)
+                        group_constants(raw, 0, zc, sc)
+                    mma_slab(pool, at + w + j * SLAB * w_stride, xo, at + 8 * j, zc, sc, acc)
             ahead_at = at
             at = at + slot_words if at + slot_words < stages * slot_words else 0
         wait_all()
@@ -221,7 +270,7 @@ def make_kernel(tiles: int, warps_n: int, warps_k: int, stages: int, min_blocks:
             if wk == turn:
                 for b in range(tiles):
                     for i in range(16):
-                        cell = (8 * b + 2 * t + i % 2) * width + wn * TILE + 8 * g + 2 * (i // 4) + (i // 2) % 2
+                        cell = (8 * b + 2 * t + i % 2) * (width + 1) + wn * TILE + 8 * g + 2 * (i // 4) + (i // 2) % 2
                         total = acc[16 * b + i] if turn == 0 else ptx.as_float(pool[cell]) + acc[16 * b + i]
                         pool[cell] = ptx.float_bits(total)
             cuda.syncthreads()
@@ -230,9 +279,9 @@ def make_kernel(tiles: int, warps_n: int, warps_k: int, stages: int, min_blocks:
             m, c = i // width, i % width
             if col0 + c < n:
                 if splits == 1:
-                    out[m * n + col0 + c] = ptx.as_float(pool[i])
+                    out[m * n + col0 + c] = ptx.as_float(pool[m * (width + 1) + c])
                 else:
-                    partial[(cuda.blockIdx.y * rows + m) * n + col0 + c] = ptx.as_float(pool[i])
+                    partial[(cuda.blockIdx.y * rows + m) * n + col0 + c] = ptx.as_float(pool[m * (width + 1) + c])
         if splits > 1 and splitk.last_to_arrive(counters, cuda.blockIdx.x, splits):
             for i in range(tid, rows * width, threads):
                 m, c = i // width, i % width
@@ -243,47 +292,54 @@ def make_kernel(tiles: int, warps_n: int, warps_k: int, stages: int, min_blocks:
 
 
 LAYOUTS = ((1, 4), (2, 4))  # (warps_n, warps_k): the layouts `plan` picks from (the bench times both)
+PER_WARP = (1, 2)  # slabs per warp and stage: the choices `plan` picks from (the bench times both)
 
 
-def plan(m: int, n: int, k: int, group_size: int, layout: tuple[int, int] | None = None
-         ) -> tuple[int, int, int, int, int]:
-    """(warps_n, warps_k, splits, stages, min_blocks) for M rows on an N x K layer.
+def plan(m: int, n: int, k: int, group_size: int, layout: tuple[int, int] | None = None,
+         per_warp: int | None = None) -> tuple[int, int, int, int, int, int]:
+    """(warps_n, warps_k, splits, stages, min_blocks, per_warp) for M rows on an N x K layer.
 
     The warps of a block split K among themselves (X is re-read from L2 once per block of
     columns, so narrow blocks along N re-read it often: at 32 rows, 2 x 4 warps on layers
     no wider than deep, N <= K, and 1 x 4 on the wide ones measured fastest among five
     layouts); as many blocks per SM as the registers allow (128 per thread up to 2 B tiles,
     168 from 3), as many ring slots as fit the block's shared memory; blocks along K fill a
-    wave where the column ranges alone do not, each with at least 2 stages. `layout` =
-    (warps_n, warps_k) overrides the warps.
+    wave where the column ranges alone do not, each with at least 2 stages. Two slabs per
+    warp and stage: one barrier, one wait and one round of copies for twice the work
+    (faster than one on every layer shape at 2-16 rows, even at 24-32; fewer slots fit, so
+    the bytes in flight stay the same). `layout` = (warps_n, warps_k) and `per_warp`
+    override the plan's.
     """
     tiles = -(-m // ROWS_PER_MMA)
     warps_n, warps_k = layout or ((2, 4) if n <= k else (1, 4))
+    per_warp = per_warp or 2
     min_blocks = max(1, 65536 // (32 * warps_n * warps_k * (128 if tiles <= 2 else 168)))  # 64K registers per SM
-    stages = min(8, SHARED_BYTES // 4 // ring(tiles, warps_n, warps_k)["slot"])
+    stages = min(8, SHARED_BYTES // 4 // ring(tiles, warps_n, warps_k, per_warp)["slot"])
     col_tiles = -(-n // (TILE * warps_n))
-    total = -(-k // SLAB // warps_k)
+    total = -(-k // (SLAB * warps_k * per_warp))
     splits = max(1, min(total // 2, min_blocks * L.sm_count() // col_tiles))
-    return warps_n, warps_k, splits, stages, min_blocks
+    return warps_n, warps_k, splits, stages, min_blocks, per_warp
 
 
 def w4a16_tc_async(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor,
                    group_size: int, out: torch.Tensor | None = None,
-                   tile: tuple[int, int, int, int, int] | None = None) -> torch.Tensor:
+                   tile: tuple[int, int, int, int, int, int] | None = None) -> torch.Tensor:
     """X @ W.T for fp16 X [M, K] (M <= 32) and AWQ-packed int4 W: fp16 [M, N].
 
     Needs N % 32 == 0 (16-byte copies of whole words), a power-of-two group_size >= 32 and
-    K % group_size == 0; `tile` = (warps_n, warps_k, splits, stages, min_blocks) overrides `plan`.
+    K % group_size == 0; `tile` = (warps_n, warps_k, splits, stages, min_blocks, per_warp)
+    overrides `plan`.
     """
     m = require_inputs("w4a16_tc_async", x, qweight, qzeros, scales, group_size)
     k, words = qweight.shape
     n = words * 8
     L.require(n % 32 == 0, f"w4a16_tc_async needs N % 32 == 0 (16-byte copies of 4 words), got N={n}")
     tiles = -(-m // ROWS_PER_MMA)
-    warps_n, warps_k, splits, stages, min_blocks = tile or plan(m, n, k, group_size)
-    L.require(warps_k in (1, 2, 4, 8) and warps_n * warps_k <= 8 and stages >= 2,
-              f"w4a16_tc_async: warps_k must be 1, 2, 4 or 8, at most 8 warps, at least 2 stages; got {tile}")
-    L.require(4 * shared_words(tiles, warps_n, warps_k, stages) <= SHARED_BYTES,
+    warps_n, warps_k, splits, stages, min_blocks, per_warp = tile or plan(m, n, k, group_size)
+    L.require(warps_k in (1, 2, 4, 8) and warps_n * warps_k <= 8 and stages >= 2 and per_warp in (1, 2, 4),
+              f"w4a16_tc_async: warps_k must be 1, 2, 4 or 8, at most 8 warps, at least 2 stages, per_warp "
+              f"1, 2 or 4; got {tile}")
+    L.require(4 * shared_words(tiles, warps_n, warps_k, stages, per_warp) <= SHARED_BYTES,
               f"w4a16_tc_async: {stages} stages of {tile} need more than {SHARED_BYTES} bytes of shared memory")
     col_tiles = -(-n // (TILE * warps_n))
     if out is None:
@@ -291,14 +347,14 @@ def w4a16_tc_async(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor,
     partial = L.workspace("w4a16_tc_async.partial", (max(splits, 2) * ROWS_PER_MMA * tiles * n,), torch.float32,
                           x.device)
     counters = L.workspace("w4a16_tc_async.counters", (col_tiles,), torch.int32, x.device)
-    L.launch(make_kernel(tiles, warps_n, warps_k, stages, min_blocks), (col_tiles, splits), (32, warps_n * warps_k),
-             x.view(torch.int32), qweight, qzeros, scales.view(torch.int32), m, group_size.bit_length() - 1,
-             partial, counters, out.view(-1), overlap=True)
+    L.launch(make_kernel(tiles, warps_n, warps_k, stages, min_blocks, per_warp), (col_tiles, splits),
+             (32, warps_n * warps_k), x.view(torch.int32), qweight, qzeros, scales.view(torch.int32), m,
+             group_size.bit_length() - 1, partial, counters, out.view(-1), overlap=True)
     return out
 
 
 def check(m: int = 3, n: int = 160, k: int = 160, group_size: int = 32,
-          tile: tuple[int, int, int, int, int] | None = (2, 2, 2, 3, 1), seed: int | None = None) -> float:
+          tile: tuple[int, int, int, int, int, int] | None = (2, 2, 2, 3, 1, 1), seed: int | None = None) -> float:
     """Run the kernel on fresh random inputs; return the relative error (raises if too large)."""
     return measure.check_int4_linear(w4a16_tc_async, m, n, k, group_size, seed, tile=tile)
 

@@ -11,7 +11,7 @@
   1 and 8 (the graphs re-captured in the same process), and the batch-1 step's kernels per
   step and gaps.
 - rows: one layer's linear time for 1-32 rows, W4A16 (the dispatcher's kernel; both
-  tensor-core kernels, w4a16_tc_async in each of its layouts; the CUDA-core GEMM up to 8
+  tensor-core kernels, w4a16_tc_async in each of its layouts and slabs per warp; the CUDA-core GEMM up to 8
   rows) against fp16.
 - tc: the cp.async tensor-core kernel (w4a16_tc_async) against float64 on every layer shape
   at 2, 13, 16 and 32 rows, and its tests (tests/kernels: the cp.async primitives, the kernel
@@ -179,7 +179,7 @@ def batch_rows() -> list[dict]:
     """One layer's four linear layers at M rows: W4A16 (the dispatcher's kernel) against fp16
     F.linear, us, each with its weights rotated past L2. From 2 rows also both tensor-core
     kernels (w4a16_tc: its register ring; w4a16_tc_async: cp.async into shared memory, in each
-    of its LAYOUTS), and up to 8 rows the CUDA-core GEMM: the measurements behind the plans and
+    of its LAYOUTS and PER_WARP), and up to 8 rows the CUDA-core GEMM: the measurements behind the plans and
     the dispatcher's rule."""
     rows = []
     sets = {name: measure.sets_for(n * k // 2) for name, (n, k) in LAYER.items()}
@@ -205,9 +205,10 @@ def batch_rows() -> list[dict]:
                 row["tc"][name] = {"tile": list(w4a16_tc.plan(m, n, k, 128)), "us": us(w4a16_tc.w4a16_tc)}
                 row["tc_async"][name] = []
                 for layout in w4a16_tc_async.LAYOUTS:
-                    tile = w4a16_tc_async.plan(m, n, k, 128, layout=layout)
-                    timed = us(w4a16_tc_async.w4a16_tc_async, tile=tile)
-                    row["tc_async"][name].append({"tile": list(tile), "us": timed, **_resources(m, tile)})
+                    for per_warp in w4a16_tc_async.PER_WARP:
+                        tile = w4a16_tc_async.plan(m, n, k, 128, layout=layout, per_warp=per_warp)
+                        timed = us(w4a16_tc_async.w4a16_tc_async, tile=tile)
+                        row["tc_async"][name].append({"tile": list(tile), "us": timed, **_resources(m, tile)})
             if 1 < m <= w4a16_gemm.MAX_ROWS:
                 row["gemm"][name] = us(w4a16_gemm.w4a16_gemm)
         row["int4_total"], row["fp16_total"] = round(sum(row["int4"].values()), 1), round(sum(row["fp16"].values()), 1)

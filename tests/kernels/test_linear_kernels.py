@@ -72,17 +72,21 @@ def test_w4a16_tc_plan():
 
 
 @pytest.mark.parametrize("m, n, k, g, tile", [
-    (1, 64, 64, 32, (1, 1, 1, 2, 1)),      # one warp, one block, 4 stages of one slab through 2 slots
-    (3, 160, 160, 32, (2, 2, 2, 3, 1)),    # N = 160: a partial block of columns; 5 stages of 2 slabs over
+    (1, 64, 64, 32, (1, 1, 1, 2, 1, 1)),      # one warp, one block, 4 stages of one slab through 2 slots
+    (3, 160, 160, 32, (2, 2, 2, 3, 1, 1)),    # N = 160: a partial block of columns; 5 stages of 2 slabs over
     # 2 blocks along K (3 + 2), a group every stage
-    (2, 96, 224, 32, (1, 4, 2, 3, 1)),     # 14 slabs in stages of 4: K not a multiple of the stage (the
+    (2, 96, 224, 32, (1, 4, 2, 3, 1, 1)),     # 14 slabs in stages of 4: K not a multiple of the stage (the
     # last one half empty); a stage spans 2 groups
-    (8, 64, 512, 128, (1, 2, 1, 8, 1)),    # 8 rows (all of the mma's B columns); g = 128: a group spans 4
+    (8, 64, 512, 128, (1, 2, 1, 8, 1, 1)),    # 8 rows (all of the mma's B columns); g = 128: a group spans 4
     # stages; 7 stages in flight, the ring turning twice
-    (5, 64, 384, 64, (4, 1, 3, 5, 1)),     # warps side by side along N: 3 of the 4 past N = 64; g = 64
-    pytest.param(13, 96, 224, 32, (1, 4, 2, 3, 1), marks=pytest.mark.slow),  # 2 B tiles, the second partial
-    pytest.param(17, 64, 128, 64, (1, 2, 1, 2, 1), marks=pytest.mark.slow),  # 3 B tiles, 2 slots
-    pytest.param(32, 96, 160, 32, (2, 2, 1, 4, 1), marks=pytest.mark.slow),  # 4 B tiles
+    (5, 64, 384, 64, (4, 1, 3, 5, 1, 1)),     # warps side by side along N: 3 of the 4 past N = 64; g = 64
+    (3, 96, 352, 32, (1, 2, 2, 3, 1, 2)),     # 2 slabs per warp and stage: 22 slabs in stages of 4 (the last
+    # one half empty) over 2 blocks along K (3 + 3 stages); a stage spans 2 groups, a warp's slabs 1
+    (6, 64, 448, 64, (2, 1, 1, 2, 1, 4)),     # 4 slabs per warp: 28 slabs in stages of 4 through 2 slots
+    pytest.param(13, 96, 224, 32, (1, 4, 2, 3, 1, 1), marks=pytest.mark.slow),  # 2 B tiles, the second partial
+    pytest.param(17, 64, 128, 64, (1, 2, 1, 2, 1, 1), marks=pytest.mark.slow),  # 3 B tiles, 2 slots
+    pytest.param(32, 96, 160, 32, (2, 2, 1, 4, 1, 1), marks=pytest.mark.slow),  # 4 B tiles
+    pytest.param(27, 64, 320, 32, (1, 2, 2, 2, 1, 2), marks=pytest.mark.slow),  # 4 B tiles, 2 slabs per warp
 ])
 def test_w4a16_tc_async(m, n, k, g, tile, seed):
     assert w4a16_tc_async.check(m, n, k, g, tile, seed=seed) <= FP16_LEVEL
@@ -96,9 +100,9 @@ def test_w4a16_tc_async_rejects_what_it_cannot_run():
     with pytest.raises(ValueError, match="1..32 rows"):
         w4a16_tc_async.w4a16_tc_async(torch.zeros(33, 96).half(), qweight, qzeros, scales, 32)
     with pytest.raises(ValueError, match="warps_k must be"):
-        w4a16_tc_async.w4a16_tc_async(torch.zeros(2, 96).half(), qweight, qzeros, scales, 32, tile=(1, 3, 1, 2, 1))
+        w4a16_tc_async.w4a16_tc_async(torch.zeros(2, 96).half(), qweight, qzeros, scales, 32, tile=(1, 3, 1, 2, 1, 1))
     with pytest.raises(ValueError, match="shared memory"):
-        w4a16_tc_async.w4a16_tc_async(torch.zeros(2, 96).half(), qweight, qzeros, scales, 32, tile=(1, 4, 1, 32, 1))
+        w4a16_tc_async.w4a16_tc_async(torch.zeros(2, 96).half(), qweight, qzeros, scales, 32, tile=(1, 4, 1, 32, 1, 1))
     qweight, qzeros, scales = random_int4_layer(40, 96, 32, launch.device())
     with pytest.raises(ValueError, match="N % 32"):
         w4a16_tc_async.w4a16_tc_async(torch.zeros(2, 96).half(), qweight, qzeros, scales, 32)
@@ -109,12 +113,12 @@ def test_w4a16_tc_async_rejects_what_it_cannot_run():
 def test_w4a16_tc_async_plan(m, n, k):
     """The ring fits a block's shared memory, the blocks one wave, and every block gets stages
     enough for the ring to turn."""
-    warps_n, warps_k, splits, stages, min_blocks = w4a16_tc_async.plan(m, n, k, 128)
+    warps_n, warps_k, splits, stages, min_blocks, per_warp = w4a16_tc_async.plan(m, n, k, 128)
     tiles = -(-m // 8)
     assert stages >= 2
-    assert 4 * w4a16_tc_async.shared_words(tiles, warps_n, warps_k, stages) <= w4a16_tc_async.SHARED_BYTES
+    assert 4 * w4a16_tc_async.shared_words(tiles, warps_n, warps_k, stages, per_warp) <= w4a16_tc_async.SHARED_BYTES
     assert -(-n // (64 * warps_n)) * splits <= min_blocks * launch.sm_count()
-    assert k // 16 // warps_k // splits >= 2
+    assert k // 16 // (warps_k * per_warp) // splits >= 2
 
 
 def test_dequant_is_exact(seed):
@@ -129,16 +133,13 @@ def test_w8a16_gemv(n, k, g, seed):
 def test_dispatch_choice():
     assert dispatch.choose(1, 4096, 4096, 128) == "gemv"
     assert dispatch.choose(1, 40, 4096, 128) == "gemm"            # N % 32 != 0: no 16-byte loads
-    assert dispatch.choose(2, 4096, 4096, 128) == "gemm"           # 2-3 rows on narrow layers: the GEMM
-    assert dispatch.choose(3, 4096, 11008, 128) == "gemm"
-    assert dispatch.choose(2, 12288, 4096, 128) == "tc"            # ... on wide ones: tensor cores
-    for m in (4, 8, dispatch.TC_ASYNC_FROM - 1):                   # from 4 rows: tensor cores everywhere ...
-        assert dispatch.choose(m, 4096, 4096, 128) == "tc"
-        assert dispatch.choose(m, 22016, 4096, 128) == "tc"
-    for m in (dispatch.TC_ASYNC_FROM, dispatch.TC_UP_TO):          # ... fed through shared memory from 17
+    for m in (2, 3, 16, dispatch.TC_UP_TO):                        # 2-32 rows: tensor cores through shared memory
         assert dispatch.choose(m, 4096, 4096, 128) == "tc_async"
         assert dispatch.choose(m, 22016, 4096, 128) == "tc_async"
-    assert dispatch.choose(dispatch.TC_UP_TO, 4072, 4096, 128) == "tc"  # N % 32 != 0: no 16-byte copies
+    assert dispatch.choose(2, 4072, 4096, 128) == "gemm"           # N % 32 != 0: no 16-byte copies; at 2-3 rows on
+    assert dispatch.choose(3, 24424, 4096, 128) == "tc"            # narrow layers the GEMM, on wide ones (N >= 3K) ...
+    assert dispatch.choose(4, 4072, 4096, 128) == "tc"             # ... and from 4 rows the register-ring kernel
+    assert dispatch.choose(dispatch.TC_UP_TO, 4072, 4096, 128) == "tc"
     assert dispatch.choose(4, 4096, 4032, 96) == "gemm"            # a group size the tensor cores do not take
     assert dispatch.choose(dispatch.GEMM_UP_TO + 1, 4096, 4032, 96) == "dequant_matmul"
     assert dispatch.choose(dispatch.TC_UP_TO + 1, 4096, 4096, 128) == "dequant_matmul"
