@@ -35,11 +35,12 @@ streamed the weights at a small fraction of the copy bandwidth (docs/benchmarks.
   block's first stage), and a warp rebuilds its constants only when its slab enters a new
   group.
 
-What it buys (docs/benchmarks.md): at 24 and 32 rows a layer's linears ran faster than with
-w4a16_tc.py, at 2-16 rows about as fast or slower, so the dispatcher takes it from 17 rows.
-Neither is as fast as fp16 cuBLAS from 16 rows: from 2 to 8 rows the time barely moves and
-the weights stream at a fraction of the copy bandwidth, so what bounds it is the work of a
-stage between two barriers (each warp dequantizes and multiplies one slab), not the bytes.
+What it buys (docs/benchmarks.md): a layer's linears ran faster than with w4a16_tc.py at
+every row count from 2 to 32 on the Llama-2-7B shapes (1.16x at 2 rows, 1.75x at 32), so the
+dispatcher takes it for 2-32 rows. It is still slower than fp16 cuBLAS from 16 rows: the
+weights stream at a fraction of the copy bandwidth while the warps issue instructions
+back to back (Nsight Compute: ~260 per warp and 512-byte slab at 32 rows, 16% occupancy).
+What bounds it is the instructions per slab, not the bytes.
 """
 from __future__ import annotations
 
