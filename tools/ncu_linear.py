@@ -1,0 +1,95 @@
+"""Where a W4A16 linear kernel's time goes: Nsight Compute on one launch per case, one table.
+
+    python tools/ncu_linear.py --out DIR [--cases tc_async:gate_up:32,tc_async:qkv:2,tc:gate_up:16,...]
+
+Each case is KERNEL:LAYER:ROWS (KERNEL: tc_async, tc or gemv; LAYER: a Llama-2-7B layer shape,
+group 128; optional :TILE with the tile's numbers joined by '-', e.g.
+tc_async:gate_up:32:1-4-1-3-3-2). For each, `ncu --clock-control none` (the device's clocks
+left alone) profiles the fourth launch in a child process of this script (`--launch`), with
+the sections that say whether a kernel waits on bytes or issues instructions: speed of light,
+scheduler and warp state statistics, instruction counts, occupancy, memory workload. The
+report goes to DIR/ncu_CASE.txt, the figures below to DIR/ncu_linear.json and stdout.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+LAYER = {"qkv": (12288, 4096), "o": (4096, 4096), "gate_up": (22016, 4096), "down": (4096, 11008)}
+SECTIONS = ("SpeedOfLight", "WarpStateStats", "SchedulerStats", "InstructionStats", "Occupancy", "LaunchStats",
+            "MemoryWorkloadAnalysis", "SourceCounters")
+METRICS = ("Duration", "DRAM Throughput", "L2 Cache Throughput", "Compute (SM) Throughput", "Issued Warp Per Scheduler",
+           "Active Warps Per Scheduler", "Eligible Warps Per Scheduler", "Warp Cycles Per Issued Instruction",
+           "Executed Instructions", "Registers Per Thread", "Achieved Occupancy", "Waves Per SM", "Grid Size")
+DEFAULT_CASES = "tc_async:gate_up:32,tc_async:qkv:2,tc_async:o:32,tc:gate_up:16"
+
+
+def launch(kernel: str, layer: str, m: int, tile: tuple[int, ...] | None) -> None:
+    """Four launches of `kernel` on `layer` with M rows (the profiler takes the fourth: the first
+    ones compile and warm up)."""
+    import torch
+
+    from labkit.kernels import w4a16_gemv, w4a16_tc, w4a16_tc_async
+    from labkit.kernels.packing import random_int4_layer
+
+    n, k = LAYER[layer]
+    x = torch.randn(m, k, device="cuda").half()
+    weights = random_int4_layer(n, k, 128, "cuda")
+    run = {"tc_async": w4a16_tc_async.w4a16_tc_async, "tc": w4a16_tc.w4a16_tc, "gemv": w4a16_gemv.w4a16_gemv}[kernel]
+    options = {"tile": tile} if tile else {}
+    for _ in range(4):
+        run(x, *weights, 128, **options)
+    torch.cuda.synchronize()
+
+
+def metrics(report: str) -> dict[str, float]:
+    """The METRICS (and the shared-memory excess ncu reports) found in an ncu text report."""
+    found = {}
+    for name in METRICS:
+        match = re.search(rf"^\s+{re.escape(name)}\s+(\S+\s+)?([\d,.]+)\s*$", report, re.M)
+        if match:
+            unit = (match.group(1) or "").strip()
+            found[f"{name} ({unit})" if unit else name] = float(match.group(2).replace(",", ""))
+    excess = re.search(r"uncoalesced shared accesses resulting in a total of (\d+) excessive wavefronts \((\d+)%", report)
+    if excess:
+        found["shared excessive wavefronts (%)"] = float(excess.group(2))
+    return found
+
+
+def profile(case: str, out_dir: Path) -> dict:
+    kernel, layer, m, *tile = case.split(":")
+    sections = [a for s in SECTIONS for a in ("--section", s)]
+    cmd = ["ncu", "--clock-control", "none", "--kernel-name", f"regex:w4a16_{kernel}", "--launch-skip", "3",
+           "--launch-count", "1", *sections, sys.executable, __file__, "--launch", kernel, layer, m, *tile]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    report = done.stdout + done.stderr
+    (out_dir / f"ncu_{case.replace(':', '_')}.txt").write_text(report)
+    return {"case": case, "ok": done.returncode == 0 and "==PROF== Profiling" in report, **metrics(report)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out")
+    p.add_argument("--cases", default=DEFAULT_CASES)
+    p.add_argument("--launch", nargs="+", help=argparse.SUPPRESS)   # the child process ncu profiles
+    args = p.parse_args(argv)
+    if args.launch:
+        kernel, layer, m, *tile = args.launch
+        launch(kernel, layer, int(m), tuple(int(v) for v in tile[0].split("-")) if tile else None)
+        return 0
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = [profile(case, out_dir) for case in args.cases.split(",")]
+    (out_dir / "ncu_linear.json").write_text(json.dumps(rows, indent=1))
+    for row in rows:
+        print(f"{row['case']:<36} " + ("  ".join(f"{k} {v:g}" for k, v in row.items() if k not in ("case", "ok"))
+                                         if row["ok"] else "not profiled (see its report)"))
+    return 0 if all(row["ok"] for row in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
