@@ -194,14 +194,14 @@ if SIMULATOR:
         return np.array(np.float32(f)).view(np.uint32)[()]
 
     _arrays: dict[int, int] = {}  # start address -> bytes of the arrays `address` was asked about
+    # (never cleared or shrunk: a thread may check its copy while another registers a smaller
+    # view; a stale entry only lets a bad read through, as the GPU would)
 
     def address(a, i):
         """The byte address of a.flat[i] (4-byte elements) as a uint64: in the simulator the host
         address of that element, in an array remembered so that cp_async16 can check its reads."""
         flat = np.asarray(a)
-        if len(_arrays) > 4096:
-            _arrays.clear()
-        _arrays[flat.ctypes.data] = flat.nbytes
+        _arrays[flat.ctypes.data] = max(flat.nbytes, _arrays.get(flat.ctypes.data, 0))
         return np.uint64(flat.ctypes.data + 4 * int(i))
 
     def cp_async16(dst, i, src, valid):
