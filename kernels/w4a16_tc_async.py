@@ -29,8 +29,8 @@ streamed the weights at a small fraction of the copy bandwidth (docs/benchmarks.
 - The K reduction inside the block: the warps_k warps of a column range take per_warp
   consecutive slabs of each stage (more work between two barriers), and add up through
   shared memory at the end (the ring's memory, one warp after the other: a fixed order,
-  deterministic). Blocks along K add up through a split-K
-  workspace (splitk.py) only where the column ranges alone leave SMs idle.
+  deterministic). Blocks along K add up through a split-K workspace (splitk.py) only where
+  the column ranges alone leave SMs idle.
 - A group's zero points and scales travel with the stage that starts it (and with the
   block's first stage), and a warp rebuilds its constants only when its slab enters a new
   group.
