@@ -336,6 +336,8 @@ def w4a16_tc_async(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor,
     n = words * 8
     L.require(n % 32 == 0, f"w4a16_tc_async needs N % 32 == 0 (16-byte copies of 4 words), got N={n}")
     tiles = -(-m // ROWS_PER_MMA)
+    L.require(tile is None or len(tile) == 6,
+              f"w4a16_tc_async: tile is (warps_n, warps_k, splits, stages, min_blocks, per_warp), got {tile}")
     warps_n, warps_k, splits, stages, min_blocks, per_warp = tile or plan(m, n, k, group_size)
     L.require(warps_k in (1, 2, 4, 8) and warps_n * warps_k <= 8 and stages >= 2 and per_warp in (1, 2, 4),
               f"w4a16_tc_async: warps_k must be 1, 2, 4 or 8, at most 8 warps, at least 2 stages, per_warp "

@@ -99,6 +99,8 @@ def test_w4a16_tc_async_rejects_what_it_cannot_run():
     qweight, qzeros, scales = random_int4_layer(64, 96, 32, launch.device())
     with pytest.raises(ValueError, match="1..32 rows"):
         w4a16_tc_async.w4a16_tc_async(torch.zeros(33, 96).half(), qweight, qzeros, scales, 32)
+    with pytest.raises(ValueError, match="tile is"):   # the 5 numbers before per_warp
+        w4a16_tc_async.w4a16_tc_async(torch.zeros(2, 96).half(), qweight, qzeros, scales, 32, tile=(1, 4, 1, 2, 1))
     with pytest.raises(ValueError, match="warps_k must be"):
         w4a16_tc_async.w4a16_tc_async(torch.zeros(2, 96).half(), qweight, qzeros, scales, 32, tile=(1, 3, 1, 2, 1, 1))
     with pytest.raises(ValueError, match="shared memory"):
