@@ -3,13 +3,13 @@
 For many rows of X (prefill) a linear layer is compute-bound and cuBLAS's fp16 matmul on
 tensor cores is the fastest way to multiply; the int4 weights then only need to become a
 dense fp16 matrix first. Writing W.T [K, N] (the layout qweight already has, so each
-thread reads one packed word and writes its 8 neighbours) costs one pass over 4x the int4
-bytes, small next to an M x N x K matmul once M is in the hundreds.
+thread reads one packed word and writes its 8 neighbours, 16 bytes, with one store) costs
+one pass over 4x the int4 bytes, small next to an M x N x K matmul once M is in the hundreds.
 """
 from __future__ import annotations
 
 import torch
-from numba import cuda, float32, uint32
+from numba import cuda, uint32
 
 from labkit.kernels import launch as L
 from labkit.kernels import measure, ptx
@@ -26,22 +26,27 @@ def reference(qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor,
 
 @L.kernel(threads=THREADS[0] * THREADS[1])
 def dequant(qweight, qzeros, scales, group_size, wt):
-    # scales: fp16 [K/g, N] as int32 pairs; wt: fp16 [K * N], row k = W.T[k]
+    # scales: fp16 [K/g, N] as int32 pairs; wt: fp16 [K * N] as int32 pairs, row k = W.T[k]
     k_rows, words = qweight.shape
-    n = words * 8
+    half_n = words * 4  # words of fp16 pairs in a row of W.T (or of the scales)
     word, k = cuda.grid(2)
     if word < words and k < k_rows:
         g = k // group_size
         w = ptx.load_u32(qweight, k * words + word)
         z = ptx.load_u32(qzeros, g * words + word)
-        for j in range(4):  # columns 2j (low half-word) and 2j + 1 (high half-word)
-            s_even, s_odd = ptx.halves(ptx.load_u32(scales, g * (n // 2) + 4 * word + j))
-            for half in range(2):
-                shift = uint32(4 * j + 16 * half)
-                q = ptx.as_float(((w >> shift) & NIBBLE) | MAGIC) - MAGIC_F
-                zero = ptx.as_float(((z >> shift) & NIBBLE) | MAGIC) - MAGIC_F
-                s = s_even if half == 0 else s_odd
-                wt[k * n + 8 * word + 2 * j + half] = (q - zero) * float32(s)
+        s = cuda.local.array(4, uint32)  # the scales of columns 8 word .. 8 word + 7, two a word
+        s[0], s[1], s[2], s[3] = ptx.load_u32x4(scales, g * half_n + 4 * word)
+        out = cuda.local.array(4, uint32)
+        for j in range(4):  # columns 2j (low half-word of the packed word) and 2j + 1 (high half-word)
+            s_even, s_odd = ptx.halves(s[j])
+            q_even = ptx.as_float(((w >> uint32(4 * j)) & NIBBLE) | MAGIC) - MAGIC_F
+            q_odd = ptx.as_float(((w >> uint32(4 * j + 16)) & NIBBLE) | MAGIC) - MAGIC_F
+            z_even = ptx.as_float(((z >> uint32(4 * j)) & NIBBLE) | MAGIC) - MAGIC_F
+            z_odd = ptx.as_float(((z >> uint32(4 * j + 16)) & NIBBLE) | MAGIC) - MAGIC_F
+            out[j] = ptx.pack_halves((q_even - z_even) * s_even, (q_odd - z_odd) * s_odd)
+        # the thread's 8 columns are 16 contiguous bytes of the row: one store (8 stores of 2
+        # bytes, 16 bytes apart across a warp, wrote at a fraction of the bandwidth)
+        ptx.store_u32x4(wt, k * half_n + 4 * word, out[0], out[1], out[2], out[3])
 
 
 def dequantize_t(qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor, group_size: int,
@@ -54,7 +59,8 @@ def dequantize_t(qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tens
     if out is None:
         out = torch.empty(k, n, dtype=torch.float16, device=qweight.device)
     grid = (-(-words // THREADS[0]), -(-k // THREADS[1]))
-    L.launch(dequant, grid, THREADS, qweight, qzeros, scales.view(torch.int32), group_size, out.view(-1))
+    L.launch(dequant, grid, THREADS, qweight, qzeros, scales.view(torch.int32), group_size,
+             out.view(torch.int32).view(-1))
     return out
 
 

@@ -4,7 +4,8 @@ A memory-bound kernel lives or dies by how it loads: one 16-byte load per thread
 four times the bytes of a 4-byte load for the same instruction, and keeps more bytes in
 flight per thread. Numba has no vector loads, so `load_u32x4` emits the PTX instruction
 `ld.global.nc.v4.u32` itself (`.nc`: through the read-only cache, fine for weights and
-KV blocks that no thread writes while the kernel runs). `load_u32x4_once` is the same load
+KV blocks that no thread writes while the kernel runs), and `store_u32x4` the 16-byte store
+`st.global.v4.u32` (a warp's 2-byte stores 16 bytes apart write its 512 bytes piecemeal). `load_u32x4_once` is the same load
 marked "last use" (`ld.global.lu`), for weights streamed once: besides the cache hint, ptxas
 leaves these loads where the kernel issues them, where it sinks `.nc` loads next to their
 first use and a register ring of loads in flight collapses (seen in the SASS of the GEMV;
@@ -82,6 +83,10 @@ if SIMULATOR:
     def load_u32(a, i):
         """One 32-bit word a.flat[i], as uint32."""
         return _u32(a.reshape(-1)[i])
+
+    def store_u32x4(a, i, w0, w1, w2, w3):
+        """a.flat[i : i + 4] = the four 32-bit words (i a multiple of 4; a of 4-byte elements)."""
+        a.reshape(-1).view(np.uint32)[i:i + 4] = [_u32(w0), _u32(w1), _u32(w2), _u32(w3)]
 
     def as_float(u):
         """The float32 whose bits are the 32-bit integer u."""
@@ -276,6 +281,18 @@ else:
     load_cg_u32x4 = _vector_load(4, "ld.global.cg")
     load_u32x2 = _vector_load(2)
     load_u32 = _vector_load(1)
+
+    @intrinsic
+    def store_u32x4(typingctx, a, i, w0, w1, w2, w3):
+        def codegen(context, builder, sig, args):
+            i32 = ir.IntType(32)
+            addr = _address(context, builder, sig.args[0], args[0], args[1])
+            fn = ir.InlineAsm(ir.FunctionType(ir.VoidType(), [ir.IntType(64)] + [i32] * 4),
+                              "st.global.v4.u32 [$0], {$1, $2, $3, $4};", "l,r,r,r,r,~{memory}", side_effect=True)
+            builder.call(fn, [addr] + [_word(builder, w) for w in args[2:]])
+            return context.get_dummy_value()
+
+        return types.void(a, i, w0, w1, w2, w3), codegen
 
     @intrinsic
     def as_float(typingctx, u):
