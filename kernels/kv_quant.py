@@ -22,7 +22,7 @@ from numba.types import float16
 
 from labkit.kernels import launch as L
 from labkit.kernels import measure, ptx
-from labkit.kernels.paged_attention import attention_tolerance, launch_attention, random_paged, reference
+from labkit.kernels.paged_attention import NewTokens, attention_tolerance, launch_attention, random_paged, reference
 
 WARPS = 4  # (token, head) rows per block
 
@@ -125,17 +125,22 @@ def write_kv(k_new: torch.Tensor, v_new: torch.Tensor, slots: torch.Tensor, k_ca
 def paged_attention_quant(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                           k_scale_zero: torch.Tensor, v_scale_zero: torch.Tensor, block_tables: torch.Tensor,
                           context_lens: torch.Tensor, bits: int, scale: float | None = None,
-                          max_context_len: int | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+                          max_context_len: int | None = None, out: torch.Tensor | None = None,
+                          new: NewTokens | None = None) -> torch.Tensor:
     """Decode attention reading an int8 (bits=8) or int4 (bits=4) paged cache directly.
 
     Same arguments as `paged_attention.paged_attention`, plus the caches' fp16 (scale, zero)
-    tensors [blocks, H_kv, block_size, 2]. Tuning knobs: `paged_attention.launch_attention`.
+    tensors [blocks, H_kv, block_size, 2]. `new`: the step's tokens before the rotary embedding
+    and not yet cached (`paged_attention.NewTokens`; the kernel quantizes and writes them).
+    Tuning knobs: `paged_attention.launch_attention`.
     """
     L.require(bits in (8, 4) and k_cache.dtype == torch.uint8, f"quantized caches are uint8 with bits 8 or 4, got "
               f"{k_cache.dtype}, bits={bits}")
+    L.require(new is None or (k_scale_zero.is_contiguous() and v_scale_zero.is_contiguous()),
+              "attention that writes new tokens wants contiguous (scale, zero) tensors")
     return launch_attention(q, k_cache, v_cache, block_tables, context_lens, bits=bits,
                             k_scale_zero=k_scale_zero.contiguous(), v_scale_zero=v_scale_zero.contiguous(),
-                            scale=scale, max_context_len=max_context_len, out=out)
+                            scale=scale, max_context_len=max_context_len, out=out, new=new)
 
 
 def quantized_cache(k: torch.Tensor, v: torch.Tensor, bits: int) -> tuple[torch.Tensor, ...]:
@@ -190,6 +195,73 @@ def check(bits: int, lengths: tuple[int, ...] = (3, 37), heads: int = 4, kv_head
                      k_scale_zero=ksz.to(dev), v_scale_zero=vsz.to(dev), out=out, partition=partition, warps=warps)
     return measure.assert_close(f"paged_attention_quant bits={bits} lengths={lengths}", out, want,
                                 attention_tolerance(head_dim, max(lengths)))
+
+
+def rotate_reference(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x [B, heads, D] fp16 rotated by cos/sin [B, D] (the model's apply_rope), computed in float64
+    and rounded to fp16 once."""
+    half = x.shape[-1] // 2
+    xd, c, s = x.double(), cos.double()[:, None], sin.double()[:, None]
+    return (xd * c + torch.cat([-xd[..., half:], xd[..., :half]], -1) * s).half()
+
+
+def check_new_tokens(bits: int, lengths: tuple[int, ...] = (1, 17, 40), heads: int = 4, kv_heads: int = 2,
+                     head_dim: int = 32, block_size: int = 16, partition: int | None = 16, warps: int = 2,
+                     seed: int | None = None) -> float:
+    """Attention that rotates q and the new K and writes the new K/V itself (`NewTokens`),
+    against torch: rotate, write (`write_reference`), then attend. The new tokens' rows of the
+    cache start as garbage (the kernel must not read them) and must hold what torch writes
+    (codes within one step: the rotated K may round differently by an ulp); no other row may
+    change. Returns the output's relative error (raises if too large)."""
+    gen = torch.Generator().manual_seed(seed) if seed is not None else None
+    batch = len(lengths)
+    k16, v16, tables, lens = random_paged(batch, list(lengths), kv_heads, head_dim, block_size, gen)
+    caches = [k16, v16] if bits == 16 else list(quantized_cache(k16, v16, bits))
+    pos = lens.long() - 1
+    slots = tables[torch.arange(batch), pos // block_size].long() * block_size + pos % block_size
+    blocks, offsets = slots // block_size, slots % block_size
+    for c in caches[:2]:  # the new tokens' rows: garbage, to be overwritten
+        c[blocks, :, offsets] = float("nan") if bits == 16 else 0xAB
+    for c in caches[2:]:
+        c[blocks, :, offsets] = float("nan")
+    q = torch.randn(batch, heads, head_dim, generator=gen).half()
+    k_new, v_new = (torch.randn(batch, kv_heads, head_dim, generator=gen).half() * 3 for _ in range(2))
+    inv_freq = 10000.0 ** -(torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+    angles = pos[:, None].double() * inv_freq
+    cos, sin = (torch.cat([f(angles)] * 2, -1).half() for f in (torch.cos, torch.sin))
+
+    want_caches = [c.clone() for c in caches]
+    pairs = want_caches[2:] or [None, None]
+    for cache, scale_zero, x in zip(want_caches[:2], pairs, (rotate_reference(k_new, cos, sin), v_new)):
+        write_reference(cache, scale_zero, slots, x, bits)
+    kd, vd = want_caches[:2] if bits == 16 else (dequantize_cache(want_caches[0], want_caches[2], bits, torch.float64),
+                                                  dequantize_cache(want_caches[1], want_caches[3], bits, torch.float64))
+    want = reference(rotate_reference(q, cos, sin), kd, vd, tables, lens, dtype=torch.float64)
+
+    dev = L.device()
+    got_caches = [c.to(dev) for c in caches]
+    out = measure.poisoned(tuple(q.shape), torch.float16, dev)
+    new = NewTokens(k_new.to(dev), v_new.to(dev), cos.to(dev), sin.to(dev), slots.to(dev))
+    sz = {} if bits == 16 else {"k_scale_zero": got_caches[2], "v_scale_zero": got_caches[3]}
+    launch_attention(q.to(dev), got_caches[0], got_caches[1], tables.to(dev), lens.to(dev), bits=bits, out=out,
+                     partition=partition, warps=warps, new=new, **sz)
+    for name, g, w in zip(("k", "v", "k scale/zero", "v scale/zero"), got_caches, want_caches):
+        g = g.cpu()
+        step = (g.float() - w.float()).abs() if bits != 16 or name != "k" else None
+        if bits == 16:  # fp16 rows: V copied exactly, the rotated K within an ulp
+            close = g == w if name == "v" else (g.float() - w.float()).abs() <= 2 * measure.U16 * w.float().abs()
+        elif "scale" in name:
+            close = step <= 4 * measure.U16 * w.float().abs()
+        else:  # codes: within one step (int4: each nibble of the byte)
+            close = step <= 1 if bits == 8 else (((g & 0xF).int() - (w & 0xF).int()).abs() <= 1) & \
+                (((g >> 4).int() - (w >> 4).int()).abs() <= 1)
+        if not bool(close.all()):
+            raise AssertionError(f"attention with new tokens, bits={bits}: {int((~close).sum())} {name} entries "
+                                 f"differ from torch's write")
+    # q and the new K rounded to fp16 after rotating: up to an ulp apart from torch's, which moves
+    # each score by ~2 u16 |score|
+    return measure.assert_close(f"attention with new tokens bits={bits} lengths={lengths} H={heads}/{kv_heads}",
+                                out, want, attention_tolerance(head_dim, max(lengths)) + 4 * measure.U16)
 
 
 def bench(batch: int, context: int, bits: int, heads: int = 32, kv_heads: int = 32, head_dim: int = 128,

@@ -29,11 +29,13 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from numba import cuda, float32, uint32
+from numba.types import float16
 
 from labkit.kernels import launch as L
 from labkit.kernels import measure, ptx, splitk
@@ -96,11 +98,13 @@ def code_units(bits: int) -> tuple:
 
 @functools.lru_cache(maxsize=None)
 def make_kernel(head_dim: int, block_size: int, heads: int, bits: int, warps: int, steps: int = 4,
-                min_blocks: int = 0):
+                min_blocks: int = 0, rope: bool = False):
     """Attention for `heads` query heads per block over a cache of `bits`-bit elements.
 
     A warp works on tiles of `steps` load steps (32 / LPT tokens each); while it computes
     on one tile, the loads of the next are already in flight (two register buffers).
+    `rope`: q and the step's new K come unrotated, and the new K/V are not in the cache yet
+    (see `NewTokens`).
     """
     lpt = head_dim // E  # lanes per token: lpt lanes of E elements each hold one token's K (or V) row
     tpw = 32 // lpt  # tokens per warp load step: the warp reads tpw whole rows per load instruction
@@ -118,6 +122,55 @@ def make_kernel(head_dim: int, block_size: int, heads: int, bits: int, warps: in
     quads = heads * head_dim // 4  # the merge reads partial outputs 4 floats (16 bytes) at a time
     slices = min(warps, max(1, 32 * warps // quads))  # threads per quad, each over every slices-th partition
     merge_weights, merge_words = heads * MAX_PARTS, 4 * MERGE_LOADS
+    partner = lpt // 2  # rotary pairs element i with i + D/2: lane lt's partner is lane lt ^ partner
+    per_word = 32 // bits  # elements per 32-bit word of the cache
+    qmax = np.float32(2**bits - 1)
+
+    @cuda.jit(device=True, inline="always")
+    def rotate(words, cos, sin, row, lt):
+        """The lane's 8 elements of a head (4 words of fp16 pairs) at the position of token
+        `row`, rotated: x cos + rotate_half(x) sin in float32, rounded to fp16 (as the model's
+        compiled step computes it). Every lane of the warp calls it (a shuffle)."""
+        cw = cuda.local.array(4, uint32)
+        sw = cuda.local.array(4, uint32)
+        cw[0], cw[1], cw[2], cw[3] = ptx.load_u32x4(cos, row * (head_dim // 2) + lt * 4)
+        sw[0], sw[1], sw[2], sw[3] = ptx.load_u32x4(sin, row * (head_dim // 2) + lt * 4)
+        sign = float32(-1) if lt < partner else float32(1)  # rotate_half: (-x2, x1)
+        for i in range(4):
+            x0, x1 = ptx.halves(words[i])
+            p0, p1 = ptx.shfl_xor(x0, partner), ptx.shfl_xor(x1, partner)
+            c0, c1 = ptx.halves(cw[i])
+            s0, s1 = ptx.halves(sw[i])
+            words[i] = ptx.pack_halves(x0 * c0 + sign * p0 * s0, x1 * c1 + sign * p1 * s1)
+
+    @cuda.jit(device=True, inline="always")
+    def encode(words, codes):
+        """The lane's 8 fp16 elements (4 words) of a new token as the cache holds them: the words
+        themselves (fp16), or int8/int4 codes, returning the token's (scale, zero) word: the
+        format and arithmetic of kv_quant.write_kernel. Every lane of the warp calls it."""
+        if bits == 16:
+            for i in range(4):
+                codes[i] = words[i]
+            return uint32(0)
+        vals = cuda.local.array(E, float32)
+        for i in range(4):
+            vals[2 * i], vals[2 * i + 1] = ptx.halves(words[i])
+        lo, hi = vals[0], vals[0]
+        for e in range(1, E):
+            lo, hi = min(lo, vals[e]), max(hi, vals[e])
+        off = partner
+        while off > 0:  # over the lanes of the token's row
+            lo = min(lo, ptx.shfl_xor(lo, off))
+            hi = max(hi, ptx.shfl_xor(hi, off))
+            off //= 2
+        scale = float32(float16(max((hi - lo) / qmax, float32(1e-6))))
+        zero = float32(float16(-lo / scale))
+        for i in range(wpl):
+            codes[i] = 0
+        for e in range(E):
+            code = uint32(min(max(ptx.rint(vals[e] / scale + zero), float32(0)), qmax))
+            codes[e // per_word] |= code << uint32(bits * (e % per_word))
+        return ptx.pack_halves(scale, zero)
 
     @cuda.jit(device=True, inline="always")
     def merge(m_part, l_part, acc_part, out, row0, n_parts, used, sm_acc):
@@ -214,13 +267,29 @@ def make_kernel(head_dim: int, block_size: int, heads: int, bits: int, warps: in
                 k_pair[st] = ptx.load_u32(k_scale_zero, row0 + t)
                 v_pair[st] = ptx.load_u32(v_scale_zero, row0 + t)
 
+    @cuda.jit(device=True, inline="always")
+    def attends(fresh_tile, st, tok, blk, pos, cached_end):
+        """Whether the lane's token of load step st counts: the new token (step 0, tok 0) in the
+        fresh tile, else a token of the partition that is in the cache."""
+        if fresh_tile:
+            return st == 0 and tok == 0
+        return blk * block_size + pos < cached_end and pos < block_size
+
+    @cuda.jit(device=True, inline="always")
+    def take_fresh(kf, vf, kf_pair, vf_pair, kw, vw, k_pair, v_pair):
+        """Make the new token load step 0 of the next tile (the other steps do not count)."""
+        for i in range(wpl):
+            kw[i], vw[i] = kf[i], vf[i]
+        k_pair[0], v_pair[0] = kf_pair, vf_pair
+
     @L.kernel(threads=32 * warps, min_blocks=min_blocks, fastmath=True)
     def attention(q, k_cache, v_cache, k_scale_zero, v_scale_zero, block_tables, context_lens, scale_log2,
-                  partition, magic,
+                  partition, magic, k_new, v_new, cos, sin, slots,
                   out, m_part, l_part, acc_part, counters):
         # q: fp16 [B, H, D] as int32 pairs; caches: [blocks, H_kv, block_size, row_words] int32;
         # k_scale_zero/v_scale_zero: the fp16 (scale, zero) pairs as int32 [blocks, H_kv, block_size]
-        # (quantized only)
+        # (quantized only); rope only: k_new/v_new fp16 [B, H_kv, D] and cos/sin fp16 [B, D] as int32
+        # pairs, slots int64 [B]
         n_heads = q.shape[1]
         kv_heads = k_cache.shape[1]
         group = n_heads // kv_heads
@@ -234,6 +303,10 @@ def make_kernel(head_dim: int, block_size: int, heads: int, bits: int, warps: in
         if start >= ctx:
             return  # an empty partition (the whole block leaves: no barrier is skipped)
         end = min(start + partition, ctx)
+        # rope: token ctx - 1 is the step's new one, not in the cache; the partition that holds it
+        # takes it from k_new/v_new (one more tile, warp 0's last) and writes it to the cache
+        fresh = rope and ctx - 1 < end
+        cached_end = min(end, ctx - 1) if rope else end
         warp, lane = cuda.threadIdx.x // 32, cuda.threadIdx.x % 32
         lt, tok = lane % lpt, lane // lpt  # which 8 elements, which token of a step
 
@@ -256,6 +329,8 @@ def make_kernel(head_dim: int, block_size: int, heads: int, bits: int, warps: in
         qw = cuda.local.array(4, uint32)
         for h in range(heads):
             qw[0], qw[1], qw[2], qw[3] = ptx.load_u32x4(q, (b * n_heads + head0 + h) * (head_dim // 2) + lt * 4)
+            if rope:
+                rotate(qw, cos, sin, b, lt)
             qs = float32(0)
             for i in range(4):
                 lo, hi = ptx.halves(qw[i])
@@ -270,14 +345,40 @@ def make_kernel(head_dim: int, block_size: int, heads: int, bits: int, warps: in
             for e in range(E):
                 acc[h * E + e] = 0
 
+        kf = cuda.local.array(wpl, uint32)  # the new token's K and V as the cache holds them
+        vf = cuda.local.array(wpl, uint32)
+        kf_pair, vf_pair = uint32(0), uint32(0)
+        if fresh and warp == 0:
+            for h in range(2):  # K (rotated), then V
+                src = k_new if h == 0 else v_new
+                qw[0], qw[1], qw[2], qw[3] = ptx.load_u32x4(src, (b * kv_heads + kv_head) * (head_dim // 2) + lt * 4)
+                if h == 0:
+                    rotate(qw, cos, sin, b, lt)
+                    kf_pair = encode(qw, kf)
+                else:
+                    vf_pair = encode(qw, vf)
+            if cuda.blockIdx.x % n_groups == 0 and tok == 0:  # one block per KV head writes it
+                slot = slots[b]
+                row = ((slot // block_size) * kv_heads + kv_head) * block_size + slot % block_size
+                for i in range(wpl):
+                    ptx.store_u32(k_cache, row * row_words + lt * wpl + i, kf[i])
+                    ptx.store_u32(v_cache, row * row_words + lt * wpl + i, vf[i])
+                if quantized and lt == 0:
+                    ptx.store_u32(k_scale_zero, row, kf_pair)
+                    ptx.store_u32(v_scale_zero, row, vf_pair)
+
         # this warp's tiles: KV blocks first + warp, first + warp + warps, ..., `tiles` each
+        # (and, for warp 0 where the partition holds the new token, one more: the fresh tile)
         first = start // block_size
-        n_tiles = max(0, ((end + block_size - 1) // block_size - first - warp + warps - 1) // warps) * tiles
-        if n_tiles > 0:
+        n_cached = max(0, ((cached_end + block_size - 1) // block_size - first - warp + warps - 1) // warps) * tiles
+        n_tiles = n_cached + (1 if fresh and warp == 0 else 0)
+        if n_cached > 0:
             blk = first + warp
             load_tile(k_cache, v_cache, k_scale_zero, v_scale_zero,
                       (block_tables[b, blk] * kv_heads + kv_head) * block_size,
                       0, lt, tok, kw_next, vw_next, k_pair_next, v_pair_next)
+        elif n_tiles > 0:
+            take_fresh(kf, vf, kf_pair, vf_pair, kw_next, vw_next, k_pair_next, v_pair_next)
         for j in range(n_tiles):
             for i in range(kv_words):  # the tile loaded last round becomes the current one
                 kw[i], vw[i] = kw_next[i], vw_next[i]
@@ -285,15 +386,18 @@ def make_kernel(head_dim: int, block_size: int, heads: int, bits: int, warps: in
                 k_pair[st], v_pair[st] = k_pair_next[st], v_pair_next[st]
             blk = first + warp + (j // tiles) * warps
             t0 = (j % tiles) * steps * tpw
-            if j + 1 < n_tiles:  # start loading the next tile before computing this one
+            fresh_tile = j == n_cached
+            if j + 1 < n_cached:  # start loading the next tile before computing this one
                 nblk = first + warp + ((j + 1) // tiles) * warps
                 load_tile(k_cache, v_cache, k_scale_zero, v_scale_zero,
                           (block_tables[b, nblk] * kv_heads + kv_head) * block_size,
                           ((j + 1) % tiles) * steps * tpw, lt, tok, kw_next, vw_next, k_pair_next, v_pair_next)
+            elif j + 1 < n_tiles:
+                take_fresh(kf, vf, kf_pair, vf_pair, kw_next, vw_next, k_pair_next, v_pair_next)
             for st in range(steps):  # scores of the tile's tokens, for every head
                 unpack(kw, st * wpl, vals, magic)
                 pos = t0 + st * tpw + tok
-                valid = blk * block_size + pos < end and pos < block_size
+                valid = attends(fresh_tile, st, tok, blk, pos, cached_end)
                 for h in range(heads):
                     d = float32(0)
                     for e in range(E):
@@ -323,7 +427,7 @@ def make_kernel(head_dim: int, block_size: int, heads: int, bits: int, warps: in
                     acc[h * E + e] *= alpha
             for st in range(steps):  # weighted sum of the tile's V rows
                 pos = t0 + st * tpw + tok
-                if blk * block_size + pos < end and pos < block_size:
+                if attends(fresh_tile, st, tok, blk, pos, cached_end):
                     unpack(vw, st * wpl, vals, magic)
                     sc, z = float32(1), float32(0)
                     if quantized:
@@ -383,6 +487,38 @@ def make_kernel(head_dim: int, block_size: int, heads: int, bits: int, warps: in
 
 # ----------------------------------------------------------------------------- launch
 
+class NewTokens(NamedTuple):
+    """A decode step's new tokens, for attention that rotates and caches them itself.
+
+    With them, q comes before the rotary embedding too: the kernel rotates q and the new K,
+    writes K and V (as codes, for int8/int4 caches) at `slots`, and attends to the new token
+    from its registers; the rest of the context comes from the cache. That is the rotary
+    kernel and the K/V-write kernel of every layer gone from a decode step.
+    """
+    k: torch.Tensor      # fp16 [B, H_kv, D], not rotated
+    v: torch.Tensor      # fp16 [B, H_kv, D]
+    cos: torch.Tensor    # fp16 [B, D]: cos of each token's position's angles (the model's `rope`)
+    sin: torch.Tensor    # fp16 [B, D]
+    slots: torch.Tensor  # int64 [B]: block * block_size + offset to write each token's K/V to
+
+
+def rope_arguments(new: NewTokens | None, q: torch.Tensor, kv_heads: int) -> tuple:
+    """The kernel's k_new, v_new, cos, sin and slots arguments (placeholders without `new`)."""
+    batch, _, head_dim = q.shape
+    if new is None:
+        no_slots = L.workspace("attention.no_slots", (1,), torch.int64, q.device)
+        return q.view(torch.int32), q.view(torch.int32), q[0].view(torch.int32), q[0].view(torch.int32), no_slots
+    L.require(head_dim >= 16, f"attention with the rotary embedding inside needs head_dim >= 16, got {head_dim}")
+    for name, t, shape in (("k", new.k, (batch, kv_heads, head_dim)), ("v", new.v, (batch, kv_heads, head_dim)),
+                           ("cos", new.cos, (batch, head_dim)), ("sin", new.sin, (batch, head_dim))):
+        L.require(t.dtype == torch.float16 and t.is_contiguous() and tuple(t.shape) == shape,
+                  f"new tokens' {name} must be contiguous fp16 {list(shape)}, got {t.dtype} {list(t.shape)}")
+    L.require(new.slots.dtype == torch.int64 and tuple(new.slots.shape) == (batch,),
+              f"new tokens' slots must be int64 [{batch}], got {new.slots.dtype} {list(new.slots.shape)}")
+    return (new.k.view(torch.int32), new.v.view(torch.int32), new.cos.view(torch.int32), new.sin.view(torch.int32),
+            new.slots)
+
+
 def plan_partition(batch: int, kv_heads: int, groups: int, max_context: int, block_size: int,
                    warps: int) -> int:
     """Tokens per partition: split the context only as much as needed to fill the GPU."""
@@ -398,7 +534,7 @@ def launch_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
                      v_scale_zero: torch.Tensor | None = None, scale: float | None = None,
                      max_context_len: int | None = None, out: torch.Tensor | None = None,
                      partition: int | None = None, warps: int = 4, steps: int | None = None,
-                     min_blocks: int = 0) -> torch.Tensor:
+                     min_blocks: int = 0, new: NewTokens | None = None) -> torch.Tensor:
     """The launcher behind `paged_attention` (bits=16) and `kv_quant.paged_attention_quant` (8, 4),
     with the tuning knobs the public functions leave to the plan:
 
@@ -406,6 +542,8 @@ def launch_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     - `warps`: warps per thread block (each takes whole KV blocks);
     - `steps`: load steps per tile (default 4 for fp16, 8 for int8/int4, see below);
     - `min_blocks`: a launch bound (blocks per SM the compiler must fit; 0 = none).
+
+    `new`: q is not rotated, and the step's new tokens are not in the cache (`NewTokens`).
     """
     batch, n_heads, head_dim = q.shape
     kv_heads, block_size = k_cache.shape[1], k_cache.shape[2]
@@ -439,31 +577,32 @@ def launch_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     # per block, which then needs all 255 registers and runs slower than with 4 steps
     # (docs/benchmarks.md, "Split-K merge")
     steps = steps or (4 if bits == 16 or (bits == 8 and heads > 1) else 8)
-    kernel = make_kernel(head_dim, block_size, heads, bits, warps, steps, min_blocks)
+    kernel = make_kernel(head_dim, block_size, heads, bits, warps, steps, min_blocks, new is not None)
     scale_log2 = np.float32((scale if scale is not None else head_dim ** -0.5) * LOG2E)
     used = batch * n_heads * n_parts
     counters = L.workspace("attention.counters", (batch * kv_heads * groups,), torch.int32, q.device)
     L.launch(kernel, (batch * kv_heads * groups, n_parts), (32 * warps,), q.view(torch.int32),
              k_cache.view(torch.int32), v_cache.view(torch.int32), k_pairs, v_pairs, block_tables, context_lens,
-             scale_log2, partition, MAGIC, out.view(-1), m_part[:used], l_part[:used], acc_part[:used * head_dim],
-             counters)
+             scale_log2, partition, MAGIC, *rope_arguments(new, q, kv_heads), out.view(-1), m_part[:used],
+             l_part[:used], acc_part[:used * head_dim], counters)
     return out
 
 
 def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_tables: torch.Tensor,
                     context_lens: torch.Tensor, scale: float | None = None, max_context_len: int | None = None,
-                    out: torch.Tensor | None = None) -> torch.Tensor:
+                    out: torch.Tensor | None = None, new: NewTokens | None = None) -> torch.Tensor:
     """Decode attention over an fp16 paged cache: q [B, H, D] fp16 -> [B, H, D] fp16.
 
     `max_context_len` (an upper bound the caller knows on the host) fixes the number of
     partitions without reading `context_lens` back from the GPU, so the launch can be
     captured in a CUDA graph; by default it is block_tables.shape[1] * block_size.
+    `new`: the step's tokens before the rotary embedding and not yet cached (`NewTokens`).
     Tuning knobs (partition, warps, steps): `launch_attention`.
     """
     L.require(k_cache.dtype == torch.float16 and v_cache.dtype == torch.float16,
               "paged_attention reads fp16 caches; use kv_quant.paged_attention_quant for int8/int4")
     return launch_attention(q, k_cache, v_cache, block_tables, context_lens, scale=scale,
-                            max_context_len=max_context_len, out=out)
+                            max_context_len=max_context_len, out=out, new=new)
 
 
 # ----------------------------------------------------------------------------- check and bench

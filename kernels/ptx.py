@@ -5,7 +5,8 @@ four times the bytes of a 4-byte load for the same instruction, and keeps more b
 flight per thread. Numba has no vector loads, so `load_u32x4` emits the PTX instruction
 `ld.global.nc.v4.u32` itself (`.nc`: through the read-only cache, fine for weights and
 KV blocks that no thread writes while the kernel runs), and `store_u32x4` the 16-byte store
-`st.global.v4.u32` (a warp's 2-byte stores 16 bytes apart write its 512 bytes piecemeal). `load_u32x4_once` is the same load
+`st.global.v4.u32` (a warp's 2-byte stores 16 bytes apart write its 512 bytes piecemeal);
+`store_u32` stores a word's bits into any 4-byte array (a cache of int32 words). `load_u32x4_once` is the same load
 marked "last use" (`ld.global.lu`), for weights streamed once: besides the cache hint, ptxas
 leaves these loads where the kernel issues them, where it sinks `.nc` loads next to their
 first use and a register ring of loads in flight collapses (seen in the SASS of the GEMV;
@@ -87,6 +88,10 @@ if SIMULATOR:
     def store_u32x4(a, i, w0, w1, w2, w3):
         """a.flat[i : i + 4] = the four 32-bit words (i a multiple of 4; a of 4-byte elements)."""
         a.reshape(-1).view(np.uint32)[i:i + 4] = [_u32(w0), _u32(w1), _u32(w2), _u32(w3)]
+
+    def store_u32(a, i, w):
+        """a.flat[i] = the 32-bit word w (a of 4-byte elements: the bits, whatever their type)."""
+        a.reshape(-1).view(np.uint32)[i] = _u32(w)
 
     def as_float(u):
         """The float32 whose bits are the 32-bit integer u."""
@@ -293,6 +298,17 @@ else:
             return context.get_dummy_value()
 
         return types.void(a, i, w0, w1, w2, w3), codegen
+
+    @intrinsic
+    def store_u32(typingctx, a, i, w):
+        def codegen(context, builder, sig, args):
+            addr = _address(context, builder, sig.args[0], args[0], args[1])
+            fn = ir.InlineAsm(ir.FunctionType(ir.VoidType(), [ir.IntType(64), ir.IntType(32)]),
+                              "st.global.u32 [$0], $1;", "l,r,~{memory}", side_effect=True)
+            builder.call(fn, [addr, _word(builder, args[2])])
+            return context.get_dummy_value()
+
+        return types.void(a, i, w), codegen
 
     @intrinsic
     def as_float(typingctx, u):

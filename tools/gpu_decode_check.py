@@ -500,6 +500,177 @@ def fused_engines(copy_gbps: float, tokenizer: str | None, out: dict, save) -> N
     inductor_config.triton.enable_pdl = False
 
 
+# attention with the rotary embedding and the K/V write inside (labkit.kernels.paged_attention.NewTokens)
+ROPE_TESTS = [str(ROOT / t) for t in ("tests/kernels/test_attention.py", "tests/engine/test_numba_backend.py",
+                                      "tests/engine/test_cuda_graphs_gpu.py", "tests/engine/test_fused_decode_gpu.py",
+                                      "tests/kernels/test_linear_kernels.py::test_dequant_is_exact")]
+
+
+def rope_part(copy_gbps: float, out_dir: str, result: dict, save) -> None:
+    """Checks on the 7B shapes, the GPU-only tests, the attention kernel with the new tokens
+    inside against the three kernels it replaces, and the dequantization kernel's bandwidth."""
+    import subprocess
+
+    from labkit.kernels import dequant, kv_quant
+
+    rows: list[dict] = []
+    run = _checker(rows)
+    for bits in (16, 8, 4):
+        run(f"attention + new tokens, {'fp16' if bits == 16 else f'int{bits}'} cache, 32/32 heads D=128",
+            lambda: kv_quant.check_new_tokens(bits, (1, 177, 700, 4099), 32, 32, 128, partition=None))
+    run("attention + new tokens, fp16 cache, 32/8 heads D=128",
+        lambda: kv_quant.check_new_tokens(16, (1, 177, 4099), 32, 8, 128, partition=None))
+    for name, (n, k) in LAYER.items():
+        run(f"dequant {name} {n}x{k}", lambda: dequant.check(n, k, 128))
+    result["rope_checks"] = rows
+    save()
+    start = time.time()
+    tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "ignore",
+                            "--tb=short", *ROPE_TESTS], capture_output=True, text=True)
+    Path(out_dir, "rope_tests.log").write_text(tests.stdout + tests.stderr)
+    result["rope_tests"] = {"ok": tests.returncode == 0, "seconds": round(time.time() - start, 1),
+                            "tail": tests.stdout[-1500:] + tests.stderr[-500:]}
+    save()
+    result["rope_kernels"] = rope_kernel_rows(copy_gbps)
+    save()
+
+
+def rope_kernel_rows(copy_gbps: float) -> list[dict]:
+    """us per decode layer: rotary (one compiled kernel, as Inductor makes it in the engine's
+    step) + write_kv + attention, against the one attention kernel with NewTokens; Llama-2-7B
+    heads, CUDA-graph replays. And the int4 -> fp16 dequantization of each layer's weights."""
+    from labkit.kernels import dequant, kv_quant, paged_attention
+    from labkit.models.llama import apply_rope
+
+    rope = torch.compile(lambda q, k, cos, sin: (apply_rope(q, cos, sin), apply_rope(k, cos, sin)))
+    out = []
+    for batch, context in ((1, 177), (1, 1025), (8, 177), (32, 177)):
+        k_cache, v_cache, tables, lens = paged_attention.bench_cache(batch, context, 32)
+        q = torch.randn(batch, 32, 128, device="cuda", dtype=torch.float16)
+        k_new, v_new = (torch.randn(batch, 32, 128, device="cuda", dtype=torch.float16) for _ in range(2))
+        pos = lens.long() - 1
+        slots = tables[torch.arange(batch, device="cuda"), pos // 16].long() * 16 + pos % 16
+        angles = pos[:, None].float() * 10000.0 ** -(torch.arange(0, 128, 2, device="cuda") / 128)
+        cos, sin = (torch.cat([f(angles)] * 2, -1).half() for f in (torch.cos, torch.sin))
+        res = torch.empty_like(q)
+        new = paged_attention.NewTokens(k_new, v_new, cos, sin, slots)
+
+        def separate(i: int) -> None:
+            qr, kr = rope(q[:, None], k_new[:, None], cos[:, None, None], sin[:, None, None])
+            kv_quant.write_kv(kr[:, 0], v_new, slots, k_cache, v_cache)
+            paged_attention.paged_attention(qr[:, 0].contiguous(), k_cache, v_cache, tables, lens,
+                                            max_context_len=context, out=res)
+
+        def fused(i: int) -> None:
+            paged_attention.paged_attention(q, k_cache, v_cache, tables, lens, max_context_len=context, out=res,
+                                            new=new)
+
+        def plain(i: int) -> None:
+            paged_attention.paged_attention(q, k_cache, v_cache, tables, lens, max_context_len=context, out=res)
+
+        row = {"batch": batch, "context": context,
+               **{name: round(measure.time_us(fn, 1, calls=20, repeats=9), 2)
+                  for name, fn in (("rope_write_attention_us", separate), ("attention_new_tokens_us", fused),
+                                   ("attention_alone_us", plain))}}
+        measure.log(f"rope kernels {row}")
+        out.append(row)
+        del k_cache, v_cache
+        measure.free_memory()
+    for name, (n, k) in LAYER.items():
+        layer = random_int4_layer(n, k, 128, "cuda")
+        wt = torch.empty(k, n, dtype=torch.float16, device="cuda")
+        us = measure.time_us(lambda i: dequant.dequantize_t(*layer, 128, out=wt), 1, calls=20, repeats=9)
+        moved = n * k * 2 + n * k // 2 + (k // 128) * n * 2.5   # fp16 written, int4 and group constants read
+        out.append({"dequant": name, "n": n, "k": k, "us": round(us, 2),
+                    "copy_frac": round(moved / (us * 1e-6) / (copy_gbps * 1e9), 3)})
+        measure.log(f"rope kernels {out[-1]}")
+    return out
+
+
+def rope_engines(copy_gbps: float, tokenizer: str | None) -> dict:
+    """Compiled Llama-2-7B engines at batch 1 (random weights, CUDA graphs), fp16 and int4, with the
+    rotary embedding and K/V write inside attention off and on: ms per step in alternating
+    rounds, kernels per step and the gaps (the profile mode)."""
+    from labkit.engine import LLM
+    from labkit.engine.bench import decode_weight_bytes, random_model
+    from labkit.engine.paged_attention import set_rotary_in_attention
+    from labkit.models import Tokenizer, resolve
+
+    tok = Tokenizer(tokenizer or resolve("embedded"))
+    rng = random.Random(0)
+    vocab = 32000
+    llms, out = {}, {}
+    for weights in ("fp16", "int4"):
+        for inside in (False, True):
+            name = f"{weights} rotary {'inside' if inside else 'apart'}"
+            set_rotary_in_attention(inside)
+            start = time.time()
+            llm = LLM(random_model("llama-2-7b", "cuda", torch.float16), tokenizer=tok, backend="numba",
+                      weights=None if weights == "fp16" else weights, compile=True, max_batch_size=1,
+                      max_model_len=1024, cache_max_entry_count=0.05)
+            decode_ms(llm, 1, rng, vocab, steps=8)   # warm up
+            res = {"build_s": round(time.time() - start, 1), "weight_bytes": decode_weight_bytes(llm.model)}
+            res["roofline_ms"] = round(res["weight_bytes"] / (copy_gbps * 1e9) * 1e3, 3)
+            llms[name], out[name] = (llm, inside), res
+            measure.log(f"rope engine {name} built: {res}")
+    for _ in range(3):   # alternating rounds (the setting as each engine's graphs were captured)
+        for name, (llm, inside) in llms.items():
+            set_rotary_in_attention(inside)
+            out[name].setdefault("ms_per_step_b1", []).append(decode_ms(llm, 1, rng, vocab))
+    for name, (llm, inside) in llms.items():
+        set_rotary_in_attention(inside)
+        out[name]["timeline"] = step_timeline(llm, vocab)
+        b1 = min(out[name]["ms_per_step_b1"])
+        out[name]["batch1_tok_s"] = round(1000 / b1, 1)
+        out[name]["batch1_fraction_of_roofline"] = round(out[name]["roofline_ms"] / b1, 3)
+        measure.log(f"rope engine {name}: {out[name]}")
+        llm.close()
+    set_rotary_in_attention(True)
+    del llms
+    measure.free_memory()
+    return out
+
+
+def load_engines(copy_gbps: float, tokenizer: str | None, requests: int) -> dict:
+    """fp16 and int4 compiled Llama-2-7B engines (the defaults: rotary inside attention, fused int4
+    decode layers) side by side: ms per decode step at batch 1-32, then the bench's chat workload
+    (`labkit bench engine --mode dynamic`'s: continuous batching, requests arriving at 100/s)."""
+    from labkit.engine import LLM
+    from labkit.engine.bench import random_model
+    from labkit.engine.workload import chat_workload, drive_engine, greedy, text_ids
+    from labkit.models import Tokenizer, resolve
+
+    tok = Tokenizer(tokenizer or resolve("embedded"))
+    rng = random.Random(0)
+    vocab = 32000
+    reqs = chat_workload(requests, 100.0, 1.0, vocab, 0, text_ids(vocab, tokenizer), 2048)
+    out: dict = {"workload": {"requests": requests, "rate_req_s": 100.0, "scale": 1.0,
+                              "prompt_tokens": sum(len(r.prompt) for r in reqs),
+                              "output_tokens": sum(r.output_len for r in reqs)}}
+    llms = {}
+    for weights in ("fp16", "int4"):
+        start = time.time()
+        llms[weights] = LLM(random_model("llama-2-7b", "cuda", torch.float16), tokenizer=tok, backend="numba",
+                            weights=None if weights == "fp16" else weights, compile=True, max_batch_size=32,
+                            max_model_len=2048, cache_max_entry_count=0.25)
+        decode_ms(llms[weights], 1, rng, vocab, steps=8)   # warm up
+        out[weights] = {"build_s": round(time.time() - start, 1)}
+        measure.log(f"load engine {weights} built: {out[weights]}")
+    for weights, llm in llms.items():
+        out[weights]["ms_per_step"] = {b: decode_ms(llm, b, rng, vocab) for b in BATCHES}
+        measure.log(f"load engine {weights}: {out[weights]}")
+    for _ in range(2):   # alternating rounds of the whole workload
+        for weights, llm in llms.items():
+            llm.generate([reqs[0].prompt], greedy(2))
+            out[weights].setdefault("chat", []).append(drive_engine(llm, reqs, f"chat-{weights}"))
+            measure.log(f"load engine {weights} chat: {out[weights]['chat'][-1]}")
+    for llm in llms.values():
+        llm.close()
+    del llms
+    measure.free_memory()
+    return out
+
+
 def table(result: dict) -> str:
     lines = [f"{result['device']} · copy {result['copy_gbps']:.0f} GB/s · {result['date']}"]
     for c in result.get("checks", []):
@@ -533,6 +704,20 @@ def table(result: dict) -> str:
         lines.append(f"fused kernels {json.dumps(r)}")
     for name, e in result.get("fused_engine", {}).items():
         lines.append(f"fused engine {name}: {json.dumps(e)[:600]}")
+    for c in result.get("rope_checks", []):
+        lines.append(f"check {c['check']:<60} {'ok ' + str(c.get('value')) if c['ok'] else 'FAILED ' + c['message']}")
+    if "rope_tests" in result:
+        lines.append(f"rope GPU tests: {'passed' if result['rope_tests']['ok'] else 'FAILED'} "
+                     f"{result['rope_tests']['tail'][-200:]!r}")
+    for r in result.get("rope_kernels", []):
+        lines.append(f"rope kernels {json.dumps(r)}")
+    for name, e in result.get("rope_engine", {}).items():
+        t = e["timeline"]
+        lines.append(f"rope engine {name:<22} ms/step {e['ms_per_step_b1']}  {e['batch1_tok_s']} tok/s = "
+                     f"{100 * e['batch1_fraction_of_roofline']:.1f}% of roofline; {t['kernels_per_step']} kernels/step, "
+                     f"{t['total_us_per_step']} us of kernels, gap median {t['gap_us_median']} us")
+    for name, e in result.get("load", {}).items():
+        lines.append(f"load {name}: {json.dumps(e)[:700]}")
     for w, e in result.get("engine", {}).items():
         lines.append(f"engine {w}: ms/step {json.dumps(e['ms_per_step'])}; batch 1 {e['batch1_tok_s']} tok/s = "
                      f"{100 * e['batch1_fraction_of_roofline']:.1f}% of the roofline ({e['roofline_ms']} ms)")
@@ -549,6 +734,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--tokenizer", default=None, help="folder with tokenizer.json (default: the embedded model's)")
     p.add_argument("--parts", default="checks,kernels,engine,rows")
+    p.add_argument("--requests", type=int, default=200, help="load: requests of the chat workload")
     args = p.parse_args(argv)
     parts = args.parts.split(",")
     result: dict = {"device": torch.cuda.get_device_name(), "date": time.strftime("%Y-%m-%d"),
@@ -564,7 +750,10 @@ def main(argv: list[str] | None = None) -> int:
                      ("engine", lambda: engine_rows(result["copy_gbps"], args.tokenizer)),
                      ("tc", lambda: tc_checks(args.out)),
                      ("rows", batch_rows), ("bench", lambda: engine_bench(args.tokenizer, args.out)),
-                     ("fused", lambda: fused_part(result["copy_gbps"], args.tokenizer, args.out, result, save))):
+                     ("fused", lambda: fused_part(result["copy_gbps"], args.tokenizer, args.out, result, save)),
+                     ("rope", lambda: rope_part(result["copy_gbps"], args.out, result, save)),
+                     ("rope_engine", lambda: rope_engines(result["copy_gbps"], args.tokenizer)),
+                     ("load", lambda: load_engines(result["copy_gbps"], args.tokenizer, args.requests))):
         if part in parts:
             start = time.time()
             value = fn()
@@ -574,8 +763,8 @@ def main(argv: list[str] | None = None) -> int:
             save()
     print(table(result))
     ok = all(c["ok"] for c in result.get("checks", []) + result.get("tc", {}).get("checks", [])
-             + result.get("fused_checks", []))
-    return 0 if ok and result.get("fused_tests", {}).get("ok", True) and result.get("tc", {}).get("tests", {}).get(
+             + result.get("fused_checks", []) + result.get("rope_checks", []))
+    return 0 if ok and result.get("fused_tests", {}).get("ok", True) and result.get("rope_tests", {}).get("ok", True) and result.get("tc", {}).get("tests", {}).get(
         "ok", True) else 1
 
 

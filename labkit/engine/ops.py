@@ -9,8 +9,12 @@ otherwise hundreds of 2-3 microsecond kernels.
 
 Only the compiler gets the op: called eagerly, a Python custom op costs far more host time
 per call than the kernel it launches (most of an eager prefill step's time), so `write_kv`,
-`paged_attention`, `quant_linear` and `fused_gemv` below launch the
+`paged_attention`, `rope_attention`, `quant_linear` and `fused_gemv` below launch the
 kernel directly unless `torch.compile` is tracing.
+
+`rope_attention` is decode attention with the rotary embedding of q and the new K, and the
+write of the new K/V into the cache, inside the kernel (`labkit.kernels.paged_attention.NewTokens`):
+a decode step's two small kernels per layer before attention, gone.
 
 `fused_gemv` is the W4A16 GEMV with the element-wise work around it inside (an RMSNorm or
 SiLU(gate) * up before, the residual add after: `labkit.kernels.w4a16_gemv`), which the
@@ -33,13 +37,28 @@ def _write_kv(k: torch.Tensor, v: torch.Tensor, slots: torch.Tensor, k_cache: to
 def _paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, k_scale_zero: torch.Tensor,
                      v_scale_zero: torch.Tensor, block_tables: torch.Tensor, context_lens: torch.Tensor, bits: int,
                      max_context: int) -> torch.Tensor:
+    return _attention(q, k_cache, v_cache, k_scale_zero, v_scale_zero, block_tables, context_lens, bits, max_context)
+
+
+def _rope_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                    slots: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, k_scale_zero: torch.Tensor,
+                    v_scale_zero: torch.Tensor, block_tables: torch.Tensor, context_lens: torch.Tensor, bits: int,
+                    max_context: int) -> torch.Tensor:
+    from labkit.kernels.paged_attention import NewTokens
+
+    return _attention(q, k_cache, v_cache, k_scale_zero, v_scale_zero, block_tables, context_lens, bits, max_context,
+                      NewTokens(k, v, cos, sin, slots))
+
+
+def _attention(q, k_cache, v_cache, k_scale_zero, v_scale_zero, block_tables, context_lens, bits, max_context,
+               new=None) -> torch.Tensor:
     from labkit.kernels.kv_quant import paged_attention_quant
     from labkit.kernels.paged_attention import paged_attention as fp16
 
     if bits == 16:
-        return fp16(q, k_cache, v_cache, block_tables, context_lens, max_context_len=max_context)
+        return fp16(q, k_cache, v_cache, block_tables, context_lens, max_context_len=max_context, new=new)
     return paged_attention_quant(q, k_cache, v_cache, k_scale_zero, v_scale_zero, block_tables, context_lens, bits=bits,
-                                 max_context_len=max_context)
+                                 max_context_len=max_context, new=new)
 
 
 def _quant_linear(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor, bits: int,
@@ -60,6 +79,8 @@ def _fused_gemv(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, sc
 write_kv_op = torch.library.custom_op("labkit::write_kv", _write_kv,
                                       mutates_args=("k_cache", "v_cache", "k_scale_zero", "v_scale_zero"))
 paged_attention_op = torch.library.custom_op("labkit::paged_attention", _paged_attention, mutates_args=())
+rope_attention_op = torch.library.custom_op("labkit::rope_attention", _rope_attention,
+                                            mutates_args=("k_cache", "v_cache", "k_scale_zero", "v_scale_zero"))
 quant_linear_op = torch.library.custom_op("labkit::quant_linear", _quant_linear, mutates_args=())
 fused_gemv_op = torch.library.custom_op("labkit::fused_gemv", _fused_gemv, mutates_args=())
 
@@ -71,6 +92,12 @@ def _(k, v, slots, k_cache, v_cache, k_scale_zero, v_scale_zero, bits):
 
 @paged_attention_op.register_fake
 def _(q, k_cache, v_cache, k_scale_zero, v_scale_zero, block_tables, context_lens, bits, max_context):
+    return torch.empty_like(q)
+
+
+@rope_attention_op.register_fake
+def _(q, k, v, cos, sin, slots, k_cache, v_cache, k_scale_zero, v_scale_zero, block_tables, context_lens, bits,
+      max_context):
     return torch.empty_like(q)
 
 
@@ -93,6 +120,11 @@ def write_kv(*args) -> None:
 def paged_attention(*args) -> torch.Tensor:
     """Decode attention over the paged cache: `_paged_attention`'s arguments."""
     return (paged_attention_op if torch.compiler.is_compiling() else _paged_attention)(*args)
+
+
+def rope_attention(*args) -> torch.Tensor:
+    """Decode attention that rotates q and the new K and writes the new K/V itself: `_rope_attention`'s arguments."""
+    return (rope_attention_op if torch.compiler.is_compiling() else _rope_attention)(*args)
 
 
 def quant_linear(*args) -> torch.Tensor:

@@ -9,10 +9,12 @@ after cached tokens one by one, fresh ones together by length.
   with `scaled_dot_product_attention`: decodes together, each KV head's query heads as its
   rows of queries; fresh prefill chunks of one length together, the others one by one.
 - `NumbaAttention` writes K/V and runs decode attention with the kernels of `labkit.kernels`
-  (fp16, int8 or int4 caches, through `labkit.engine.ops` so that `torch.compile` sees them).
+  (fp16, int8 or int4 caches, through `labkit.engine.ops` so that `torch.compile` sees them);
+  in steps of decodes only, one kernel per layer also rotates q and k and writes K/V.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import torch
@@ -39,6 +41,21 @@ class StepInputs:
     def num_decodes(self) -> int:
         return self.context_lens.shape[0]
 
+
+
+_rotary = {"inside": os.environ.get("LABKIT_ROTARY_IN_ATTENTION", "1") != "0"}
+
+
+def rotary_in_attention() -> bool:
+    """Whether `NumbaAttention` rotates q and k and writes K/V inside attention in decode-only steps."""
+    return _rotary["inside"]
+
+
+def set_rotary_in_attention(wanted: bool) -> bool:
+    """Turn `rotary_in_attention` on or off for the steps traced or run from now on; returns the
+    previous setting."""
+    previous, _rotary["inside"] = _rotary["inside"], wanted
+    return previous
 
 
 class PagedAttention:
@@ -108,7 +125,7 @@ class PagedAttention:
         B, H, D = q.shape
         k, v = self.kv.read(layer, self.read_rows)      # [B, H_kv, S, D]
         q = q.view(B, k.shape[1], H // k.shape[1], D)
-        return attention(q, k, v, self.mask).view(B, H, D)
+        return attention(q, k, v, self.mask).reshape(B, H, D)   # (SDPA on a GPU may return it strided)
 
 
 def _causal(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -124,7 +141,29 @@ def _causal(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
 
 class NumbaAttention(PagedAttention):
     """Decode attention and K/V writes with the kernels of `labkit.kernels` (fp16, int8 or int4
-    caches); prefill chunks stay in torch, where SDPA is already good at this size."""
+    caches); prefill chunks stay in torch, where SDPA is already good at this size.
+
+    In a step of decodes only, the model hands over q, k and v before the rotary embedding
+    (`rotary_inside`), and one kernel per layer rotates them, writes the new K/V and attends
+    (`attend_unrotated`): the rotary and K/V-write kernels of the step are gone. Steps with
+    prefill chunks rotate in the model and write K/V with their own kernel, and so do all steps
+    while `rotary_in_attention()` is off (`LABKIT_ROTARY_IN_ATTENTION=0`, `set_rotary_in_attention`;
+    read when a step is traced or runs: a captured graph keeps what it was captured with)."""
+
+    @property
+    def rotary_inside(self) -> bool:
+        return _rotary["inside"] and not self.inputs.prefills
+
+    def attend_unrotated(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor,
+                         sin: torch.Tensor) -> torch.Tensor:
+        """`attend` for q [1, N, H, D], k and v [1, N, H_kv, D] not rotated yet, and the cos/sin
+        [1, N, 1, D] of their positions (the model's `rope`)."""
+        kv, inp = self.kv, self.inputs
+        d = q.shape[-1]
+        return ops.rope_attention(q[0].contiguous(), k[0].contiguous(), v[0].contiguous(),
+                                  cos.reshape(-1, d).contiguous(), sin.reshape(-1, d).contiguous(), inp.slot_mapping,
+                                  kv.k[layer], kv.v[layer], *kv.scale_zero(layer), inp.block_tables,
+                                  inp.context_lens, kv.bits, inp.max_context)[None]
 
     def prepare_decodes(self) -> None:
         pass   # the kernels take the slot mapping and block tables as they are

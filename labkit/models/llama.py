@@ -186,8 +186,10 @@ class Attention(nn.Module):
         heads x D]: [B, T, H x D], what o_proj takes."""
         B, T, _ = q.shape
         H, H_kv, D = self.n_heads, self.n_kv, self.head_dim
-        q, k = apply_rope(q.view(B, T, H, D), cos, sin), apply_rope(k.view(B, T, H_kv, D), cos, sin)
-        v = v.view(B, T, H_kv, D)
+        q, k, v = q.view(B, T, H, D), k.view(B, T, H_kv, D), v.view(B, T, H_kv, D)
+        if getattr(cache, "rotary_inside", False):   # a cache whose attention kernel rotates q and k itself
+            return cache.attend_unrotated(self.layer, q, k, v, cos, sin).reshape(B, T, -1)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         out = causal_attention(q, k, v) if cache is None else cache.attend(self.layer, q, k, v)
         return out.reshape(B, T, -1)
 
@@ -315,6 +317,10 @@ class Llama(nn.Module):
 
 
 class AttentionCache(Protocol):
+    """Where attention's K/V live: `attend` takes q, k, v after the rotary embedding. A cache may
+    also say `rotary_inside` (True for the current step) and take them before it, with the cos/sin
+    of their positions, in `attend_unrotated(layer, q, k, v, cos, sin)` (the engine's GPU kernels)."""
+
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor: ...
 
 

@@ -39,3 +39,53 @@ def test_numba_attention_matches_torch(policy):
     assert torch.equal(caches[0].k, caches[1].k) and torch.equal(caches[0].v, caches[1].v)
     tol = 2e-3 if policy == 0 else 2e-2
     assert (got - want).abs().max().item() < tol * max(1.0, want.abs().max().item())
+
+
+@pytest.mark.parametrize("policy", [0, 4])
+def test_decode_step_rotates_and_writes_inside_attention(policy):
+    """A step of decodes only: the numba backend takes q and k before the rotary embedding and
+    one kernel rotates them, writes the new K/V and attends. Against the torch backend given q
+    and k rotated in float32 and rounded once, as the kernel rounds: the same output, and the same
+    caches up to the rotated K's last fp16 bit (one code step in a quantized cache)."""
+    from labkit.kernels.launch import device
+    from labkit.models.llama import apply_rope
+
+    torch.manual_seed(0)
+    dev = device()
+    cfg = LlamaConfig(vocab_size=10, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                      num_attention_heads=4, num_key_value_heads=2, head_dim=16)
+    caches = [PagedKVCache(cfg, 16, 4, torch.float16, dev, policy) for _ in range(2)]
+    cached = torch.tensor([12, 13, 14, 15, 28, 4, 5], device=dev)   # A: blocks 3, 7; B: block 1
+    ctx_k, ctx_v = (torch.randn(len(cached), 2, 16, device=dev).half() for _ in range(2))
+    for kv in caches:
+        kv.write(0, kv.rows(cached), ctx_k, ctx_v)
+    positions = torch.tensor([5, 2], device=dev)
+    inputs = StepInputs(
+        input_ids=torch.zeros(2, dtype=torch.long, device=dev), positions=positions,
+        slot_mapping=torch.tensor([29, 6], device=dev),
+        block_tables=torch.tensor([[3, 7], [1, -1]], dtype=torch.int32, device=dev),
+        context_lens=torch.tensor([6, 3], dtype=torch.int32, device=dev), logits_indices=torch.arange(2, device=dev),
+        max_context=6, needs_mask=True)
+    q = torch.randn(1, 2, 4, 16, device=dev).half()
+    k, v = (torch.randn(1, 2, 2, 16, device=dev).half() * 3 for _ in range(2))
+    angles = positions[:, None].float() * 10000.0 ** -(torch.arange(0, 16, 2, device=dev) / 16)
+    cos, sin = (torch.cat([f(angles)] * 2, -1)[None, :, None].half() for f in (torch.cos, torch.sin))
+    numba, torch_side = NumbaAttention(caches[1], inputs), PagedAttention(caches[0], inputs)
+    assert numba.rotary_inside and not getattr(torch_side, "rotary_inside", False)
+    got = numba.attend_unrotated(0, q, k, v, cos, sin).float()
+    rotated = [apply_rope(x.float(), cos.float(), sin.float()).half() for x in (q, k)]
+    want = torch_side.attend(0, rotated[0], rotated[1], v).float()
+    assert (got - want).abs().max().item() < (2e-3 if policy == 0 else 2e-2) * max(1.0, want.abs().max().item())
+    torch_kv, numba_kv = caches
+    if policy == 0:
+        assert torch.equal(torch_kv.v, numba_kv.v)
+        assert torch.allclose(torch_kv.k.float(), numba_kv.k.float(), rtol=2**-10, atol=0)
+        return
+    for name in ("k", "v"):   # codes within a step (the division rounds at a tie either way on a GPU)
+        a, b = getattr(torch_kv, name).int(), getattr(numba_kv, name).int()
+        if policy == 4:   # two codes a byte
+            a, b = torch.stack([a & 15, a >> 4]), torch.stack([b & 15, b >> 4])
+        assert (a - b).abs().max().item() <= 1
+        assert (a != b).sum().item() <= 32   # only the new tokens' rows: 2 tokens x 16 elements
+    for name in ("k_scale_zero", "v_scale_zero"):
+        assert torch.allclose(getattr(torch_kv, name).float(), getattr(numba_kv, name).float(), rtol=2**-9, atol=0)

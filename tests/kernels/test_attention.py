@@ -44,6 +44,33 @@ def test_attention_over_quantized_cache(bits, partition, seed):
     assert err <= paged_attention.attention_tolerance(32, 37)
 
 
+@pytest.mark.parametrize("bits, kwargs", [
+    (16, dict(lengths=(1, 17, 40), partition=16)),   # only the new token; it opens a partition; split-K
+    (8, dict(lengths=(1, 17, 40), partition=16)),
+    (4, dict(lengths=(1, 17, 40), partition=16)),
+    (16, dict(lengths=(2, 33), heads=8, kv_heads=1, head_dim=16, partition=None)),   # 2 blocks per KV head: one writes
+])
+def test_attention_rotates_and_writes_the_new_tokens(bits, kwargs, seed):
+    """The decode step's attention with q and the new K/V not rotated and not cached (NewTokens):
+    the output and the new rows against torch's rotate + write + attend (kv_quant.check_new_tokens)."""
+    kv_quant.check_new_tokens(bits, **kwargs, seed=seed)
+
+
+def test_attention_with_new_tokens_refuses_bad_shapes():
+    dev = launch.device()
+    k, v, tables, lens = paged_attention.random_paged(1, [5], 2, 32, 16)
+    q = torch.zeros(1, 4, 32, dtype=torch.float16, device=dev)
+    rows = torch.zeros(1, 2, 32, dtype=torch.float16, device=dev)
+    angles = torch.zeros(1, 32, dtype=torch.float16, device=dev)
+    slots = torch.zeros(1, dtype=torch.int64, device=dev)
+    args = (q, k.to(dev), v.to(dev), tables.to(dev), lens.to(dev))
+    for bad, match in ((paged_attention.NewTokens(rows[:, :1], rows, angles, angles, slots), "k must be"),
+                       (paged_attention.NewTokens(rows, rows, angles[:, :16], angles, slots), "cos must be"),
+                       (paged_attention.NewTokens(rows, rows, angles, angles, slots.int()), "slots must be int64")):
+        with pytest.raises(ValueError, match=match):
+            paged_attention.paged_attention(*args, new=bad)
+
+
 def test_quantized_round_trip_is_within_half_a_step(seed):
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(6, 2, 32, generator=gen).half()
