@@ -274,6 +274,21 @@ def decode_ms(llm, batch: int, rng: random.Random, vocab: int, steps: int = 48) 
     return round(1000 * min(timed(1 + steps) - timed(1) for _ in range(2)) / steps, 3)
 
 
+def first_token_ms(llm, rng: random.Random, vocab: int, prompt_len: int = 128) -> float:
+    """Median ms to the first token of one fresh prompt (the prefill step: eager, dequantized weights for int4)."""
+    from labkit.models.sampling import SamplingParams
+
+    times = []
+    for _ in range(5):
+        prompt = [rng.randrange(100, vocab) for _ in range(prompt_len)]
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        llm.generate([prompt], SamplingParams(temperature=0, max_tokens=1, ignore_eos=True))
+        torch.cuda.synchronize()
+        times.append(1000 * (time.perf_counter() - start))
+    return round(sorted(times)[2], 2)
+
+
 def step_timeline(llm, vocab: int) -> dict:
     """The batch-1 profile of `labkit bench engine --mode profile`: kernels per step, the gaps
     between them, and the kernels that take the time."""
@@ -633,7 +648,8 @@ def rope_engines(copy_gbps: float, tokenizer: str | None) -> dict:
 
 def load_engines(copy_gbps: float, tokenizer: str | None, requests: int) -> dict:
     """fp16 and int4 compiled Llama-2-7B engines (the defaults: rotary inside attention, fused int4
-    decode layers) side by side: ms per decode step at batch 1-32, then the bench's chat workload
+    decode layers) side by side: the first token of a 128-token prompt, ms per decode step at
+    batch 1-32, then the bench's chat workload
     (`labkit bench engine --mode dynamic`'s: continuous batching, requests arriving at 100/s)."""
     from labkit.engine import LLM
     from labkit.engine.bench import random_model
@@ -657,6 +673,7 @@ def load_engines(copy_gbps: float, tokenizer: str | None, requests: int) -> dict
         out[weights] = {"build_s": round(time.time() - start, 1)}
         measure.log(f"load engine {weights} built: {out[weights]}")
     for weights, llm in llms.items():
+        out[weights]["ttft_ms_b1_128"] = first_token_ms(llm, rng, vocab)
         out[weights]["ms_per_step"] = {b: decode_ms(llm, b, rng, vocab) for b in BATCHES}
         measure.log(f"load engine {weights}: {out[weights]}")
     for _ in range(2):   # alternating rounds of the whole workload

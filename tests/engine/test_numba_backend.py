@@ -7,7 +7,8 @@ import torch
 pytest.importorskip("labkit.kernels.kv_quant")
 
 from labkit.engine.kv_cache import PagedKVCache  # noqa: E402
-from labkit.engine.paged_attention import NumbaAttention, PagedAttention, StepInputs  # noqa: E402
+from labkit.engine.paged_attention import (NumbaAttention, PagedAttention, StepInputs,  # noqa: E402
+                                           set_rotary_in_attention)
 from labkit.models import LlamaConfig  # noqa: E402
 
 
@@ -72,6 +73,11 @@ def test_decode_step_rotates_and_writes_inside_attention(policy):
     cos, sin = (torch.cat([f(angles)] * 2, -1)[None, :, None].half() for f in (torch.cos, torch.sin))
     numba, torch_side = NumbaAttention(caches[1], inputs), PagedAttention(caches[0], inputs)
     assert numba.rotary_inside and not getattr(torch_side, "rotary_inside", False)
+    previous = set_rotary_in_attention(False)   # (LABKIT_ROTARY_IN_ATTENTION=0): the model rotates
+    try:
+        assert not numba.rotary_inside
+    finally:
+        set_rotary_in_attention(previous)
     got = numba.attend_unrotated(0, q, k, v, cos, sin).float()
     rotated = [apply_rope(x.float(), cos.float(), sin.float()).half() for x in (q, k)]
     want = torch_side.attend(0, rotated[0], rotated[1], v).float()

@@ -121,8 +121,9 @@ def test_w4a16_tc_async_plan(m, n, k):
     assert k // 16 // (warps_k * per_warp) // splits >= 2
 
 
-def test_dequant_is_exact(seed):
-    assert dequant.check(40, 96, 32, seed=seed) == 0.0
+@pytest.mark.parametrize("n, k, g", [(40, 96, 32), (8, 36, 4), (16, 30, 30)])  # groups of 4 rows; torch:
+def test_dequant_is_exact(n, k, g, seed):                                    # 30 is not a multiple of 4
+    assert dequant.check(n, k, g, seed=seed) == 0.0
 
 
 @pytest.mark.parametrize("n, k, g", [(6, 592, 16), (3, 1024, 1024)])  # ragged K per lane; per-channel
