@@ -13,7 +13,8 @@ Each kernel file reads the same way: reference (torch) -> kernel (Numba) -> laun
 - dequant.py        int4 -> fp16 weights, for large batches (then cuBLAS)
 - dispatch.py       w4a16_linear / w8a16_linear: the kernel for the number of rows
 - w8a16_gemv.py     int8 weights x one fp16 row
-- paged_attention.py  decode attention over a paged fp16 cache, split-K for long contexts
+- paged_attention.py  decode attention over a paged fp16 cache, split-K for long contexts (optionally
+                    rotating q and the new K and writing the new K/V itself: NewTokens)
 - kv_quant.py       int8/int4 KV cache: quantized writes and attention over the codes
 - gemv_steps.py     the course's path from a naive GEMV to w4a16_gemv
 - attention_steps.py  the course's path from a naive decode attention to paged_attention

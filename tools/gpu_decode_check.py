@@ -1,6 +1,6 @@
 """Decode near the memory roofline: one GPU run that checks, times and writes the tables.
 
-    python tools/gpu_decode_check.py --out DIR [--tokenizer DIR] [--parts checks,kernels,engine,rows,tc,bench]
+    python tools/gpu_decode_check.py --out DIR [--tokenizer DIR] [--parts checks,kernels,engine,rows,tc,bench,fused,rope,rope_engine,load]
 
 - checks: the overlapped (programmatic dependent) launches give the bits of ordinary ones, on
   real layer shapes, and an engine's graph replays with overlap give the eager tokens without.
@@ -24,6 +24,14 @@
   int4 fused: ms per step in alternating rounds, kernels per step, greedy tokens of int4
   fused against int4); then int4 and int4 fused with Inductor's programmatic dependent
   launch (`torch._inductor.config.triton.enable_pdl`), overlap off / on.
+
+- rope: decode attention with the rotary embedding and the K/V write inside (NewTokens):
+  checks on the 7B heads (fp16, int8, int4 caches), the GPU-only attention and engine tests,
+  the kernel against rotary + write_kv + attention, and the dequantization kernel's bandwidth.
+- rope_engine: compiled batch-1 engines, fp16 and int4, with the rotary inside attention off
+  and on (ms per step in alternating rounds, kernels per step).
+- load: fp16 and int4 engines side by side: the first token, ms per step at batch 1-32, and
+  the chat workload of `labkit bench engine --mode dynamic` (--requests).
 
 Every figure comes with the copy bandwidth measured in the same run; the JSON goes to
 DIR/gpu_decode.json and the table to stdout.
