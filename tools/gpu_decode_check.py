@@ -238,19 +238,24 @@ TC_TESTS = [str(ROOT / t) for t in ("tests/kernels/test_cp_async.py",
 def tc_checks(out_dir: str) -> dict:
     """The cp.async tensor-core kernel (its plan) against float64 on each layer shape at 2-32 rows
     (1, 2 and 4 B tiles; 13 a partial one), and its tests (small shapes) run on this GPU."""
-    import subprocess
-
     rows = []
     run = _checker(rows)
     for m in (2, 13, 16, 32):
         for name, (n, k) in LAYER.items():
             run(f"tc_async M={m} {name} {n}x{k}", lambda: w4a16_tc_async.check(m, n, k, 128, tile=None))
+    return {"checks": rows, "tests": gpu_tests(TC_TESTS, Path(out_dir, "tc_tests.log"))}
+
+
+def gpu_tests(paths: list[str], log: Path) -> dict:
+    """Run these tests on this GPU (pytest in a child process); the whole output goes to `log`."""
+    import subprocess
+
     start = time.time()
     tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "ignore",
-                            "--tb=short", "-m", "", *TC_TESTS], capture_output=True, text=True)
-    Path(out_dir, "tc_tests.log").write_text(tests.stdout + tests.stderr)
-    return {"checks": rows, "tests": {"ok": tests.returncode == 0, "seconds": round(time.time() - start, 1),
-                                      "tail": tests.stdout[-1500:] + tests.stderr[-500:]}}
+                            "--tb=short", "-m", "", *paths], capture_output=True, text=True)
+    log.write_text(tests.stdout + tests.stderr)
+    return {"ok": tests.returncode == 0, "seconds": round(time.time() - start, 1),
+            "tail": tests.stdout[-1500:] + tests.stderr[-500:]}
 
 
 def engine_bench(tokenizer: str | None, out_dir: str) -> dict:
@@ -374,8 +379,6 @@ def _fused_args(name: str, n: int, k: int, sets: int) -> list[dict]:
 
 def fused_part(copy_gbps: float, tokenizer: str | None, out_dir: str, result: dict, save) -> None:
     """Checks, the GPU-only tests, kernel times and the engines of the fused batch-1 path (see the top)."""
-    import subprocess
-
     rows: list[dict] = []
     run = _checker(rows)
     launch.set_overlap(True)
@@ -387,12 +390,7 @@ def fused_part(copy_gbps: float, tokenizer: str | None, out_dir: str, result: di
     result["fused_checks"] = rows
     save()
 
-    start = time.time()
-    tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "ignore",
-                            "--tb=short", *FUSED_TESTS], capture_output=True, text=True)
-    Path(out_dir, "fused_tests.log").write_text(tests.stdout + tests.stderr)
-    result["fused_tests"] = {"ok": tests.returncode == 0, "seconds": round(time.time() - start, 1),
-                             "tail": tests.stdout[-1500:] + tests.stderr[-500:]}
+    result["fused_tests"] = gpu_tests(FUSED_TESTS, Path(out_dir, "fused_tests.log"))
     measure.log(f"fused tests: {result['fused_tests']}")
     save()
 
@@ -532,8 +530,6 @@ ROPE_TESTS = [str(ROOT / t) for t in ("tests/kernels/test_attention.py", "tests/
 def rope_part(copy_gbps: float, out_dir: str, result: dict, save) -> None:
     """Checks on the 7B shapes, the GPU-only tests, the attention kernel with the new tokens
     inside against the three kernels it replaces, and the dequantization kernel's bandwidth."""
-    import subprocess
-
     from labkit.kernels import dequant, kv_quant
 
     rows: list[dict] = []
@@ -547,12 +543,7 @@ def rope_part(copy_gbps: float, out_dir: str, result: dict, save) -> None:
         run(f"dequant {name} {n}x{k}", lambda: dequant.check(n, k, 128))
     result["rope_checks"] = rows
     save()
-    start = time.time()
-    tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "ignore",
-                            "--tb=short", *ROPE_TESTS], capture_output=True, text=True)
-    Path(out_dir, "rope_tests.log").write_text(tests.stdout + tests.stderr)
-    result["rope_tests"] = {"ok": tests.returncode == 0, "seconds": round(time.time() - start, 1),
-                            "tail": tests.stdout[-1500:] + tests.stderr[-500:]}
+    result["rope_tests"] = gpu_tests(ROPE_TESTS, Path(out_dir, "rope_tests.log"))
     save()
     result["rope_kernels"] = rope_kernel_rows(copy_gbps)
     save()
@@ -696,18 +687,23 @@ def load_engines(copy_gbps: float, tokenizer: str | None, requests: int) -> dict
     return out
 
 
+def check_line(c: dict, width: int) -> str:
+    return f"check {c['check']:<{width}} {'ok ' + str(c.get('value')) if c['ok'] else 'FAILED ' + c['message']}"
+
+
+def tests_line(name: str, tests: dict) -> str:
+    return f"{name} GPU tests: {'passed' if tests['ok'] else 'FAILED'} {tests['tail'][-200:]!r}"
+
+
 def table(result: dict) -> str:
     lines = [f"{result['device']} · copy {result['copy_gbps']:.0f} GB/s · {result['date']}"]
-    for c in result.get("checks", []):
-        lines.append(f"check {c['check']:<70} {'ok ' + str(c.get('value')) if c['ok'] else 'FAILED ' + c['message']}")
+    lines += [check_line(c, 70) for c in result.get("checks", [])]
     for r in result.get("kernels", []):
         lines.append(f"{r['kernel']:<20} {r['shape']:<36} plain {r['plain_us']:>7.2f} us  overlap {r['overlap_us']:>7.2f} us"
                      + (f"  ({100 * r['copy_frac_overlap']:.0f}% copy)" if "copy_frac_overlap" in r else ""))
-    for c in result.get("tc", {}).get("checks", []):
-        lines.append(f"check {c['check']:<40} {'ok ' + str(c.get('value')) if c['ok'] else 'FAILED ' + c['message']}")
+    lines += [check_line(c, 40) for c in result.get("tc", {}).get("checks", [])]
     if "tests" in result.get("tc", {}):
-        lines.append(f"tc GPU tests: {'passed' if result['tc']['tests']['ok'] else 'FAILED'} "
-                     f"{result['tc']['tests']['tail'][-200:]!r}")
+        lines.append(tests_line("tc", result["tc"]["tests"]))
     for r in result.get("rows", []):
         lines.append(f"M={r['m']:<3} layer linears: int4 {r['int4_total']:>7.1f} us  fp16 {r['fp16_total']:>7.1f} us  "
                      f"int4/fp16 {r['int4_total'] / r['fp16_total']:.2f}  tc {r.get('tc_total', '-')} us  "
@@ -720,20 +716,16 @@ def table(result: dict) -> str:
                          + "  ".join(kernels))
     for r in result.get("bench", {}).get("static", []):
         lines.append(f"bench engine {json.dumps(r)}")
-    for c in result.get("fused_checks", []):
-        lines.append(f"check {c['check']:<50} {'ok ' + str(c.get('value')) if c['ok'] else 'FAILED ' + c['message']}")
+    lines += [check_line(c, 50) for c in result.get("fused_checks", [])]
     if "fused_tests" in result:
-        lines.append(f"fused GPU tests: {'passed' if result['fused_tests']['ok'] else 'FAILED'} "
-                     f"{result['fused_tests']['tail'][-200:]!r}")
+        lines.append(tests_line("fused", result["fused_tests"]))
     for r in result.get("fused_kernels", []):
         lines.append(f"fused kernels {json.dumps(r)}")
     for name, e in result.get("fused_engine", {}).items():
         lines.append(f"fused engine {name}: {json.dumps(e)[:600]}")
-    for c in result.get("rope_checks", []):
-        lines.append(f"check {c['check']:<60} {'ok ' + str(c.get('value')) if c['ok'] else 'FAILED ' + c['message']}")
+    lines += [check_line(c, 60) for c in result.get("rope_checks", [])]
     if "rope_tests" in result:
-        lines.append(f"rope GPU tests: {'passed' if result['rope_tests']['ok'] else 'FAILED'} "
-                     f"{result['rope_tests']['tail'][-200:]!r}")
+        lines.append(tests_line("rope", result["rope_tests"]))
     for r in result.get("rope_kernels", []):
         lines.append(f"rope kernels {json.dumps(r)}")
     for name, e in result.get("rope_engine", {}).items():
