@@ -21,6 +21,12 @@ good when it streams the cache at close to copy bandwidth. How this kernel gets 
   and faster than a second merging kernel (docs/benchmarks.md, "Split-K merge"); a
   sequence whose context fits one partition writes its output directly.
 
+- With `NewTokens` (the engine's decode steps) the kernel also does the work of the two
+  kernels that ran before it in every layer: it rotates q and the step's new K (the rotary
+  embedding, one shuffle per pair of elements D/2 apart), writes the new K/V into the cache
+  (as codes, for int8/int4 caches), and attends to the new token from registers (one more
+  tile for warp 0 of the partition that holds it; no block reads the row it writes).
+
 Scores are computed as exp2(q.k * scale * log2 e - max): the scale folds into q once.
 The same kernel reads int8/int4 caches (kv_quant.py): `bits` picks how a lane unpacks its
 8 elements, and the per-token scale/zero are applied to whole dot products, not elements.

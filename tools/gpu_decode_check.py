@@ -614,6 +614,7 @@ def rope_engines(copy_gbps: float, tokenizer: str | None) -> dict:
     rng = random.Random(0)
     vocab = 32000
     llms, out = {}, {}
+    previous = set_rotary_in_attention(True)
     for weights in ("fp16", "int4"):
         for inside in (False, True):
             name = f"{weights} rotary {'inside' if inside else 'apart'}"
@@ -639,7 +640,7 @@ def rope_engines(copy_gbps: float, tokenizer: str | None) -> dict:
         out[name]["batch1_fraction_of_roofline"] = round(out[name]["roofline_ms"] / b1, 3)
         measure.log(f"rope engine {name}: {out[name]}")
         llm.close()
-    set_rotary_in_attention(True)
+    set_rotary_in_attention(previous)
     del llms
     measure.free_memory()
     return out

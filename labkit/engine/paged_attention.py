@@ -46,13 +46,9 @@ class StepInputs:
 _rotary = {"inside": os.environ.get("LABKIT_ROTARY_IN_ATTENTION", "1") != "0"}
 
 
-def rotary_in_attention() -> bool:
-    """Whether `NumbaAttention` rotates q and k and writes K/V inside attention in decode-only steps."""
-    return _rotary["inside"]
-
-
 def set_rotary_in_attention(wanted: bool) -> bool:
-    """Turn `rotary_in_attention` on or off for the steps traced or run from now on; returns the
+    """Whether `NumbaAttention` rotates q and k and writes K/V inside attention in decode-only
+    steps traced or run from now on (on unless LABKIT_ROTARY_IN_ATTENTION=0); returns the
     previous setting."""
     previous, _rotary["inside"] = _rotary["inside"], wanted
     return previous
@@ -147,8 +143,8 @@ class NumbaAttention(PagedAttention):
     (`rotary_inside`), and one kernel per layer rotates them, writes the new K/V and attends
     (`attend_unrotated`): the rotary and K/V-write kernels of the step are gone. Steps with
     prefill chunks rotate in the model and write K/V with their own kernel, and so do all steps
-    while `rotary_in_attention()` is off (`LABKIT_ROTARY_IN_ATTENTION=0`, `set_rotary_in_attention`;
-    read when a step is traced or runs: a captured graph keeps what it was captured with)."""
+    while it is turned off (`LABKIT_ROTARY_IN_ATTENTION=0`, `set_rotary_in_attention(False)`; read
+    when a step is traced or runs: a captured graph keeps what it was captured with)."""
 
     @property
     def rotary_inside(self) -> bool:
