@@ -288,29 +288,6 @@ else:
     load_u32 = _vector_load(1)
 
     @intrinsic
-    def store_u32x4(typingctx, a, i, w0, w1, w2, w3):
-        def codegen(context, builder, sig, args):
-            i32 = ir.IntType(32)
-            addr = _address(context, builder, sig.args[0], args[0], args[1])
-            fn = ir.InlineAsm(ir.FunctionType(ir.VoidType(), [ir.IntType(64)] + [i32] * 4),
-                              "st.global.v4.u32 [$0], {$1, $2, $3, $4};", "l,r,r,r,r,~{memory}", side_effect=True)
-            builder.call(fn, [addr] + [_word(builder, w) for w in args[2:]])
-            return context.get_dummy_value()
-
-        return types.void(a, i, w0, w1, w2, w3), codegen
-
-    @intrinsic
-    def store_u32(typingctx, a, i, w):
-        def codegen(context, builder, sig, args):
-            addr = _address(context, builder, sig.args[0], args[0], args[1])
-            fn = ir.InlineAsm(ir.FunctionType(ir.VoidType(), [ir.IntType(64), ir.IntType(32)]),
-                              "st.global.u32 [$0], $1;", "l,r,~{memory}", side_effect=True)
-            builder.call(fn, [addr, _word(builder, args[2])])
-            return context.get_dummy_value()
-
-        return types.void(a, i, w), codegen
-
-    @intrinsic
     def as_float(typingctx, u):
         def codegen(context, builder, sig, args):
             return builder.bitcast(builder.trunc(args[0], ir.IntType(32)) if args[0].type.width > 32
@@ -354,6 +331,25 @@ else:
         scope = {"typer": typer}
         exec(f"def fn(typingctx, {names}):\n    return typer(typingctx, {names})", scope)
         return intrinsic(scope["fn"])
+
+    def _vector_store(n):
+        """An intrinsic store(a, i, w0, ..., w_{n-1}): n 32-bit words to a.flat[i : i + n] in one instruction."""
+        def typer(typingctx, a, i, *words):
+            def codegen(context, builder, sig, args):
+                addr = _address(context, builder, sig.args[0], args[0], args[1])
+                regs = ", ".join(f"${k + 1}" for k in range(n))
+                text = f"st.global.v{n}.u32 [$0], {{{regs}}};" if n > 1 else "st.global.u32 [$0], $1;"
+                fn = ir.InlineAsm(ir.FunctionType(ir.VoidType(), [ir.IntType(64)] + [ir.IntType(32)] * n), text,
+                                  "l," + ",".join(["r"] * n) + ",~{memory}", side_effect=True)
+                builder.call(fn, [addr] + [_word(builder, w) for w in args[2:]])
+                return context.get_dummy_value()
+
+            return types.void(a, i, *words), codegen
+
+        return _intrinsic(n + 2, typer)
+
+    store_u32x4 = _vector_store(4)
+    store_u32 = _vector_store(1)
 
     halves = _intrinsic(1, _asm("{ .reg .f16 lo, hi; mov.b32 {lo, hi}, $2; cvt.f32.f16 $0, lo; cvt.f32.f16 $1, hi; }",
                                 "ff", "r"))

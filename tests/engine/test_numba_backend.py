@@ -12,8 +12,9 @@ from labkit.engine.paged_attention import (NumbaAttention, PagedAttention, StepI
 from labkit.models import LlamaConfig  # noqa: E402
 
 
-@pytest.mark.parametrize("policy", [0, 8, 4])
-def test_numba_attention_matches_torch(policy):
+def two_caches(policy: int, cached: list[int]) -> tuple[torch.device, list[PagedKVCache]]:
+    """Two equal paged caches (one layer, 2 KV heads of 16, blocks of 4) holding random K/V at the
+    `cached` slots: one for the torch backend, one for the numba backend."""
     from labkit.kernels.launch import device
 
     torch.manual_seed(0)
@@ -21,12 +22,18 @@ def test_numba_attention_matches_torch(policy):
     cfg = LlamaConfig(vocab_size=10, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
                       num_attention_heads=4, num_key_value_heads=2, head_dim=16)
     caches = [PagedKVCache(cfg, 16, 4, torch.float16, dev, policy) for _ in range(2)]
-    # cached context: sequence A holds slots 12-15 and 28 (blocks 3, 7), B slots 4-5 (block 1),
-    # C (the prefill chunk) slots 40-43 (block 10) and goes on in block 11
-    cached = torch.tensor([12, 13, 14, 15, 28, 4, 5, 40, 41, 42, 43], device=dev)
+    slots = torch.tensor(cached, device=dev)
     ctx_k, ctx_v = (torch.randn(len(cached), 2, 16, device=dev).half() for _ in range(2))
     for kv in caches:
-        kv.write(0, kv.rows(cached), ctx_k, ctx_v)
+        kv.write(0, kv.rows(slots), ctx_k, ctx_v)
+    return dev, caches
+
+
+@pytest.mark.parametrize("policy", [0, 8, 4])
+def test_numba_attention_matches_torch(policy):
+    # cached context: sequence A holds slots 12-15 and 28 (blocks 3, 7), B slots 4-5 (block 1),
+    # C (the prefill chunk) slots 40-43 (block 10) and goes on in block 11
+    dev, caches = two_caches(policy, [12, 13, 14, 15, 28, 4, 5, 40, 41, 42, 43])
     inputs = StepInputs(
         input_ids=torch.zeros(5, dtype=torch.long, device=dev), positions=torch.tensor([5, 2, 4, 5, 6], device=dev),
         slot_mapping=torch.tensor([29, 6, 44, 45, 46], device=dev),
@@ -48,18 +55,10 @@ def test_decode_step_rotates_and_writes_inside_attention(policy):
     one kernel rotates them, writes the new K/V and attends. Against the torch backend given q
     and k rotated in float32 and rounded once, as the kernel rounds: the same output, and the same
     caches up to the rotated K's last fp16 bit (one code step in a quantized cache)."""
-    from labkit.kernels.launch import device
+    from labkit.kernels.kv_quant import unpack_codes
     from labkit.models.llama import apply_rope
 
-    torch.manual_seed(0)
-    dev = device()
-    cfg = LlamaConfig(vocab_size=10, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
-                      num_attention_heads=4, num_key_value_heads=2, head_dim=16)
-    caches = [PagedKVCache(cfg, 16, 4, torch.float16, dev, policy) for _ in range(2)]
-    cached = torch.tensor([12, 13, 14, 15, 28, 4, 5], device=dev)   # A: blocks 3, 7; B: block 1
-    ctx_k, ctx_v = (torch.randn(len(cached), 2, 16, device=dev).half() for _ in range(2))
-    for kv in caches:
-        kv.write(0, kv.rows(cached), ctx_k, ctx_v)
+    dev, caches = two_caches(policy, [12, 13, 14, 15, 28, 4, 5])   # A: blocks 3, 7; B: block 1
     positions = torch.tensor([5, 2], device=dev)
     inputs = StepInputs(
         input_ids=torch.zeros(2, dtype=torch.long, device=dev), positions=positions,
@@ -88,9 +87,7 @@ def test_decode_step_rotates_and_writes_inside_attention(policy):
         assert torch.allclose(torch_kv.k.float(), numba_kv.k.float(), rtol=2**-10, atol=0)
         return
     for name in ("k", "v"):   # codes within a step (the division rounds at a tie either way on a GPU)
-        a, b = getattr(torch_kv, name).int(), getattr(numba_kv, name).int()
-        if policy == 4:   # two codes a byte
-            a, b = torch.stack([a & 15, a >> 4]), torch.stack([b & 15, b >> 4])
+        a, b = (unpack_codes(getattr(kv, name), policy).int() for kv in caches)
         assert (a - b).abs().max().item() <= 1
         assert (a != b).sum().item() <= 32   # only the new tokens' rows: 2 tokens x 16 elements
     for name in ("k_scale_zero", "v_scale_zero"):
