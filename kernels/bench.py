@@ -3,8 +3,9 @@
 For each kernel and shape: median time (CUDA events over CUDA-graph replays, inputs rotated
 past the L2 cache), bytes moved, achieved GB/s, the fraction of the device-to-device copy
 bandwidth measured at the start of the same run, and the ratio to the torch baseline timed
-in the same run (fp16 torch.matmul for linear layers; scaled_dot_product_attention over the
-cache gathered into contiguous tensors for attention). It also checks every kernel on fresh
+in the same run (fp16 torch.matmul for linear layers, on [N, K] weights as nn.Linear keeps them
+for the fp16 GEMV; scaled_dot_product_attention over the cache gathered into contiguous
+tensors for attention). It also checks every kernel on fresh
 random inputs first, checks that the W4A16 dispatcher is never more than 10% slower than the
 best of its three options, and proves that a launch sequence replays in a CUDA graph.
 
@@ -42,8 +43,8 @@ def _finish(row: dict, copy_gbps: float) -> dict:
 
 def correctness() -> list[dict]:
     """Every kernel's check() on fresh random inputs, on this GPU (real compiled kernels)."""
-    from labkit.kernels import (dequant, kv_quant, paged_attention, w4a16_gemm, w4a16_gemv, w4a16_tc, w4a16_tc_async,
-                                w8a16_gemv)
+    from labkit.kernels import (dequant, f16_gemv, kv_quant, paged_attention, w4a16_gemm, w4a16_gemv, w4a16_tc,
+                                w4a16_tc_async, w8a16_gemv)
 
     checks: list[tuple[str, Callable[[], object]]] = [
         ("w4a16_gemv 4096x4096", lambda: w4a16_gemv.check(4096, 4096, 128, tile=None)),
@@ -57,6 +58,9 @@ def correctness() -> list[dict]:
         ("w4a16_tc_async M=32", lambda: w4a16_tc_async.check(32, 4096, 11008, 128, tile=None)),
         ("dequant", lambda: dequant.check(4096, 1024, 128)),
         ("w8a16_gemv", lambda: w8a16_gemv.check(4096, 4096, 4096)),
+        ("f16_gemv 4096x11008", lambda: f16_gemv.check(4096, 11008, tile=None)),
+        ("f16_gemv 12288x4096 rmsnorm", lambda: f16_gemv.check(12288, 4096, tile=None, prologue="rmsnorm")),
+        ("f16_gemv odd", lambda: f16_gemv.check()),
         ("paged_attention GQA split", lambda: paged_attention.check((1, 700, 4099), 32, 8, 128, 16, None, 4)),
         ("paged_attention MHA", lambda: paged_attention.check((17, 300), 32, 32, 128, 16, None, 4)),
         ("paged_attention D=64 bs=32", lambda: paged_attention.check((5, 90), 9, 3, 64, 32, 64, 4)),
@@ -77,17 +81,18 @@ def correctness() -> list[dict]:
 
 
 def linear_rows(copy_gbps: float, quick: bool) -> list[dict]:
-    from labkit.kernels import w4a16_gemm, w4a16_gemv, w4a16_tc, w8a16_gemv
+    from labkit.kernels import f16_gemv, w4a16_gemm, w4a16_gemv, w4a16_tc, w8a16_gemv
 
     rows = []
     for n, k in (LINEAR_SHAPES[:2] if quick else LINEAR_SHAPES):
+        rows.append(_finish(f16_gemv.bench(n, k), copy_gbps))
         rows.append(_finish(w4a16_gemv.bench(n, k, 128), copy_gbps))
         for m in (2, 4, 8):
             rows.append(_finish(w4a16_gemm.bench(m, n, k, 128), copy_gbps))
         for m in (1, 2, 4, 8):
             rows.append(_finish(w4a16_tc.bench(m, n, k, 128), copy_gbps))
         rows.append(_finish(w8a16_gemv.bench(n, k), copy_gbps))
-        measure.log(f"linear {n}x{k}: " + ", ".join(f"{r['kernel']} {r['us']:.1f} us" for r in rows[-9:]))
+        measure.log(f"linear {n}x{k}: " + ", ".join(f"{r['kernel']} {r['us']:.1f} us" for r in rows[-10:]))
         measure.free_memory()
     return rows
 
@@ -142,11 +147,13 @@ def attention_rows(copy_gbps: float, quick: bool) -> list[dict]:
 def compiler_report() -> list[dict]:
     """Registers, shared and local memory per thread of the default kernels (as compiled here),
     and the blocks per SM the register file allows: what limits occupancy."""
-    from labkit.kernels import dequant, paged_attention, w4a16_gemm, w4a16_gemv, w8a16_gemv
+    from labkit.kernels import dequant, f16_gemv, paged_attention, w4a16_gemm, w4a16_gemv, w8a16_gemv
 
     gemv_tile, gemm_tile = w4a16_gemv.plan(4096, 4096, 128), w4a16_gemm.plan(8, 4096, 4096)[:2]
+    f16_tile = f16_gemv.plan(4096, 4096)
     kernels = {  # the same factory arguments as the launchers use, so these are the compiled kernels
-        "w4a16_gemv": (w4a16_gemv.make_kernel(*gemv_tile), gemv_tile[0] * gemv_tile[1]),
+        "f16_gemv": (f16_gemv.make_kernel(*f16_tile, "none", False), 32 * f16_tile[2]),
+        "w4a16_gemv": (w4a16_gemv.make_kernel(*gemv_tile, "none", False), gemv_tile[0] * gemv_tile[1]),
         "w4a16_gemm M=8": (w4a16_gemm.make_kernel(8, *gemm_tile, 1), gemm_tile[0] * gemm_tile[1]),
         "dequant": (dequant.dequant, 256),
         "w8a16_gemv": (w8a16_gemv.gemv8, 32 * w8a16_gemv.WARPS),

@@ -40,6 +40,7 @@ from labkit.kernels import measure, ptx
 from labkit.kernels.w4a16_gemv import PROLOGUES, activation, silu, with_residual
 
 CHUNK = 8  # fp16 weights per 16-byte load
+MAX_UNROLL = 8  # chunks per row a lane may have in flight (4 registers each)
 
 
 def reference(x: torch.Tensor, weight: torch.Tensor, prologue: str = "none", norm: torch.Tensor | None = None,
@@ -68,7 +69,7 @@ def load_activation(prologue: str):
     return load
 
 
-def make_dot_chunk(prologue: str, rows: int):
+def make_dot_chunk(prologue: str, rows: int, unroll: int):
     """dot_chunk: the activations of slot u (`activation`'s, as float32) times the slot's weights of
     each of the warp's rows, into acc[r]; for "rmsnorm" also sumsq[0] += x**2."""
     norm, gated = prologue == "rmsnorm", prologue == "silu_mul"
@@ -86,7 +87,7 @@ def make_dot_chunk(prologue: str, rows: int):
                 a_even, a_odd = ptx.halves(ptx.pack_halves(silu(a_even), silu(a_odd)))
                 a_even, a_odd = ptx.halves(ptx.pack_halves(a_even * up_even, a_odd * up_odd))
             for r in range(rows):
-                w_even, w_odd = ptx.halves(wq[(r * 8 + u) * 4 + p])
+                w_even, w_odd = ptx.halves(wq[(r * unroll + u) * 4 + p])
                 acc[r] += w_even * a_even + w_odd * a_odd
 
     return dot_chunk
@@ -98,7 +99,8 @@ def make_kernel(rows: int, unroll: int, warps: int, prologue: str = "none", resi
     16-byte loads per row (and the activations' loads) before it uses any."""
     step = 32 * unroll  # chunks a warp reads per row and pass
     rmsnorm = prologue == "rmsnorm"
-    load, dot_chunk = load_activation(prologue), make_dot_chunk(prologue, rows)
+    load, dot_chunk = load_activation(prologue), make_dot_chunk(prologue, rows, unroll)
+    w_words, x_words = rows * unroll * 4, unroll * 8  # local arrays need sizes fixed before compiling
 
     @L.kernel(threads=32 * warps)
     def gemv(x, aux, eps, res, weight, out):
@@ -110,8 +112,8 @@ def make_kernel(rows: int, unroll: int, warps: int, prologue: str = "none", resi
         row0 = (cuda.blockIdx.x * warps + cuda.threadIdx.x // 32) * rows
         acc = cuda.local.array(rows, float32)
         sumsq = cuda.local.array(1, float32)
-        wq = cuda.local.array(rows * 8 * 4, uint32)  # [row][slot][word]; slots beyond `unroll` unused
-        xq = cuda.local.array(8 * 8, uint32)
+        wq = cuda.local.array(w_words, uint32)  # [row][slot][word]
+        xq = cuda.local.array(x_words, uint32)  # [slot][word]
         for r in range(rows):
             acc[r] = 0
         sumsq[0] = 0
@@ -123,7 +125,7 @@ def make_kernel(rows: int, unroll: int, warps: int, prologue: str = "none", resi
                 at = min(c, chunks - 1) + after
                 for r in range(rows):
                     w0, w1, w2, w3 = ptx.load_u32x4_once(weight, min(row0 + r, n - 1) * words + 4 * at)
-                    i = (r * 8 + u) * 4
+                    i = (r * unroll + u) * 4
                     wq[i], wq[i + 1], wq[i + 2], wq[i + 3] = w0, w1, w2, w3
                 load(x, aux, chunks, at, c < chunks, xq, u)
             for u in range(unroll):
@@ -144,9 +146,20 @@ def make_kernel(rows: int, unroll: int, warps: int, prologue: str = "none", resi
     return gemv
 
 
-def plan(n: int, k: int) -> tuple[int, int, int]:
-    """(rows, unroll, warps): placeholder until the H200 sweep picks one."""
-    return 1, 4, 4
+def plan(n: int, k: int, prologue: str = "none") -> tuple[int, int, int]:
+    """(rows, unroll, warps): one row per warp and 8 chunks in flight per lane where K is a
+    multiple of a warp's pass (2,048 weights), else 4 (K = 11008: 8 would waste 5/8 of the
+    last pass); two rows per warp with a prologue, so that two rows share each activation it
+    computes; two warps per block.
+
+    From the sweep on an H200 (docs/benchmarks.md, "the fp16 GEMV"): 27 tiles on the five
+    Llama-2-7B shapes, where the planned tile was the fastest or within 1% of it, 5-26% faster
+    than cuBLAS. With a prologue, one row per warp was 7% (RMSNorm) to 45% (SiLU * up) slower
+    than the plain GEMV; two rows, 0-11%.
+    """
+    rows = 1 if prologue == "none" else 2
+    unroll = 8 if rows == 1 and k % (32 * MAX_UNROLL * CHUNK) == 0 else 4
+    return rows, unroll, 2
 
 
 def f16_gemv(x: torch.Tensor, weight: torch.Tensor, out: torch.Tensor | None = None,
@@ -172,9 +185,9 @@ def f16_gemv(x: torch.Tensor, weight: torch.Tensor, out: torch.Tensor | None = N
     fused = [t for t in (norm, residual) if t is not None]
     for t in (x, weight, *fused):
         L.require(t.is_contiguous() and t.data_ptr() % 16 == 0, "f16_gemv needs contiguous 16-byte aligned tensors")
-    rows, unroll, warps = tile or plan(n, k)
-    L.require(1 <= unroll <= 8 and rows >= 1 and warps >= 1,
-              f"f16_gemv: tile (rows, unroll, warps) needs 1 <= unroll <= 8, got {tile}")
+    rows, unroll, warps = tile or plan(n, k, prologue)
+    L.require(1 <= unroll <= MAX_UNROLL and rows >= 1 and warps >= 1,
+              f"f16_gemv: tile (rows, unroll, warps) needs 1 <= unroll <= {MAX_UNROLL}, got {tile}")
     if out is None:
         out = torch.empty(*x.shape[:-1], n, dtype=torch.float16, device=x.device)
     kernel = make_kernel(rows, unroll, warps, prologue, residual is not None)

@@ -363,9 +363,10 @@ def engine_rows(copy_gbps: float, tokenizer: str | None) -> dict:
 # the fused variant each GEMV of a layer runs at batch 1 (labkit.engine.fuse.FusedDecoderLayer)
 SETS = 8   # weight sets rotated in the fused kernel timings: o (8.4 MB) x 8 is past the 50 MB L2
 FUSED = {"qkv": ("rmsnorm", False), "o": ("none", True), "gate_up": ("rmsnorm", False), "down": ("silu_mul", True)}
-FUSED_TESTS = ["tests/engine/test_fused_decode_gpu.py", "tests/engine/test_cuda_graphs_gpu.py",
-               "tests/kernels/test_overlap.py", "tests/kernels/test_fused_gemv.py::test_residual_is_added_once_as_torch_adds",
-               "tests/kernels/test_fused_gemv.py::test_fused_whole_warps"]
+FUSED_TESTS = [str(ROOT / t) for t in (
+    "tests/engine/test_fused_decode_gpu.py", "tests/engine/test_cuda_graphs_gpu.py", "tests/kernels/test_overlap.py",
+    "tests/kernels/test_fused_gemv.py::test_residual_is_added_once_as_torch_adds",
+    "tests/kernels/test_fused_gemv.py::test_fused_whole_warps")]
 
 
 def _fused_args(name: str, n: int, k: int, sets: int) -> list[dict]:
@@ -439,9 +440,15 @@ def fused_part(copy_gbps: float, tokenizer: str | None, out_dir: str, result: di
     fused_engines(copy_gbps, tokenizer, result["fused_engine"], save)
 
 
-def fused_engines(copy_gbps: float, tokenizer: str | None, out: dict, save) -> None:
-    """Compiled batch-1 engines (graphs, overlap off): fp16, int4, int4 fused side by side, then the
-    two int4 ones again with Inductor's programmatic dependent launch, overlap off and on."""
+FUSED_ENGINES = {"fp16": (None, False), "int4": ("int4", False), "int4 fused": ("int4", True)}
+
+
+def fused_engines(copy_gbps: float, tokenizer: str | None, out: dict, save, variants: dict = FUSED_ENGINES,
+                  pdl: bool = True) -> None:
+    """Compiled batch-1 engines (graphs, overlap off) side by side: `variants` (name: (weights,
+    fused)), fp16, int4, int4 fused by default; greedy tokens of each fused engine against its
+    unfused twin where there is one; then (`pdl`) int4 fused again with Inductor's programmatic
+    dependent launch, overlap off and on."""
     from labkit.engine import LLM
     from labkit.engine.bench import decode_weight_bytes, random_model
     from labkit.engine.fuse import set_fused_decode
@@ -468,7 +475,6 @@ def fused_engines(copy_gbps: float, tokenizer: str | None, out: dict, save) -> N
     def tokens(llm) -> list[int]:
         return llm.generate([prompt], SamplingParams(temperature=0, max_tokens=32, ignore_eos=True))[0].token_ids
 
-    variants = {"fp16": (None, False), "int4": ("int4", False), "int4 fused": ("int4", True)}
     llms = {}
     for name, (weights, fused) in variants.items():
         llms[name], out[name] = build(weights, fused)
@@ -482,11 +488,10 @@ def fused_engines(copy_gbps: float, tokenizer: str | None, out: dict, save) -> N
         out[name]["batch1_tok_s"] = round(1000 / b1, 1)
         out[name]["batch1_fraction_of_roofline"] = round(out[name]["roofline_ms"] / b1, 3)
         measure.log(f"fused engine {name}: {out[name]}")
-    t4 = tokens(llms["int4"])
-    for name in ("int4 fused",):
-        t4f = tokens(llms[name])
-        out[name]["tokens_equal_int4"] = t4 == t4f
-        out[name]["tokens_equal_prefix"] = next((i for i, (a, b) in enumerate(zip(t4, t4f)) if a != b), len(t4))
+    for name in [n for n in variants if n.endswith(" fused") and n[:-len(" fused")] in variants]:
+        plain, fused = tokens(llms[name[:-len(" fused")]]), tokens(llms[name])
+        out[name]["tokens_equal_unfused"] = plain == fused
+        out[name]["tokens_equal_prefix"] = next((i for i, (a, b) in enumerate(zip(plain, fused)) if a != b), len(plain))
     for llm in llms.values():
         llm.close()
     del llms
@@ -496,6 +501,8 @@ def fused_engines(copy_gbps: float, tokenizer: str | None, out: dict, save) -> N
     # Inductor's kernels also wait for / release their neighbours: overlap off and on, graphs re-captured
     import torch._inductor.config as inductor_config
 
+    if not pdl:
+        return
     if not hasattr(inductor_config.triton, "enable_pdl"):
         out["pdl"] = "torch._inductor.config.triton.enable_pdl is missing in this torch"
         return
@@ -688,6 +695,86 @@ def load_engines(copy_gbps: float, tokenizer: str | None, requests: int) -> dict
     return out
 
 
+# the fp16 GEMV (labkit.kernels.f16_gemv) against cuBLAS, and the fusions of the fp16 decode step
+F16_TESTS = [str(ROOT / "tests/kernels/test_f16_gemv.py")]
+F16_FUSED = {"qkv": ("rmsnorm", False), "o": ("none", True), "gate_up": ("rmsnorm", False), "down": ("silu_mul", True)}
+F16_TILES = [(r, u, w) for r in (1, 2, 4) for u in (2, 4, 8) for w in (2, 4, 8)]
+F16_FUSED_TILES = [(r, u, 2) for r in (1, 2, 4) for u in (2, 4, 8)]
+
+
+def f16_part(copy_gbps: float, out_dir: str, result: dict, save) -> None:
+    """Checks on the 7B shapes (each fusion, plain and overlapped launches), the GPU-only tests,
+    every tile of F16_TILES against cuBLAS (F.linear on the same [N, K] weights) per shape, and
+    each layer's fused GEMV against the plain one."""
+    from labkit.kernels import f16_gemv
+
+    rows: list[dict] = []
+    run = _checker(rows)
+    launch.set_overlap(True)
+    for _ in range(2):   # the second call takes the fast, overlapped launch
+        for name, (n, k) in {**LAYER, "lm_head": LM_HEAD}.items():
+            prologue, residual = F16_FUSED.get(name, ("none", False))
+            for p, r in {("none", False), (prologue, residual)}:
+                run(f"f16 {name} {n}x{k} {p}{' + residual' if r else ''}",
+                    lambda: f16_gemv.check(n, k, tile=None, prologue=p, residual=r))
+    launch.set_overlap(False)
+    result["f16_checks"] = rows
+    save()
+    result["f16_tests"] = gpu_tests(F16_TESTS, Path(out_dir, "f16_tests.log"))
+    save()
+
+    sweep = []
+    for name, (n, k) in {**LAYER, "lm_head": LM_HEAD}.items():
+        sets = measure.sets_for(2 * n * k)
+        weights = [torch.randn(n, k, device="cuda").half() * 0.02 for _ in range(sets)]
+        x = torch.randn(k, device="cuda").half()
+        out = torch.empty(n, device="cuda", dtype=torch.float16)
+        row = {"shape": f"{name} {n}x{k}", "bytes": 2 * n * k,
+               "cublas_us": round(measure.time_us(lambda i: torch.mm(x[None], weights[i].t(), out=out[None]), sets), 2),
+               "tiles": {}}
+        for tile in F16_TILES:
+            row["tiles"][str(tile)] = round(measure.time_us(lambda i: f16_gemv.f16_gemv(x, weights[i], out=out,
+                                                                                       tile=tile), sets), 2)
+        best = min(row["tiles"], key=row["tiles"].get)
+        row["best_tile"], row["best_us"] = best, row["tiles"][best]
+        row["planned_us"] = row["tiles"].get(str(f16_gemv.plan(n, k)))
+        for key in ("cublas_us", "best_us"):
+            row[key.replace("us", "copy_frac")] = round(row["bytes"] / (row[key] * 1e-6) / 1e9 / copy_gbps, 3)
+        measure.log(f"f16 sweep {row['shape']}: cublas {row['cublas_us']} best {best} {row['best_us']}")
+        # the fusion this layer gets in the decode step, plain and overlapped, against the plain GEMV
+        prologue, residual = F16_FUSED.get(name, ("none", False))
+        xf = torch.randn(2 * k if prologue == "silu_mul" else k, device="cuda").half()
+        norm = torch.rand(k, device="cuda").half() if prologue == "rmsnorm" else None
+        res = torch.randn(n, device="cuda").half() if residual else None
+        for tile in F16_FUSED_TILES:
+            for overlap in (False, True):
+                launch.set_overlap(overlap)
+                key = f"fused {prologue}{'+res' if residual else ''} {tile} {'overlap' if overlap else 'plain'}"
+                key += " (plan)" if tile == f16_gemv.plan(n, k, prologue) else ""
+                row[key] = round(measure.time_us(lambda i: f16_gemv.f16_gemv(
+                    xf, weights[i], out=out, tile=tile, prologue=prologue, norm=norm, residual=res), sets), 2)
+            launch.set_overlap(False)
+        sweep.append(row)
+        del weights
+        measure.free_memory()
+        result["f16_sweep"] = sweep
+        save()
+    kernel = f16_gemv.make_kernel(*f16_gemv.plan(4096, 4096), "none", False)
+    result["f16_resources"] = {"regs": str(kernel.get_regs_per_thread()),
+                               "local_bytes": str(kernel.get_local_mem_per_thread())}
+    save()
+
+
+def f16_engines(copy_gbps: float, tokenizer: str | None, out_dir: str, result: dict, save) -> None:
+    """The GPU-only tests of the fused decode layers (fp16 and int4), then compiled batch-1 engines
+    side by side: fp16 through cuBLAS and Inductor's kernels, fp16 fused (the fp16 GEMVs), int4 fused."""
+    result["f16_engine_tests"] = gpu_tests(FUSED_TESTS, Path(out_dir, "f16_engine_tests.log"))
+    save()
+    result["f16_engine"] = {}
+    fused_engines(copy_gbps, tokenizer, result["f16_engine"], save,
+                  {"fp16": (None, False), "fp16 fused": (None, True), "int4 fused": ("int4", True)}, pdl=False)
+
+
 def check_line(c: dict, width: int) -> str:
     return f"check {c['check']:<{width}} {'ok ' + str(c.get('value')) if c['ok'] else 'FAILED ' + c['message']}"
 
@@ -734,6 +821,22 @@ def table(result: dict) -> str:
         lines.append(f"rope engine {name:<22} ms/step {e['ms_per_step_b1']}  {e['batch1_tok_s']} tok/s = "
                      f"{100 * e['batch1_fraction_of_roofline']:.1f}% of roofline; {t['kernels_per_step']} kernels/step, "
                      f"{t['total_us_per_step']} us of kernels, gap median {t['gap_us_median']} us")
+    lines += [check_line(c, 50) for c in result.get("f16_checks", [])]
+    if "f16_tests" in result:
+        lines.append(tests_line("f16", result["f16_tests"]))
+    for r in result.get("f16_sweep", []):
+        lines.append(f"f16 {r['shape']:<20} cuBLAS {r['cublas_us']:>6.2f} us ({100 * r['cublas_copy_frac']:.0f}% copy)  "
+                     f"best {r['best_tile']} {r['best_us']:>6.2f} us ({100 * r['best_copy_frac']:.0f}%)  "
+                     f"plan {r['planned_us']} us")
+        lines.append("    " + json.dumps({k: v for k, v in r.items() if k.startswith("fused")}))
+    if "f16_engine_tests" in result:
+        lines.append(tests_line("fused decode (fp16, int4)", result["f16_engine_tests"]))
+    for name, e in result.get("f16_engine", {}).items():
+        t = e["timeline"]
+        lines.append(f"f16 engine {name:<12} ms/step {e['ms_per_step_b1']}  {e['batch1_tok_s']} tok/s = "
+                     f"{100 * e['batch1_fraction_of_roofline']:.1f}% of roofline; {t['kernels_per_step']} kernels/step, "
+                     f"{t['total_us_per_step']} us of kernels, gap median {t['gap_us_median']} us"
+                     + (f"; tokens = unfused: {e['tokens_equal_unfused']}" if "tokens_equal_unfused" in e else ""))
     for name, e in result.get("load", {}).items():
         lines.append(f"load {name}: {json.dumps(e)[:700]}")
     for w, e in result.get("engine", {}).items():
@@ -771,7 +874,9 @@ def main(argv: list[str] | None = None) -> int:
                      ("fused", lambda: fused_part(result["copy_gbps"], args.tokenizer, args.out, result, save)),
                      ("rope", lambda: rope_part(result["copy_gbps"], args.out, result, save)),
                      ("rope_engine", lambda: rope_engines(result["copy_gbps"], args.tokenizer)),
-                     ("load", lambda: load_engines(result["copy_gbps"], args.tokenizer, args.requests))):
+                     ("load", lambda: load_engines(result["copy_gbps"], args.tokenizer, args.requests)),
+                     ("f16", lambda: f16_part(result["copy_gbps"], args.out, result, save)),
+                     ("f16_engine", lambda: f16_engines(result["copy_gbps"], args.tokenizer, args.out, result, save))):
         if part in parts:
             start = time.time()
             value = fn()
@@ -781,9 +886,9 @@ def main(argv: list[str] | None = None) -> int:
             save()
     print(table(result))
     ok = all(c["ok"] for c in result.get("checks", []) + result.get("tc", {}).get("checks", [])
-             + result.get("fused_checks", []) + result.get("rope_checks", []))
-    return 0 if ok and result.get("fused_tests", {}).get("ok", True) and result.get("rope_tests", {}).get("ok", True) and result.get("tc", {}).get("tests", {}).get(
-        "ok", True) else 1
+             + result.get("fused_checks", []) + result.get("rope_checks", []) + result.get("f16_checks", []))
+    tests = [result.get(k, {}) for k in ("fused_tests", "rope_tests", "f16_tests", "f16_engine_tests")] + [result.get("tc", {}).get("tests", {})]
+    return 0 if ok and all(t.get("ok", True) for t in tests) else 1
 
 
 if __name__ == "__main__":

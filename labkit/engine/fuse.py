@@ -87,7 +87,8 @@ def set_fused_decode(wanted: bool) -> bool:
 
 class FusedDecoderLayer(DecoderLayer):
     """A decoder layer (the same modules, the same weights) whose one-row steps run as four GEMVs
-    with the norms, SiLU * up and the residual adds inside them (`ops.fused_gemv`)."""
+    with the norms, SiLU * up and the residual adds inside them (`ops.fused_gemv` for int4
+    weights, `ops.f16_gemv` for fp16)."""
 
     def __init__(self, layer: DecoderLayer):
         nn.Module.__init__(self)
@@ -106,16 +107,24 @@ class FusedDecoderLayer(DecoderLayer):
 
 def _gemv(x: torch.Tensor, layer: nn.Module, prologue: str = "none", norm: nn.Module | None = None,
           residual: torch.Tensor | None = None) -> torch.Tensor:
-    """residual + layer(prologue(x)) for an int4 `QuantLinear` in one kernel (its bias added after)."""
-    y = ops.fused_gemv(x, layer.qweight, layer.qzeros, layer.scales, layer.group_size, prologue,
-                       None if norm is None else norm.weight, 1e-5 if norm is None else float(norm.eps), residual)
+    """residual + layer(prologue(x)) in one kernel: the W4A16 GEMV for an int4 `QuantLinear`, the
+    fp16 GEMV for an fp16 `nn.Linear` (the bias added after)."""
+    from labkit.quant.qlinear import QuantLinear
+
+    weight, eps = None if norm is None else norm.weight, 1e-5 if norm is None else float(norm.eps)
+    if isinstance(layer, QuantLinear):
+        y = ops.fused_gemv(x, layer.qweight, layer.qzeros, layer.scales, layer.group_size, prologue, weight, eps,
+                           residual)
+    else:
+        y = ops.f16_gemv(x, layer.weight, prologue, weight, eps, residual)
     return y if layer.bias is None else y + layer.bias.to(y.dtype)
 
 
 def fuse_decode_layers(model: Llama) -> Llama:
     """Make every layer whose format allows it a `FusedDecoderLayer` (in place; returns the model):
-    merged q/k/v and gate/up, int4 numba `QuantLinear`s the GEMV takes (N % 32 == 0, no padded K,
-    no bias on o and down) and fp16 norms. Other layers stay as they are."""
+    merged q/k/v and gate/up, all four either int4 numba `QuantLinear`s the W4A16 GEMV takes
+    (N % 32 == 0, no padded K) or fp16 `nn.Linear`s (K % 8 == 0), no bias on o and down, and fp16
+    norms. Other layers stay as they are."""
     layers = model.model.layers
     for i, layer in enumerate(layers):
         if type(layer) is DecoderLayer and _fusable(layer):
@@ -128,9 +137,9 @@ def _fusable(layer: DecoderLayer) -> bool:
 
     attn, mlp = layer.self_attn, layer.mlp
     linears = [attn.qkv_proj, attn.o_proj, mlp.gate_up_proj, mlp.down_proj]
-    if not all(isinstance(m, QuantLinear) for m in linears):
-        return False
-    formats_ok = all(m.bits == 4 and m.act_bits == 16 and m.backend == "numba" and m.padded_in == m.in_features
-                     and m.out_features % 32 == 0 and m.group_size % 8 == 0 for m in linears)
+    int4 = all(isinstance(m, QuantLinear) and m.bits == 4 and m.act_bits == 16 and m.backend == "numba"
+               and m.padded_in == m.in_features and m.out_features % 32 == 0 and m.group_size % 8 == 0
+               for m in linears)
+    fp16 = all(type(m) is nn.Linear and m.weight.dtype == torch.float16 and m.in_features % 8 == 0 for m in linears)
     norms_ok = all(n.weight.dtype == torch.float16 for n in (layer.input_layernorm, layer.post_attention_layernorm))
-    return formats_ok and norms_ok and attn.o_proj.bias is None and mlp.down_proj.bias is None
+    return (int4 or fp16) and norms_ok and attn.o_proj.bias is None and mlp.down_proj.bias is None

@@ -17,9 +17,10 @@ write of the new K/V into the cache, inside the kernel (`labkit.kernels.paged_at
 a decode step's two small kernels per layer before attention, gone.
 
 `fused_gemv` is the W4A16 GEMV with the element-wise work around it inside (an RMSNorm or
-SiLU(gate) * up before, the residual add after: `labkit.kernels.w4a16_gemv`), which the
-fused decoder layers of `labkit.engine.fuse` call at one row per step: there Inductor's
-fusions still leave a kernel of their own between the GEMVs, and the GEMV can absorb it.
+SiLU(gate) * up before, the residual add after: `labkit.kernels.w4a16_gemv`), and `f16_gemv`
+its fp16 twin (`labkit.kernels.f16_gemv`), which the fused decoder layers of
+`labkit.engine.fuse` call at one row per step: there Inductor's fusions still leave a kernel
+of their own between the matmuls, and the GEMV can absorb it.
 """
 from __future__ import annotations
 
@@ -76,6 +77,14 @@ def _fused_gemv(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, sc
                       residual=None if residual is None else residual.contiguous())
 
 
+def _f16_gemv(x: torch.Tensor, weight: torch.Tensor, prologue: str, norm: torch.Tensor | None, eps: float,
+              residual: torch.Tensor | None) -> torch.Tensor:
+    from labkit.kernels.f16_gemv import f16_gemv
+
+    return f16_gemv(x.contiguous(), weight, prologue=prologue, norm=norm, eps=eps,
+                    residual=None if residual is None else residual.contiguous())
+
+
 write_kv_op = torch.library.custom_op("labkit::write_kv", _write_kv,
                                       mutates_args=("k_cache", "v_cache", "k_scale_zero", "v_scale_zero"))
 paged_attention_op = torch.library.custom_op("labkit::paged_attention", _paged_attention, mutates_args=())
@@ -83,6 +92,7 @@ rope_attention_op = torch.library.custom_op("labkit::rope_attention", _rope_atte
                                             mutates_args=("k_cache", "v_cache", "k_scale_zero", "v_scale_zero"))
 quant_linear_op = torch.library.custom_op("labkit::quant_linear", _quant_linear, mutates_args=())
 fused_gemv_op = torch.library.custom_op("labkit::fused_gemv", _fused_gemv, mutates_args=())
+f16_gemv_op = torch.library.custom_op("labkit::f16_gemv", _f16_gemv, mutates_args=())
 
 
 @write_kv_op.register_fake
@@ -112,6 +122,11 @@ def _(x, qweight, qzeros, scales, group_size, prologue, norm, eps, residual):
     return x.new_empty(*x.shape[:-1], scales.shape[1])
 
 
+@f16_gemv_op.register_fake
+def _(x, weight, prologue, norm, eps, residual):
+    return x.new_empty(*x.shape[:-1], weight.shape[0])
+
+
 def write_kv(*args) -> None:
     """Write a step's K/V into the paged cache (fp16, or int8/int4 codes): `_write_kv`'s arguments."""
     (write_kv_op if torch.compiler.is_compiling() else _write_kv)(*args)
@@ -135,6 +150,11 @@ def quant_linear(*args) -> torch.Tensor:
 def fused_gemv(*args) -> torch.Tensor:
     """One row through an int4 layer with its prologue and residual fused in: `_fused_gemv`'s arguments."""
     return (fused_gemv_op if torch.compiler.is_compiling() else _fused_gemv)(*args)
+
+
+def f16_gemv(*args) -> torch.Tensor:
+    """One row through an fp16 layer with its prologue and residual fused in: `_f16_gemv`'s arguments."""
+    return (f16_gemv_op if torch.compiler.is_compiling() else _f16_gemv)(*args)
 
 
 def route_quant_linears(model: nn.Module) -> None:

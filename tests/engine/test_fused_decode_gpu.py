@@ -1,5 +1,5 @@
 """On a GPU: the fused decoder layers (labkit.engine.fuse: norms, SiLU * up and residual adds inside
-the int4 GEMVs at one row per step) against the same model without them.
+the int4 or fp16 GEMVs at one row per step) against the same model without them.
 
 - Decoding step by step (teacher-forced on the unfused model's greedy tokens), the fused model's
   logits stay within a few fp16 steps of the unfused ones, and its greedy token is the same
@@ -34,11 +34,13 @@ def config(vocab: int) -> LlamaConfig:
 
 @pytest.mark.gpu
 @gpu
-def test_fused_steps_give_the_unfused_logits():
+@pytest.mark.parametrize("weights", ["int4", "fp16"])
+def test_fused_steps_give_the_unfused_logits(weights):
     cfg = config(4096)
     torch.manual_seed(0)
     model = Llama(cfg).eval()
-    quantize_linears(model, 4, 128, backend="numba")
+    if weights == "int4":
+        quantize_linears(model, 4, 128, backend="numba")
     model = fuse_projections(model).half().cuda()
     fused = fuse_decode_layers(copy.deepcopy(model))
     assert all(type(layer) is FusedDecoderLayer for layer in fused.model.layers)
@@ -76,7 +78,8 @@ def cycling_model(cfg: LlamaConfig) -> Llama:
 
 @pytest.mark.gpu
 @gpu
-def test_fused_engine_gives_the_unfused_tokens(tokenizer):
+@pytest.mark.parametrize("weights", ["int4", None])
+def test_fused_engine_gives_the_unfused_tokens(tokenizer, weights):
     cfg = config(tokenizer.vocab_size)
     prompts = [list(range(100 + 37 * i, 100 + 37 * i + n)) for i, n in enumerate((5, 40, 17))]
     params = SamplingParams(temperature=0, max_tokens=40, ignore_eos=True)
@@ -85,7 +88,7 @@ def test_fused_engine_gives_the_unfused_tokens(tokenizer):
         for fused in (False, True):
             set_fused_decode(fused)
             model = cycling_model(cfg).half().cuda()
-            llm = LLM(model, tokenizer=tokenizer, backend="numba", weights="int4", max_batch_size=8, max_model_len=512,
+            llm = LLM(model, tokenizer=tokenizer, backend="numba", weights=weights, max_batch_size=8, max_model_len=512,
                       num_blocks=128)
             assert all((type(layer) is FusedDecoderLayer) == fused for layer in llm.model.model.layers)
             outputs[fused] = ([llm.generate([p], params)[0].token_ids for p in prompts],
