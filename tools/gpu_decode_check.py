@@ -1,6 +1,6 @@
 """Decode near the memory roofline: one GPU run that checks, times and writes the tables.
 
-    python tools/gpu_decode_check.py --out DIR [--tokenizer DIR] [--parts checks,kernels,engine,rows,tc,bench,fused,rope,rope_engine,load]
+    python tools/gpu_decode_check.py --out DIR [--tokenizer DIR] [--parts checks,kernels,engine,rows,tc,bench,fused,rope,rope_engine,load,f16,f16_engine,prefill]
 
 - checks: the overlapped (programmatic dependent) launches give the bits of ordinary ones, on
   real layer shapes, and an engine's graph replays with overlap give the eager tokens without.
@@ -32,6 +32,12 @@
   and on (ms per step in alternating rounds, kernels per step).
 - load: fp16 and int4 engines side by side: the first token, ms per step at batch 1-32, and
   the chat workload of `labkit bench engine --mode dynamic` (--requests).
+- f16: the fp16 GEMV (labkit.kernels.f16_gemv): checks on the 7B shapes (plain and each layer's
+  fusion, ordinary and overlapped launches), its GPU tests, every tile of F16_TILES against
+  cuBLAS on each shape, and each layer's fused GEMV over F16_FUSED_TILES.
+- f16_engine: the GPU tests of the fused decode layers (fp16 and int4), then compiled batch-1
+  engines side by side: fp16 (cuBLAS), fp16 fused (the fp16 GEMVs), int4 fused.
+- prefill: the first token of a 128-token prompt with the fused layers off and on (fp16, int4).
 
 Every figure comes with the copy bandwidth measured in the same run; the JSON goes to
 DIR/gpu_decode.json and the table to stdout.
@@ -775,6 +781,34 @@ def f16_engines(copy_gbps: float, tokenizer: str | None, out_dir: str, result: d
                   {"fp16": (None, False), "fp16 fused": (None, True), "int4 fused": ("int4", True)}, pdl=False)
 
 
+def prefill_engines(tokenizer: str | None) -> dict:
+    """The first token of a 128-token prompt (an eager prefill step) with the fused decode layers off
+    and on, fp16 and int4 (uncompiled engines: the prefill step runs eagerly either way), alternating."""
+    from labkit.engine import LLM
+    from labkit.engine.bench import random_model
+    from labkit.engine.fuse import set_fused_decode
+    from labkit.models import Tokenizer, resolve
+
+    tok = Tokenizer(tokenizer or resolve("embedded"))
+    rng, out, llms = random.Random(0), {}, {}
+    for weights in ("fp16", "int4"):
+        for fused in (False, True):
+            set_fused_decode(fused)
+            llms[f"{weights} fused={fused}"] = LLM(random_model("llama-2-7b", "cuda", torch.float16), tokenizer=tok,
+                                                   backend="numba", weights=None if weights == "fp16" else weights,
+                                                   max_batch_size=1, max_model_len=1024, cache_max_entry_count=0.05)
+    set_fused_decode(True)
+    for _ in range(3):
+        for name, llm in llms.items():
+            out.setdefault(name, []).append(first_token_ms(llm, rng, 32000))
+    measure.log(f"prefill {out}")
+    for llm in llms.values():
+        llm.close()
+    del llms
+    measure.free_memory()
+    return out
+
+
 def check_line(c: dict, width: int) -> str:
     return f"check {c['check']:<{width}} {'ok ' + str(c.get('value')) if c['ok'] else 'FAILED ' + c['message']}"
 
@@ -837,6 +871,8 @@ def table(result: dict) -> str:
                      f"{100 * e['batch1_fraction_of_roofline']:.1f}% of roofline; {t['kernels_per_step']} kernels/step, "
                      f"{t['total_us_per_step']} us of kernels, gap median {t['gap_us_median']} us"
                      + (f"; tokens = unfused: {e['tokens_equal_unfused']}" if "tokens_equal_unfused" in e else ""))
+    for name, e in result.get("prefill", {}).items():
+        lines.append(f"prefill {name:<18} first token of 128 (ms): {e}")
     for name, e in result.get("load", {}).items():
         lines.append(f"load {name}: {json.dumps(e)[:700]}")
     for w, e in result.get("engine", {}).items():
@@ -876,6 +912,7 @@ def main(argv: list[str] | None = None) -> int:
                      ("rope_engine", lambda: rope_engines(result["copy_gbps"], args.tokenizer)),
                      ("load", lambda: load_engines(result["copy_gbps"], args.tokenizer, args.requests)),
                      ("f16", lambda: f16_part(result["copy_gbps"], args.out, result, save)),
+                     ("prefill", lambda: prefill_engines(args.tokenizer)),
                      ("f16_engine", lambda: f16_engines(result["copy_gbps"], args.tokenizer, args.out, result, save))):
         if part in parts:
             start = time.time()

@@ -1,5 +1,5 @@
 """Merge the projections that read the same input into one matmul, and (at batch 1 on a GPU)
-the element-wise work around each int4 matmul into it.
+the element-wise work around each matmul into it.
 
 q, k and v all read the normed hidden state, and so do the MLP's gate and up. Stacking their
 weights ([N_q + N_k + N_v, K], [2F, K]) leaves the bytes read per token unchanged but turns
@@ -15,12 +15,14 @@ drain (10 per layer with int4 weights, docs/benchmarks.md). Three of a layer's t
 element-wise work the neighbouring GEMVs can do on the fly: the two RMSNorm + residual
 kernels (the GEMVs of q/k/v and of gate/up normalize the row they read, the o and down GEMVs
 add the residual as they write) and SiLU(gate) * up (the down projection's GEMV reads the
-merged gate/up output). `FusedDecoderLayer` runs a layer that way through `ops.fused_gemv`
-when its step has one row, and as the model does otherwise: 7 kernels per layer instead of
-10. `fuse_decode_layers` swaps it in where the layers' formats allow; the engine's runner asks
-for it on a GPU with the numba backend while `fused_decode()` is on (the default, as it
-measured faster: docs/benchmarks.md; `LABKIT_FUSED_DECODE=0` or `set_fused_decode(False)`
-turns it off).
+merged gate/up output). `FusedDecoderLayer` runs a layer that way when its step has one row,
+and as the model does otherwise: 7 kernels per layer instead of 10. Int4 layers go through the
+W4A16 GEMV (`ops.fused_gemv`), fp16 layers through labkit's fp16 GEMV (`ops.f16_gemv`), which
+also streams the weights faster than cuBLAS does at one row (5-26% on the Llama-2-7B shapes
+of an H200). `fuse_decode_layers` swaps it in where the layers' formats allow; the engine's
+runner asks for it on a GPU with the numba backend while `fused_decode()` is on (the default,
+as it measured faster for both formats: docs/benchmarks.md; `LABKIT_FUSED_DECODE=0` or
+`set_fused_decode(False)` turns it off).
 """
 from __future__ import annotations
 
