@@ -278,6 +278,14 @@ def engine_bench(tokenizer: str | None, out_dir: str) -> dict:
     return {"command": result["command"], "static": result["static"], "ratios": result.get("ratios")}
 
 
+def close_engines(llms: dict) -> None:
+    """Close every engine of `llms` (name -> LLM), drop them and give their memory back."""
+    for llm in llms.values():
+        llm.close()
+    llms.clear()
+    measure.free_memory()
+
+
 def decode_ms(llm, batch: int, rng: random.Random, vocab: int, steps: int = 48) -> float:
     """ms per decode step at `batch`: generating 1 + steps tokens minus generating 1 (fresh prompts)."""
     from labkit.models.sampling import SamplingParams
@@ -498,10 +506,7 @@ def fused_engines(copy_gbps: float, tokenizer: str | None, out: dict, save, vari
         plain, fused = tokens(llms[name[:-len(" fused")]]), tokens(llms[name])
         out[name]["tokens_equal_unfused"] = plain == fused
         out[name]["tokens_equal_prefix"] = next((i for i, (a, b) in enumerate(zip(plain, fused)) if a != b), len(plain))
-    for llm in llms.values():
-        llm.close()
-    del llms
-    measure.free_memory()
+    close_engines(llms)
     save()
 
     # Inductor's kernels also wait for / release their neighbours: overlap off and on, graphs re-captured
@@ -694,10 +699,7 @@ def load_engines(copy_gbps: float, tokenizer: str | None, requests: int) -> dict
             llm.generate([reqs[0].prompt], greedy(2))
             out[weights].setdefault("chat", []).append(drive_engine(llm, reqs, f"chat-{weights}"))
             measure.log(f"load engine {weights} chat: {out[weights]['chat'][-1]}")
-    for llm in llms.values():
-        llm.close()
-    del llms
-    measure.free_memory()
+    close_engines(llms)
     return out
 
 
@@ -802,10 +804,7 @@ def prefill_engines(tokenizer: str | None) -> dict:
         for name, llm in llms.items():
             out.setdefault(name, []).append(first_token_ms(llm, rng, 32000))
     measure.log(f"prefill {out}")
-    for llm in llms.values():
-        llm.close()
-    del llms
-    measure.free_memory()
+    close_engines(llms)
     return out
 
 
