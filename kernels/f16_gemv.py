@@ -21,7 +21,8 @@ step pays small kernels that bytes do not pay for. This kernel is the fp16 twin 
 - Chunks past the end of K (K not a multiple of the warp's step) are read from the last
   chunk and multiplied by zeros: one loop, no tail.
 - Launched overlapped (`launch.launch(overlap=True)`), it waits for the previous kernel
-  before its first load and lets the next one start at once.
+  before its first load and lets the next one start launching once its warp's loads are in,
+  as `w4a16_gemv` does.
 
 `activation`, `silu` and `with_residual` are `w4a16_gemv`'s: the fused variants round as
 the model does, up to the one fp16 step `w4a16_gemv.check` allows for.
@@ -118,7 +119,6 @@ def make_kernel(rows: int, unroll: int, warps: int, prologue: str = "none", resi
             acc[r] = 0
         sumsq[0] = 0
         after = ptx.wait_for_previous_grid()  # x and res may be the previous kernel's output
-        ptx.allow_next_grid()
         for base in range(lane, chunks, step):
             for u in range(unroll):
                 c = base + 32 * u
@@ -130,6 +130,7 @@ def make_kernel(rows: int, unroll: int, warps: int, prologue: str = "none", resi
                 load(x, aux, chunks, at, c < chunks, xq, u)
             for u in range(unroll):
                 dot_chunk(wq, xq, u, acc, sumsq)
+        ptx.allow_next_grid()  # this warp's weights are in: the next kernel may start launching
         scale = float32(1)
         if rmsnorm:
             total = sumsq[0]

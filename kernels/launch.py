@@ -18,11 +18,12 @@ A kernel written to overlap with the one before it (`ptx.wait_for_previous_grid`
 reads anything that kernel wrote) may be launched with `overlap=True`: programmatic
 dependent launch (Hopper and later), through `cuLaunchKernelEx` with the programmatic-
 stream-serialization attribute, which CUDA graph capture records as a programmatic edge.
-The kernel is then resident and waiting when its predecessor lets it start. It pays where
-the predecessor takes part (issues `allow_next_grid` early, as labkit's GEMVs do), as
-between GEMVs back to back. Behind a kernel that does not, such as the Inductor kernels
-between the GEMVs of a decode step, the programmatic edges made the step slower (both
-measured in docs/benchmarks.md), so overlap is off unless asked for (`LABKIT_OVERLAP=1` or
+The kernel is then resident and waiting when its predecessor lets it start. It pays only
+where the predecessor takes part (issues `allow_next_grid`, as labkit's GEMVs and decode
+attention do); behind Inductor's kernels the programmatic edges made the step slower. With
+the fused decode layers every kernel of a batch-1 layer takes part, and overlap gained
+3-4% on the fp16 step and nothing on the int4 one, and lost up to 3% at batch 4-16 (all
+measured in docs/benchmarks.md), so it stays off unless asked for (`LABKIT_OVERLAP=1` or
 `set_overlap(True)`). The ordinary launch is the fallback (older GPUs, the simulator) and
 computes the same bits: the wait is then a no-op.
 

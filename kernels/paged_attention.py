@@ -27,6 +27,10 @@ good when it streams the cache at close to copy bandwidth. How this kernel gets 
   (as codes, for int8/int4 caches), and attends to the new token from registers (one more
   tile for warp 0 of the partition that holds it; no block reads the row it writes).
 
+- Launched overlapped (`launch.launch(overlap=True)`, where enabled), the kernel is resident
+  while the q/k/v GEMV drains and waits for it before reading anything; it lets the o GEMV
+  start launching at once, so that GEMV prefetches its weights during the attention.
+
 Scores are computed as exp2(q.k * scale * log2 e - max): the scale folds into q once.
 The same kernel reads int8/int4 caches (kv_quant.py): `bits` picks how a lane unpacks its
 8 elements, and the per-token scale/zero are applied to whole dot products, not elements.
@@ -300,7 +304,10 @@ def make_kernel(head_dim: int, block_size: int, heads: int, bits: int, warps: in
         kv_heads = k_cache.shape[1]
         group = n_heads // kv_heads
         n_groups = group // heads
-        b = cuda.blockIdx.x // (kv_heads * n_groups)
+        # q and the new K/V are the previous kernel's output: wait for it (every load below
+        # depends on b) and let the next kernel start launching (an overlapped launch)
+        b = cuda.blockIdx.x // (kv_heads * n_groups) + ptx.wait_for_previous_grid()
+        ptx.allow_next_grid()
         kv_head = (cuda.blockIdx.x // n_groups) % kv_heads
         head0 = kv_head * group + (cuda.blockIdx.x % n_groups) * heads
         part, n_parts = cuda.blockIdx.y, cuda.gridDim.y
@@ -590,7 +597,7 @@ def launch_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     L.launch(kernel, (batch * kv_heads * groups, n_parts), (32 * warps,), q.view(torch.int32),
              k_cache.view(torch.int32), v_cache.view(torch.int32), k_pairs, v_pairs, block_tables, context_lens,
              scale_log2, partition, MAGIC, *rope_arguments(new, q, kv_heads), out.view(-1), m_part[:used],
-             l_part[:used], acc_part[:used * head_dim], counters)
+             l_part[:used], acc_part[:used * head_dim], counters, overlap=True)
     return out
 
 

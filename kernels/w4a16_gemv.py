@@ -27,7 +27,11 @@ good when it streams them at close to the copy bandwidth. What that takes, in or
   reductions) that bytes do not pay for. Launched overlapped (`launch.launch(overlap=True)`),
   the kernel starts while the previous one drains and waits (`ptx.wait_for_previous_grid`)
   only before its first load. It waits before the weight loads too: issuing them earlier
-  held them in registers across the wait and cost more in occupancy than it gained.
+  held them in registers across the wait and cost more in occupancy than it gained. It lets
+  the next kernel start launching (`ptx.allow_next_grid`) once its weights are in, before
+  the reductions; the same statement right after the wait (where it first sat) made a
+  layer's four fused GEMVs 11% slower, launched either way, and overlapped ones slower
+  than plain (docs/benchmarks.md, "every kernel of the decode layer overlapped").
 
 `MAGIC` and friends are the 2**23 constants of the classic trick, which the kernels that
 convert a weight once and use it several times (GEMM, dequantize, attention) still use.
@@ -294,7 +298,6 @@ def make_kernel(tx: int, ty: int, rounds: int, depth: int, min_blocks: int = 1, 
         # everything below may read what the previous kernel writes: wait for it (and load after it)
         after = ptx.wait_for_previous_grid()
         row0 += after
-        ptx.allow_next_grid()
         active = quad * 4 < words and row0 < k
         g = row0 // group_size  # the run lies inside one group
         if active:
@@ -310,6 +313,7 @@ def make_kernel(tx: int, ty: int, rounds: int, depth: int, min_blocks: int = 1, 
                     z_odd = float32((zq[wi] >> uint32(4 * m + 16)) & NIBBLE)
                     acc[8 * wi + 2 * m] = s_even * (acc[8 * wi + 2 * m] * UNSCALE - z_even * xsum[0])
                     acc[8 * wi + 2 * m + 1] = s_odd * (acc[8 * wi + 2 * m + 1] * UNSCALE - z_odd * xsum[0])
+        ptx.allow_next_grid()  # this block's weights are in: the next kernel may start launching
         rms = float32(1)
         if rmsnorm:  # x's rms over the whole row, now that this thread's weights are in
             total = block_sum(sum_of_squares(x, k, tid, nthreads, after), scratch, tid, nthreads)

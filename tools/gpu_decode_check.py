@@ -1,6 +1,6 @@
 """Decode near the memory roofline: one GPU run that checks, times and writes the tables.
 
-    python tools/gpu_decode_check.py --out DIR [--tokenizer DIR] [--parts checks,kernels,engine,rows,tc,bench,fused,rope,rope_engine,load,f16,f16_engine,prefill]
+    python tools/gpu_decode_check.py --out DIR [--tokenizer DIR] [--parts checks,kernels,engine,rows,tc,bench,fused,rope,rope_engine,load,f16,f16_engine,prefill,overlap_tests,overlap] [--batches 1,4,16]
 
 - checks: the overlapped (programmatic dependent) launches give the bits of ordinary ones, on
   real layer shapes, and an engine's graph replays with overlap give the eager tokens without.
@@ -38,6 +38,11 @@
 - f16_engine: the GPU tests of the fused decode layers (fp16 and int4), then compiled batch-1
   engines side by side: fp16 (cuBLAS), fp16 fused (the fp16 GEMVs), int4 fused.
 - prefill: the first token of a 128-token prompt with the fused layers off and on (fp16, int4).
+- overlap_tests: the GPU-only tests of overlapped launches (GEMVs, attention, graphs, fused layers).
+- overlap: a layer's four fused GEMVs (int4, fp16) with overlap off and on, then compiled fp16
+  fused and int4 fused
+  engines with their graphs captured with overlap off and on (every kernel of the batch-1
+  decode layer takes part: the GEMVs and attention): ms per step at --batches (1, 4, 16).
 
 Every figure comes with the copy bandwidth measured in the same run; the JSON goes to
 DIR/gpu_decode.json and the table to stdout.
@@ -808,6 +813,78 @@ def prefill_engines(tokenizer: str | None) -> dict:
     return out
 
 
+OVERLAP_TESTS = [str(ROOT / t) for t in (
+    "tests/kernels/test_overlap.py", "tests/kernels/test_attention.py", "tests/engine/test_cuda_graphs_gpu.py",
+    "tests/engine/test_fused_decode_gpu.py")]
+
+
+def overlap_part(tokenizer: str | None, batches: tuple[int, ...], result: dict, save) -> None:
+    """A layer's four fused GEMVs (int4, fp16) with overlap off and on, then compiled engines
+    (fp16 fused, int4 fused) with their graphs re-captured with overlap off and on: ms per step
+    at `batches` in alternating rounds, and the batch-1 profile of each."""
+    from labkit.engine import LLM
+    from labkit.engine.bench import random_model
+    from labkit.models import Tokenizer, resolve
+
+    from labkit.kernels import f16_gemv
+
+    chains = {}   # a layer's four fused GEMVs (8 layers' worth per graph), int4 and fp16
+    for fmt in ("int4", "fp16"):
+        args = {name: _fused_args(name, n, k, SETS) for name, (n, k) in LAYER.items()}
+        if fmt == "int4":
+            weights = {name: [random_int4_layer(n, k, 128, "cuda") for _ in range(SETS)] for name, (n, k) in LAYER.items()}
+            gemv = lambda a, w: w4a16_gemv.w4a16_gemv(a["x"], *w, 128, prologue=a["prologue"],  # noqa: E731
+                                                      norm=a["norm"], residual=a["residual"])
+        else:
+            weights = {name: [torch.randn(n, k, device="cuda").half() * 0.02 for _ in range(SETS)]
+                       for name, (n, k) in LAYER.items()}
+            gemv = lambda a, w: f16_gemv.f16_gemv(a["x"], w, prologue=a["prologue"], norm=a["norm"],  # noqa: E731
+                                                  residual=a["residual"])
+        row = {}
+        for overlap in (False, True, False, True):
+            launch.set_overlap(overlap)
+            row.setdefault("overlap" if overlap else "plain", []).append(round(measure.time_us(
+                lambda i: [gemv(args[name][i], weights[name][i]) for name in LAYER], SETS, calls=8), 2))
+        launch.set_overlap(False)
+        chains[fmt] = row
+        measure.log(f"overlap chain {fmt}: {row}")
+        del weights, args
+        measure.free_memory()
+    result["overlap_chains"] = chains
+    save()
+    tok = Tokenizer(tokenizer or resolve("embedded"))
+    rng, vocab, out, llms = random.Random(0), 32000, {}, {}
+    for name, weights in (("fp16 fused", None), ("int4 fused", "int4")):
+        launch.set_overlap(False)
+        llms[name] = LLM(random_model("llama-2-7b", "cuda", torch.float16), tokenizer=tok, backend="numba",
+                         weights=weights, compile=True, max_batch_size=max(batches), max_model_len=1024,
+                         cache_max_entry_count=0.1)
+        decode_ms(llms[name], 1, rng, vocab, steps=8)   # warm up
+        out[name] = {}
+    for _ in range(3):   # alternating rounds: each engine, overlap off and on
+        for name, llm in llms.items():
+            for overlap in (False, True):
+                launch.set_overlap(overlap)
+                llm.engine.runner.graphs.clear()
+                llm.engine.runner.capture_graphs(max(batches))
+                for b in batches:
+                    out[name].setdefault(f"B={b} {'overlap' if overlap else 'plain'}", []).append(
+                        decode_ms(llm, b, rng, vocab))
+            measure.log(f"overlap {name}: {out[name]}")
+            result["overlap"] = out
+            save()
+    for name, llm in llms.items():
+        for overlap in (False, True):
+            launch.set_overlap(overlap)
+            llm.engine.runner.graphs.clear()
+            llm.engine.runner.capture_graphs(1)
+            out[name][f"timeline {'overlap' if overlap else 'plain'}"] = step_timeline(llm, vocab)
+    launch.set_overlap(False)
+    close_engines(llms)
+    result["overlap"] = out
+    save()
+
+
 def check_line(c: dict, width: int) -> str:
     return f"check {c['check']:<{width}} {'ok ' + str(c.get('value')) if c['ok'] else 'FAILED ' + c['message']}"
 
@@ -872,6 +949,17 @@ def table(result: dict) -> str:
                      + (f"; tokens = unfused: {e['tokens_equal_unfused']}" if "tokens_equal_unfused" in e else ""))
     for name, e in result.get("prefill", {}).items():
         lines.append(f"prefill {name:<18} first token of 128 (ms): {e}")
+    if "overlap_tests" in result:
+        lines.append(tests_line("overlap (overlap, attention, graphs, fused decode)", result["overlap_tests"]))
+    for fmt, row in result.get("overlap_chains", {}).items():
+        lines.append(f"overlap: a layer's four fused GEMVs, {fmt}, us: {json.dumps(row)}")
+    for name, e in result.get("overlap", {}).items():
+        lines.append(f"overlap {name}, ms/step: " + json.dumps({k: v for k, v in e.items() if k.startswith("B=")}))
+        for k in ("timeline plain", "timeline overlap"):
+            if k in e:
+                t = e[k]
+                lines.append(f"  {k:<17} {t['kernels_per_step']} kernels/step, {t['total_us_per_step']} us of kernels, "
+                             f"gap median {t['gap_us_median']} us, wall {t['wall_ms_per_step']} ms")
     for name, e in result.get("load", {}).items():
         lines.append(f"load {name}: {json.dumps(e)[:700]}")
     for w, e in result.get("engine", {}).items():
@@ -891,8 +979,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tokenizer", default=None, help="folder with tokenizer.json (default: the embedded model's)")
     p.add_argument("--parts", default="checks,kernels,engine,rows")
     p.add_argument("--requests", type=int, default=200, help="load: requests of the chat workload")
+    p.add_argument("--batches", default="1,4,16", help="overlap: the batch sizes of the engines")
     args = p.parse_args(argv)
     parts = args.parts.split(",")
+    batches = tuple(int(b) for b in args.batches.split(","))
     result: dict = {"device": torch.cuda.get_device_name(), "date": time.strftime("%Y-%m-%d"),
                     "torch": torch.__version__, "overlap_enabled": None,
                     "copy_gbps": round(measure.copy_bandwidth(), 1)}
@@ -911,6 +1001,8 @@ def main(argv: list[str] | None = None) -> int:
                      ("rope_engine", lambda: rope_engines(result["copy_gbps"], args.tokenizer)),
                      ("load", lambda: load_engines(result["copy_gbps"], args.tokenizer, args.requests)),
                      ("f16", lambda: f16_part(result["copy_gbps"], args.out, result, save)),
+                     ("overlap_tests", lambda: gpu_tests(OVERLAP_TESTS, Path(args.out, "overlap_tests.log"))),
+                     ("overlap", lambda: overlap_part(args.tokenizer, batches, result, save)),
                      ("prefill", lambda: prefill_engines(args.tokenizer)),
                      ("f16_engine", lambda: f16_engines(result["copy_gbps"], args.tokenizer, args.out, result, save))):
         if part in parts:
@@ -923,7 +1015,8 @@ def main(argv: list[str] | None = None) -> int:
     print(table(result))
     ok = all(c["ok"] for c in result.get("checks", []) + result.get("tc", {}).get("checks", [])
              + result.get("fused_checks", []) + result.get("rope_checks", []) + result.get("f16_checks", []))
-    tests = [result.get(k, {}) for k in ("fused_tests", "rope_tests", "f16_tests", "f16_engine_tests")] + [result.get("tc", {}).get("tests", {})]
+    tests = [result.get(k, {}) for k in ("fused_tests", "rope_tests", "f16_tests", "f16_engine_tests",
+                                         "overlap_tests")] + [result.get("tc", {}).get("tests", {})]
     return 0 if ok and all(t.get("ok", True) for t in tests) else 1
 
 
