@@ -40,9 +40,9 @@
 - prefill: the first token of a 128-token prompt with the fused layers off and on (fp16, int4).
 - overlap_tests: the GPU-only tests of overlapped launches (GEMVs, attention, graphs, fused layers).
 - overlap: a layer's four fused GEMVs (int4, fp16) with overlap off and on, then compiled fp16
-  fused and int4 fused
-  engines with their graphs captured with overlap off and on (every kernel of the batch-1
-  decode layer takes part: the GEMVs and attention): ms per step at --batches (1, 4, 16).
+  fused and int4 fused engines with their graphs captured with overlap off and on (every
+  kernel of the batch-1 decode layer takes part: the GEMVs and attention): ms per step at
+  --batches (1, 4, 16).
 
 Every figure comes with the copy bandwidth measured in the same run; the JSON goes to
 DIR/gpu_decode.json and the table to stdout.
@@ -824,9 +824,8 @@ def overlap_part(tokenizer: str | None, batches: tuple[int, ...], result: dict, 
     at `batches` in alternating rounds, and the batch-1 profile of each."""
     from labkit.engine import LLM
     from labkit.engine.bench import random_model
-    from labkit.models import Tokenizer, resolve
-
     from labkit.kernels import f16_gemv
+    from labkit.models import Tokenizer, resolve
 
     chains = {}   # a layer's four fused GEMVs (8 layers' worth per graph), int4 and fp16
     for fmt in ("int4", "fp16"):
