@@ -148,6 +148,7 @@ def as_array(t: torch.Tensor) -> Any:
     """
     if SIMULATOR:
         return t.detach().numpy()
+    require(t.is_cuda, f"kernel inputs must be CUDA tensors, got one on {t.device}")
     key = (t.data_ptr(), t.device.index, t.dtype, tuple(t.shape), tuple(t.stride()))
     view = _views.get(key)
     if view is None:
@@ -195,8 +196,8 @@ _fast: dict[tuple, Any] = {}  # (kernel, device, argument kinds) -> _fast_entry,
 
 def _arg_kind(a: Any) -> Any:
     """What decides the compiled kernel an argument selects (None: always the ordinary path)."""
-    if isinstance(a, torch.Tensor):
-        return (a.dtype, a.dim()) if a.is_contiguous() else None
+    if isinstance(a, torch.Tensor):   # (a tensor off the GPU takes the ordinary path, which rejects it)
+        return (a.dtype, a.dim()) if a.is_contiguous() and a.is_cuda else None
     if isinstance(a, (bool, np.bool_)):
         return None
     if isinstance(a, (int, float)):

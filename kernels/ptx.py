@@ -6,11 +6,12 @@ flight per thread. Numba has no vector loads, so `load_u32x4` emits the PTX inst
 `ld.global.nc.v4.u32` itself (`.nc`: through the read-only cache, fine for weights and
 KV blocks that no thread writes while the kernel runs), and `store_u32x4` the 16-byte store
 `st.global.v4.u32` (a warp's 2-byte stores 16 bytes apart write its 512 bytes piecemeal);
-`store_u32` stores a word's bits into any 4-byte array (a cache of int32 words). `load_u32x4_once` is the same load
-marked "last use" (`ld.global.lu`), for weights streamed once: besides the cache hint, ptxas
-leaves these loads where the kernel issues them, where it sinks `.nc` loads next to their
-first use and a register ring of loads in flight collapses (seen in the SASS of the GEMV;
-docs/benchmarks.md has the timings). `as_float` reinterprets bits
+`store_u32` stores a word's bits into any 4-byte array (a cache of int32 words).
+`load_u32x4_once` (and its 8- and 4-byte twins) is the same load marked "last use"
+(`ld.global.lu`), for weights streamed once: besides the cache hint, ptxas leaves these
+loads where the kernel issues them, where it sinks `.nc` loads next to their first use and a
+register ring of loads in flight collapses (seen in the SASS of the GEMV; docs/benchmarks.md
+has the timings). `as_float` reinterprets bits
 (the int4 -> float trick needs it), `halves` turns a word holding two fp16 values into
 two float32 and `pack_halves` two float32 into such a word (rounded to nearest, as torch
 rounds a float32 result to fp16), `exp2_approx` and `rcp_approx` are the fast 2**x and 1/x
@@ -75,6 +76,14 @@ if SIMULATOR:
     def load_u32x4_once(a, i):
         """load_u32x4 for data read once (weights streamed by a GEMV): `ld.global.lu`, last use."""
         return load_u32x4(a, i)
+
+    def load_u32x2_once(a, i):
+        """load_u32x2, `ld.global.lu` (as load_u32x4_once)."""
+        return load_u32x2(a, i)
+
+    def load_u32_once(a, i):
+        """load_u32, `ld.global.lu` (as load_u32x4_once)."""
+        return load_u32(a, i)
 
     def load_u32x2(a, i):
         """Two consecutive 32-bit words a.flat[i : i + 2] (i even), as uint32."""
@@ -285,7 +294,9 @@ else:
     load_u32x4_once = _vector_load(4, "ld.global.lu")
     load_cg_u32x4 = _vector_load(4, "ld.global.cg")
     load_u32x2 = _vector_load(2)
+    load_u32x2_once = _vector_load(2, "ld.global.lu")
     load_u32 = _vector_load(1)
+    load_u32_once = _vector_load(1, "ld.global.lu")
 
     @intrinsic
     def as_float(typingctx, u):

@@ -6,8 +6,9 @@ good when it streams them at close to the copy bandwidth. What that takes, in or
 
 - Coalesced, wide loads. Rows of `qweight` are K-major: thread `tx` of a block reads words
   4tx..4tx+3 of a row with one 16-byte load, so 8 threads read 128 contiguous bytes.
-- Bytes in flight, all the time. A thread owns 32 columns and a run of `rounds` x 8 rows
-  of K inside one quantization group, and streams it through a ring of `depth` register
+  (Small layers take 4-byte loads, one word per thread: `plan` says when.)
+- Bytes in flight, all the time. A thread owns 32 columns (8 with 4-byte loads) and a run
+  of `rounds` x 8 rows of K inside one quantization group, and streams it through a ring of `depth` register
   stages: while it computes one round of 8 rows, the next depth - 1 rounds are loading
   (Little's law: ~3 TB/s x ~1 us = ~3 MB must be in flight across the GPU). A thread that
   loads everything first and then computes leaves the memory idle while it computes, and
@@ -23,15 +24,20 @@ good when it streams them at close to the copy bandwidth. What that takes, in or
   within a group, so the inner loop never touches z or s.
 - A cheap reduction: partial sums go through padded shared memory (no bank conflicts),
   and across blocks through one split-K workspace, not atomics.
+- Enough threads. A grid of 16-byte loads has one thread per 32 columns and 32 rows: 128
+  blocks of 128 threads for a 4096 x 4096 layer, under one per SM. There a thread's serial
+  work is the kernel's time; four times the threads with 4-byte loads take 21% less.
 - A fixed cost per launch (the ramp to the first loads, the drain of the last round and the
-  reductions) that bytes do not pay for. Launched overlapped (`launch.launch(overlap=True)`),
-  the kernel starts while the previous one drains and waits (`ptx.wait_for_previous_grid`)
-  only before its first load. It waits before the weight loads too: issuing them earlier
-  held them in registers across the wait and cost more in occupancy than it gained. It lets
-  the next kernel start launching (`ptx.allow_next_grid`) once its weights are in, before
-  the reductions; the same statement right after the wait (where it first sat) made a
-  layer's four fused GEMVs 11% slower, launched either way, and overlapped ones slower
-  than plain (docs/benchmarks.md, "every kernel of the decode layer overlapped").
+  reductions) that bytes do not pay for: on an H200 ~5.9 us a launch, against ~2.3 us for
+  the fp16 GEMV, which splits no K (docs/benchmarks.md, "what bounds the int4 GEMV").
+  Launched overlapped (`launch.launch(overlap=True)`), the kernel starts while the previous
+  one drains and waits (`ptx.wait_for_previous_grid`) only before its first load. It waits
+  before the weight loads too: issuing them earlier held them in registers across the wait
+  and cost more in occupancy than it gained. It lets the next kernel start launching
+  (`ptx.allow_next_grid`) once its weights are in, before the reductions; the same statement
+  right after the wait (where it first sat) made a layer's four fused GEMVs 11% slower,
+  launched either way, and overlapped ones slower than plain (docs/benchmarks.md, "every
+  kernel of the decode layer overlapped").
 
 `MAGIC` and friends are the 2**23 constants of the classic trick, which the kernels that
 convert a weight once and use it several times (GEMM, dequantize, attention) still use.
@@ -50,8 +56,8 @@ from labkit.kernels import launch as L
 from labkit.kernels import measure, ptx, splitk
 from labkit.kernels.packing import dequantize_int4, random_int4_layer
 
-ROUND = 8  # rows per round: one 16-byte load per row and thread, plus 8 activations (16 bytes)
-ROUND_WORDS = 4 * ROUND
+ROUND = 8  # rows per round: one load of `width` words per row and thread, plus 8 activations (16 bytes)
+WIDTHS = (1, 2, 4)  # words (8 columns each) a thread loads per row: 4-, 8- or 16-byte loads
 X_SCALE = tuple(np.float32(2.0 ** (100 - 4 * m)) for m in range(4))  # x * 2**100 / 16**m
 UNSCALE = np.float32(2.0**49)  # subnormal q (2**-149) times x * 2**100 is q * x * 2**-49
 MAGIC = np.uint32(0x4B000000)  # bits of the float 2**23 (the classic trick, see above)
@@ -85,13 +91,43 @@ def reference(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scal
     return y if residual is None else y + residual.double()
 
 
-@L.inlined
-def load_weights(qweight, row, words, quad, wq, stage):
-    """Into register stage `stage`: the 16-byte loads of rows row..row+7 of this thread's columns."""
-    for u in range(ROUND):
-        w0, w1, w2, w3 = ptx.load_u32x4_once(qweight, (row + u) * words + quad * 4)
-        b = ROUND_WORDS * stage + 4 * u
-        wq[b], wq[b + 1], wq[b + 2], wq[b + 3] = w0, w1, w2, w3
+@functools.lru_cache(maxsize=None)
+def word_loader(width: int, once: bool):
+    """load(src, at, dst, base): dst[base : base + width] = the words src.flat[at : at + width], one
+    4-, 8- or 16-byte load (`once`: marked last use, for weights)."""
+    if width == 4:
+        vector = ptx.load_u32x4_once if once else ptx.load_u32x4
+
+        @L.inlined
+        def load(src, at, dst, base):
+            dst[base], dst[base + 1], dst[base + 2], dst[base + 3] = vector(src, at)
+    elif width == 2:
+        vector = ptx.load_u32x2_once if once else ptx.load_u32x2
+
+        @L.inlined
+        def load(src, at, dst, base):
+            dst[base], dst[base + 1] = vector(src, at)
+    else:
+        scalar = ptx.load_u32_once if once else ptx.load_u32
+
+        @L.inlined
+        def load(src, at, dst, base):
+            dst[base] = scalar(src, at)
+    return load
+
+
+@functools.lru_cache(maxsize=None)
+def weight_loader(width: int):
+    """load_weights for threads of `width` words."""
+    load = word_loader(width, True)
+
+    @L.inlined
+    def load_weights(qweight, row, words, chunk, wq, stage):
+        """Into register stage `stage`: rows row..row+7 of this thread's words (one load per row)."""
+        for u in range(ROUND):
+            load(qweight, (row + u) * words + chunk * width, wq, width * (ROUND * stage + u))
+
+    return load_weights
 
 
 @L.inlined
@@ -121,20 +157,21 @@ def silu(g):
 
 
 @functools.lru_cache(maxsize=None)
-def make_dot_round(combine: str):
-    """dot_round for activations held as fp16 pairs ("none": 4 words a stage) or computed from two
-    words each (8 a stage): "rmsnorm" x * norm weight, exact in float32 (the row's rms is applied
-    to the sums at the end), "silu_mul" fp16(fp16(silu(gate)) * up), rounded as the model rounds."""
-    width = 4 if combine == "none" else 8
+def make_dot_round(combine: str, width: int):
+    """dot_round for threads of `width` words and activations held as fp16 pairs ("none": 4 words
+    a stage) or computed from two words each (8 a stage): "rmsnorm" x * norm weight, exact in
+    float32 (the row's rms is applied to the sums at the end), "silu_mul"
+    fp16(fp16(silu(gate)) * up), rounded as the model rounds."""
+    x_words = 4 if combine == "none" else 8  # activation words a stage
     norm, gated = combine == "rmsnorm", combine == "silu_mul"
 
     @L.inlined
     def dot_round(wq, xq, stage, acc, xsum):
         """acc[c] += q_k[c] * x_k * 2**-49 over the 8 rows of register stage `stage`; xsum[0] += sum x_k."""
         for p in range(ROUND // 2):
-            x_even, x_odd = ptx.halves(xq[width * stage + p])
+            x_even, x_odd = ptx.halves(xq[x_words * stage + p])
             if norm or gated:  # constants: decided when the kernel is compiled
-                y_even, y_odd = ptx.halves(xq[width * stage + 4 + p])
+                y_even, y_odd = ptx.halves(xq[x_words * stage + 4 + p])
                 if norm:
                     x_even, x_odd = x_even * y_even, x_odd * y_odd
                 else:
@@ -144,8 +181,8 @@ def make_dot_round(combine: str):
                 xk = x_even if u == 0 else x_odd
                 xsum[0] += xk
                 xs0, xs1, xs2, xs3 = xk * X_SCALE[0], xk * X_SCALE[1], xk * X_SCALE[2], xk * X_SCALE[3]
-                for wi in range(4):
-                    lo = wq[ROUND_WORDS * stage + 4 * (2 * p + u) + wi]
+                for wi in range(width):
+                    lo = wq[width * (ROUND * stage + 2 * p + u) + wi]
                     hi = lo >> uint32(16)  # odd columns live in the high half
                     for m in range(4):
                         xs = xs0 if m == 0 else xs1 if m == 1 else xs2 if m == 2 else xs3
@@ -174,39 +211,44 @@ def load_activations(prologue: str):
     return load
 
 
-def fill_step(i: int, load):
+def fill_step(i: int, load_weights, load):
     """Prologue step i: round i into stage i."""
 
     @L.inlined
-    def fill(qweight, x, row0, words, quad, wq, xq, acc, xsum, aux):
-        load_weights(qweight, row0 + ROUND * i, words, quad, wq, i)
+    def fill(qweight, x, row0, words, chunk, wq, xq, acc, xsum, aux):
+        load_weights(qweight, row0 + ROUND * i, words, chunk, wq, i)
         load(qweight, x, row0 + ROUND * i, xq, i, aux)
 
     return fill
 
 
-def turn_step(i: int, rounds: int, depth: int, load, dot_round):
+def turn_step(i: int, rounds: int, depth: int, load_weights, load, dot_round):
     """Step i: load round i + depth - 1 into the stage round i - 1 left free, then compute round i."""
     ahead = i + depth - 1
 
     @L.inlined
-    def turn(qweight, x, row0, words, quad, wq, xq, acc, xsum, aux):
+    def turn(qweight, x, row0, words, chunk, wq, xq, acc, xsum, aux):
         if ahead < rounds:  # constants: decided when the kernel is compiled
-            load_weights(qweight, row0 + ROUND * ahead, words, quad, wq, ahead % depth)
+            load_weights(qweight, row0 + ROUND * ahead, words, chunk, wq, ahead % depth)
             load(qweight, x, row0 + ROUND * ahead, xq, ahead % depth, aux)
         dot_round(wq, xq, i % depth, acc, xsum)
 
     return turn
 
 
-@L.inlined
-def load_group(qzeros, scales, g, words, quad, zq, sq):
-    """This thread's 32 zero points and scales of group g (needed only at the end of the run)."""
-    z0, z1, z2, z3 = ptx.load_u32x4(qzeros, g * words + quad * 4)
-    zq[0], zq[1], zq[2], zq[3] = z0, z1, z2, z3
-    for i in range(4):
-        s0, s1, s2, s3 = ptx.load_u32x4(scales, g * (words * 4) + quad * 16 + 4 * i)
-        sq[4 * i], sq[4 * i + 1], sq[4 * i + 2], sq[4 * i + 3] = s0, s1, s2, s3
+@functools.lru_cache(maxsize=None)
+def group_loader(width: int):
+    """load_group for threads of `width` words."""
+    load_zeros, load_scales = word_loader(width, False), word_loader(4, False)
+
+    @L.inlined
+    def load_group(qzeros, scales, g, words, chunk, zq, sq):
+        """This thread's 8 * width zero points and scales of group g (needed only at the end of the run)."""
+        load_zeros(qzeros, g * words + chunk * width, zq, 0)
+        for i in range(width):  # a word's 8 fp16 scales are 4 words
+            load_scales(scales, 4 * (g * words + chunk * width + i), sq, 4 * i)
+
+    return load_group
 
 
 @L.inlined
@@ -249,10 +291,11 @@ def sum_of_squares(x, k, tid, nthreads, after):
 
 
 @functools.lru_cache(maxsize=None)
-def make_kernel(tx: int, ty: int, rounds: int, depth: int, min_blocks: int = 1, prologue: str = "none",
-                residual: bool = False):
-    """The GEMV for blocks of tx x ty threads (tx column quads, ty runs of `rounds` x 8 rows of
-    K), streaming each run through `depth` register stages (depth - 1 rounds in flight).
+def make_kernel(tx: int, ty: int, rounds: int, depth: int, min_blocks: int = 1, width: int = 4,
+                prologue: str = "none", residual: bool = False):
+    """The GEMV for blocks of tx x ty threads (tx chunks of `width` words = 8 * width columns
+    each, ty runs of `rounds` x 8 rows of K), streaming each run through `depth` register stages
+    (depth - 1 rounds in flight).
 
     Fused variants (`make_kernel`'s last two arguments, fixed when compiled):
     - `prologue` "rmsnorm" multiplies rms_norm(x) * norm weight and "silu_mul" SiLU(gate) * up
@@ -265,12 +308,15 @@ def make_kernel(tx: int, ty: int, rounds: int, depth: int, min_blocks: int = 1, 
     - `residual`: the thread that writes an output adds residual[c] to it (after a split-K
       reduction, only the block that finishes a column tile writes it: the add happens once).
     """
-    red_size = ty * tx * 33  # one padded row of 33 floats per thread: conflict-free
+    cols, scale_words = 8 * width, 4 * width  # columns per thread, and the words of their fp16 scales
+    pitch = cols + 1  # one padded row of floats per thread in the reduction: conflict-free
+    red_size = ty * tx * pitch
     rmsnorm = prologue == "rmsnorm"
-    load, dot_round = load_activations(prologue), make_dot_round(prologue)
-    fill = L.unrolled(lambda i: fill_step(i, load), min(depth - 1, rounds))
-    turn = L.unrolled(lambda i: turn_step(i, rounds, depth, load, dot_round), rounds)
-    run_rows, ring_words = ROUND * rounds, ROUND_WORDS * depth
+    load, dot_round = load_activations(prologue), make_dot_round(prologue, width)
+    load_weights, load_group = weight_loader(width), group_loader(width)
+    fill = L.unrolled(lambda i: fill_step(i, load_weights, load), min(depth - 1, rounds))
+    turn = L.unrolled(lambda i: turn_step(i, rounds, depth, load_weights, load, dot_round), rounds)
+    run_rows, ring_words = ROUND * rounds, ROUND * width * depth
     ring_x = (4 if prologue == "none" else 8) * depth
     nthreads = tx * ty
 
@@ -283,30 +329,30 @@ def make_kernel(tx: int, ty: int, rounds: int, depth: int, min_blocks: int = 1, 
         n = words * 8
         tix, tiy = cuda.threadIdx.x, cuda.threadIdx.y
         tid = tiy * tx + tix
-        quad = cuda.blockIdx.x * tx + tix  # this thread owns columns 32*quad .. 32*quad + 31
+        chunk = cuda.blockIdx.x * tx + tix  # this thread owns words width*chunk .. + width - 1 of a row
         row0 = (cuda.blockIdx.y * ty + tiy) * run_rows  # ... and rows row0 .. row0 + run_rows - 1
-        acc = cuda.local.array(32, float32)
+        acc = cuda.local.array(cols, float32)
         wq = cuda.local.array(ring_words, uint32)
         xq = cuda.local.array(ring_x, uint32)
         xsum = cuda.local.array(1, float32)
-        zq = cuda.local.array(4, uint32)
-        sq = cuda.local.array(16, uint32)
+        zq = cuda.local.array(width, uint32)
+        sq = cuda.local.array(scale_words, uint32)
         scratch = cuda.shared.array(nthreads, float32)
-        for c in range(32):
+        for c in range(cols):
             acc[c] = 0
         xsum[0] = 0
         # everything below may read what the previous kernel writes: wait for it (and load after it)
         after = ptx.wait_for_previous_grid()
         row0 += after
-        active = quad * 4 < words and row0 < k
+        active = chunk * width < words and row0 < k
         g = row0 // group_size  # the run lies inside one group
         if active:
-            fill(qweight, x, row0, words, quad, wq, xq, acc, xsum, aux)
-            load_group(qzeros, scales, g, words, quad, zq, sq)
+            fill(qweight, x, row0, words, chunk, wq, xq, acc, xsum, aux)
+            load_group(qzeros, scales, g, words, chunk, zq, sq)
         if active:  # (two blocks, as measured: ptxas schedules the ring differently for one)
-            turn(qweight, x, row0, words, quad, wq, xq, acc, xsum, aux)
+            turn(qweight, x, row0, words, chunk, wq, xq, acc, xsum, aux)
             # this group's zero points and scales: s * (sum_k x_k q_k - z * sum_k x_k)
-            for wi in range(4):
+            for wi in range(width):
                 for m in range(4):
                     s_even, s_odd = ptx.halves(sq[4 * wi + m])
                     z_even = float32((zq[wi] >> uint32(4 * m)) & NIBBLE)
@@ -320,16 +366,16 @@ def make_kernel(tx: int, ty: int, rounds: int, depth: int, min_blocks: int = 1, 
             rms = float32(1) / math.sqrt(total / float32(k) + eps)
         # add the ty runs of this block ...
         red = cuda.shared.array(red_size, float32)
-        for c in range(32):
-            red[tid * 33 + c] = acc[c]
+        for c in range(cols):
+            red[tid * pitch + c] = acc[c]
         cuda.syncthreads()
-        col0 = cuda.blockIdx.x * tx * 32
+        col0 = cuda.blockIdx.x * tx * cols
         splits = cuda.gridDim.y
-        for p in range(tid, tx * 32, tx * ty):
-            off = (p // 32) * 33 + p % 32
+        for p in range(tid, tx * cols, tx * ty):
+            off = (p // cols) * pitch + p % cols
             total = float32(0)
             for j in range(ty):
-                total += red[j * tx * 33 + off]
+                total += red[j * tx * pitch + off]
             if rmsnorm:
                 total *= rms
             if col0 + p < n:
@@ -339,7 +385,7 @@ def make_kernel(tx: int, ty: int, rounds: int, depth: int, min_blocks: int = 1, 
                     partial[cuda.blockIdx.y * n + col0 + p] = total
         # ... and the blocks along K: the last block of this column tile finishes it
         if splits > 1 and splitk.last_to_arrive(counters, cuda.blockIdx.x, splits):
-            for p in range(tid, tx * 32, tx * ty):
+            for p in range(tid, tx * cols, tx * ty):
                 if col0 + p < n:
                     out[col0 + p] = with_residual(splitk.sum_partials(partial, splits, n, col0 + p), res, col0 + p,
                                                   residual)
@@ -358,28 +404,37 @@ def with_residual(total, res, c, residual):
     return total
 
 
-def plan(n: int, k: int, group_size: int) -> tuple[int, int, int, int, int]:
-    """(tx, ty, rounds, depth, min_blocks): runs of 4 rounds (32 rows) through 3 register
-    stages, 32 runs per block along K, 4 column quads per block (8 on very wide layers), and
-    at least 2 blocks per SM.
+def plan(n: int, k: int, group_size: int) -> tuple[int, int, int, int, int, int]:
+    """(tx, ty, rounds, depth, min_blocks, width): runs of 4 rounds (32 rows) through 3 register
+    stages, at least 2 blocks per SM, and
+    - 16-byte loads (width 4): 4 chunks per block (8 on very wide layers) by 32 runs along K;
+    - 4-byte loads (width 1) where that grid has at most one block per SM, or N is not a
+      multiple of 32: 16 chunks of 8 columns by 16 runs, blocks of 256 threads with 8
+      columns each instead of 32 (four times the threads for the same weights).
 
-    Chosen among 20 variants (docs/benchmarks.md, GEMV sweep): runs of 32 rows beat 16 (more
-    loads in flight per thread) and 64 or 128 (too few threads for a layer of 4096 columns);
-    4 quads per block beat 8 except on the widest layers. Two blocks per SM for 8 quads too
-    caps registers at 128: left free, ptxas gave the overlapped kernel 147 and one block of
-    256 threads per SM. Runs shrink when the group is smaller than 32 rows.
+    From sweeps on an H200 (docs/benchmarks.md, GEMV sweep and "what bounds the int4 GEMV"):
+    runs of 32 rows beat 16 (more loads in flight per thread) and 64 or 128 (too few threads
+    for a layer of 4096 columns); 4 chunks per block beat 8 except on the widest layers. With
+    N = 4096, where 16-byte loads make 32, 64 and 128 blocks (K = 1024, 2048, 4096), 4-byte
+    loads were 1.24-1.48x faster; at 256 blocks (K = 8192) 10% slower, and on the 7B layers
+    with 344-384 blocks the best 4-byte tiles 14-28% slower (a thread's work on each
+    activation, and the scaling of x for each nibble position, serve 8 columns instead of
+    32). Runs shrink when the group is smaller than 32 rows.
     """
     rounds = 4
     while (group_size // ROUND) % rounds:
         rounds //= 2
     tx = 8 if n >= 16384 else 4
     tx = min(tx, max(1, n // 32))
-    return tx, 32, rounds, 3, 2
+    blocks = -(-n // (32 * tx)) * -(-k // (ROUND * rounds * 32))
+    if blocks <= L.sm_count() or n % 32:
+        return 16, 16, rounds, 3, 2, 1
+    return tx, 32, rounds, 3, 2, 4
 
 
 def w4a16_gemv(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor,
                group_size: int, out: torch.Tensor | None = None,
-               tile: tuple[int, int, int, int, int] | None = None, *, prologue: str = "none",
+               tile: tuple[int, int, int, int, int, int] | None = None, *, prologue: str = "none",
                norm: torch.Tensor | None = None, eps: float = 1e-5,
                residual: torch.Tensor | None = None) -> torch.Tensor:
     """residual + activation(x) @ W.T for a single row x ([K] or [1, K], fp16; [2K] for
@@ -387,11 +442,11 @@ def w4a16_gemv(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, sca
 
     `prologue` (`activation`): "none" multiplies x; "rmsnorm" rms_norm(x) * `norm` (fp16 [K],
     `eps`), the model's RMSNorm fused in; "silu_mul" SiLU(gate) * up for x = [gate, up].
-    `residual` (fp16 [N]) is added to the result as torch adds two fp16 tensors. Needs N % 32
-    == 0 (each thread loads 16 bytes = 32 columns), group_size % 8 == 0 and 16-byte aligned
-    tensors; `dispatch.w4a16_linear` falls back otherwise. `tile` = (tx, ty, rounds, depth,
-    min_blocks) overrides `plan` (tests use tiny blocks in the simulator); a run of rounds x
-    8 rows must divide the group.
+    `residual` (fp16 [N]) is added to the result as torch adds two fp16 tensors. Needs N a
+    multiple of a thread's columns (8 * width: the plan takes 4-byte loads where N % 32 != 0),
+    group_size % 8 == 0 and 16-byte aligned tensors; `dispatch.w4a16_linear` falls back otherwise. `tile` = (tx, ty,
+    rounds, depth, min_blocks, width) overrides `plan` (tests use tiny blocks in the
+    simulator); a run of rounds x 8 rows must divide the group.
     """
     k, words = qweight.shape
     n = words * 8
@@ -399,7 +454,6 @@ def w4a16_gemv(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, sca
     width = 2 * k if prologue == "silu_mul" else k
     L.require(x.dtype == torch.float16 and x.numel() == width and x.is_contiguous(),
               f"w4a16_gemv wants a contiguous fp16 x with {width} elements, got {x.dtype} {tuple(x.shape)}")
-    L.require(n % 32 == 0, f"w4a16_gemv needs N % 32 == 0 (16-byte loads), got N={n}")
     L.require(group_size % ROUND == 0 and k % group_size == 0,
               f"w4a16_gemv needs group_size % {ROUND} == 0 and K % group_size == 0, got g={group_size}, K={k}")
     L.require(qzeros.shape == (k // group_size, words) and scales.shape == (k // group_size, n),
@@ -411,15 +465,17 @@ def w4a16_gemv(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, sca
     fused = [t for t in (norm, residual) if t is not None]
     for t in (x, qweight, qzeros, scales, *fused):
         L.require(t.is_contiguous() and t.data_ptr() % 16 == 0, "w4a16_gemv needs contiguous 16-byte aligned tensors")
-    tx, ty, rounds, depth, min_blocks = tile or plan(n, k, group_size)
+    tx, ty, rounds, depth, min_blocks, width = tile or plan(n, k, group_size)
+    L.require(width in WIDTHS, f"w4a16_gemv: a thread loads {WIDTHS} words per row, got {width}")
+    L.require(n % (8 * width) == 0, f"w4a16_gemv needs N % {8 * width} == 0 ({4 * width}-byte loads), got N={n}")
     L.require(group_size % (ROUND * rounds) == 0,
               f"w4a16_gemv: runs of {ROUND * rounds} rows must divide the group size {group_size}")
-    tiles, splits = -(-n // (32 * tx)), -(-k // (ROUND * rounds * ty))
+    tiles, splits = -(-n // (8 * width * tx)), -(-k // (ROUND * rounds * ty))
     if out is None:
         out = torch.empty(*x.shape[:-1], n, dtype=torch.float16, device=x.device)
     partial = L.workspace("w4a16_gemv.partial", (max(splits, 2) * n,), torch.float32, x.device)
     counters = L.workspace("w4a16_gemv.counters", (tiles,), torch.int32, x.device)
-    kernel = make_kernel(tx, ty, rounds, depth, min_blocks, prologue, residual is not None)
+    kernel = make_kernel(tx, ty, rounds, depth, min_blocks, width, prologue, residual is not None)
     flat = lambda t, dtype: t.view(-1).view(dtype)  # noqa: E731
     L.launch(kernel, (tiles, splits), (tx, ty), flat(x, torch.int32), flat(x if norm is None else norm, torch.int32),
              np.float32(eps), flat(out if residual is None else residual, torch.int16), qweight, qzeros,
@@ -428,7 +484,7 @@ def w4a16_gemv(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, sca
 
 
 def check(n: int = 96, k: int = 192, group_size: int = 64,
-          tile: tuple[int, int, int, int, int] | None = (2, 2, 2, 2, 1), seed: int | None = None,
+          tile: tuple[int, int, int, int, int, int] | None = (2, 2, 2, 2, 1, 4), seed: int | None = None,
           prologue: str = "none", residual: bool = False) -> float:
     """Run the kernel on fresh random inputs; return the relative error (raises if too large).
 

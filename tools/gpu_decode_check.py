@@ -1,6 +1,6 @@
 """Decode near the memory roofline: one GPU run that checks, times and writes the tables.
 
-    python tools/gpu_decode_check.py --out DIR [--tokenizer DIR] [--parts checks,kernels,engine,rows,tc,bench,fused,rope,rope_engine,load,f16,f16_engine,prefill,overlap_tests,overlap] [--batches 1,4,16]
+    python tools/gpu_decode_check.py --out DIR [--tokenizer DIR] [--parts checks,kernels,engine,rows,tc,bench,fused,rope,rope_engine,load,f16,f16_engine,prefill,overlap_tests,overlap,int4_scaling,int4_sweep,gemv_plan] [--batches 1,4,16]
 
 - checks: the overlapped (programmatic dependent) launches give the bits of ordinary ones, on
   real layer shapes, and an engine's graph replays with overlap give the eager tokens without.
@@ -43,6 +43,13 @@
   fused and int4 fused engines with their graphs captured with overlap off and on (every
   kernel of the batch-1 decode layer takes part: the GEMVs and attention): ms per step at
   --batches (1, 4, 16).
+- int4_scaling: the batch-1 int4 GEMV's time against its bytes (N = 4096, K = 1,024-32,768; the
+  fp16 GEMV alongside): a fixed cost per launch and the bandwidth beyond it.
+- int4_sweep: each fused int4 GEMV of the decode step over INT4_FUSED_TILES (threads of 4-, 8-
+  and 16-byte loads).
+- gemv_plan: the GPU-only tests of the fused decode layers, then compiled batch-1 engines: int4
+  fused with its graphs captured under the previous and the current GEMV plan (alternating
+  rounds), and fp16 fused.
 
 Every figure comes with the copy bandwidth measured in the same run; the JSON goes to
 DIR/gpu_decode.json and the table to stdout.
@@ -813,6 +820,134 @@ def prefill_engines(tokenizer: str | None) -> dict:
     return out
 
 
+#: w4a16_gemv tiles swept for each fused GEMV (tx, ty, rounds, depth, min_blocks, width; see w4a16_gemv.plan)
+INT4_FUSED_TILES = [(4, 32, 4, 3, 3, 4), (4, 32, 2, 2, 2, 4),
+                    (16, 8, 4, 3, 4, 1), (16, 16, 4, 3, 2, 1), (32, 8, 4, 3, 2, 1), (8, 16, 4, 3, 4, 1),
+                    (16, 8, 8, 3, 4, 1), (16, 8, 16, 4, 4, 1), (16, 16, 8, 3, 2, 1), (32, 4, 8, 4, 4, 1),
+                    (8, 16, 4, 3, 2, 2), (8, 8, 4, 3, 4, 2), (8, 16, 8, 3, 2, 2), (16, 8, 4, 3, 2, 2)]
+SCALING_K = (1024, 2048, 4096, 8192, 16384, 32768)   # K of the N = 4096 layers timed for the fixed cost
+
+
+def _fit(points: list[tuple[float, float]]) -> tuple[float, float]:
+    """Least squares t = t0 + bytes / bw over (bytes, us): (t0 in us, bw in GB/s)."""
+    n = len(points)
+    mx, my = sum(b for b, _ in points) / n, sum(t for _, t in points) / n
+    slope = sum((b - mx) * (t - my) for b, t in points) / sum((b - mx) ** 2 for b, _ in points)
+    return my - slope * mx, 1e-3 / slope
+
+
+def int4_scaling(copy_gbps: float, result: dict, save) -> None:
+    """What bounds the batch-1 int4 GEMV: its time against its bytes, N = 4096 and K from 1,024 to
+    32,768, plain w4a16_gemv and f16_gemv (each at its plan): a fixed cost per launch t0 and the
+    bandwidth of the bytes beyond it."""
+    from labkit.kernels import f16_gemv
+
+    scaling = []
+    for k in SCALING_K:
+        n = 4096
+        sets = measure.sets_for(n * k // 2)
+        weights = [random_int4_layer(n, k, 128, "cuda") for _ in range(sets)]
+        x = torch.randn(k, device="cuda").half()
+        int4_bytes = n * k // 2 + (k // 128) * n * 2 + (k // 128) * n // 2
+        row = {"n": n, "k": k, "int4_bytes": int4_bytes,
+               "int4_us": round(measure.time_us(lambda i: w4a16_gemv.w4a16_gemv(x, *weights[i], 128), sets), 2)}
+        del weights
+        sets = measure.sets_for(2 * n * k)
+        dense = [torch.randn(n, k, device="cuda").half() for _ in range(sets)]
+        row.update(f16_bytes=2 * n * k, f16_us=round(measure.time_us(lambda i: f16_gemv.f16_gemv(x, dense[i]), sets), 2))
+        del dense
+        measure.free_memory()
+        scaling.append(row)
+        measure.log(f"int4 bounds scaling {row}")
+    fits = {}
+    for kind in ("int4", "f16"):
+        t0, bw = _fit([(r[f"{kind}_bytes"], r[f"{kind}_us"]) for r in scaling])
+        fits[kind] = {"t0_us": round(t0, 2), "gbps": round(bw, 1), "of_copy": round(bw / copy_gbps, 3)}
+    result["int4_scaling"] = {"rows": scaling, "fit": fits}
+    save()
+
+
+def int4_sweep(result: dict, save) -> None:
+    """Each fused int4 GEMV of the decode step over INT4_FUSED_TILES: its relative error against
+    float64 (`check` raises past the tolerance), its time and the registers ptxas gave it."""
+    sweep = []
+    for name, (n, k) in LAYER.items():
+        weights = [random_int4_layer(n, k, 128, "cuda") for _ in range(SETS)]
+        args = _fused_args(name, n, k, SETS)
+        planned = w4a16_gemv.plan(n, k, 128)
+        row = {"shape": f"{name} {n}x{k}", "variant": "/".join(map(str, FUSED[name])), "plan": str(planned),
+               "tiles": {}, "regs": {}}
+        prologue, residual = FUSED[name]
+        for tile in dict.fromkeys([planned] + INT4_FUSED_TILES):
+            row.setdefault("errors", {})[str(tile)] = w4a16_gemv.check(n, k, 128, tile=tile, prologue=prologue,
+                                                                      residual=residual)
+            row["tiles"][str(tile)] = round(measure.time_us(lambda i: w4a16_gemv.w4a16_gemv(
+                args[i]["x"], *weights[i], 128, tile=tile, prologue=prologue, norm=args[i]["norm"],
+                residual=args[i]["residual"]), SETS), 2)
+            kernel = w4a16_gemv.make_kernel(*tile, prologue, residual)
+            row["regs"][str(tile)] = max(kernel.get_regs_per_thread().values())
+        best = min(row["tiles"], key=row["tiles"].get)
+        row.update(best_tile=best, best_us=row["tiles"][best], plan_us=row["tiles"][str(planned)])
+        sweep.append(row)
+        measure.log(f"int4 bounds sweep {row}")
+        del weights, args
+        measure.free_memory()
+        result["int4_sweep"] = sweep
+        save()
+
+
+
+GEMV_PLAN = w4a16_gemv.plan   # (gemv_plan swaps w4a16_gemv.plan for previous_gemv_plan and back)
+
+
+def previous_gemv_plan(n: int, k: int, group_size: int) -> tuple[int, ...]:
+    """w4a16_gemv.plan before 4-byte loads: 16-byte loads on every layer."""
+    tx, ty, rounds, depth, min_blocks, width = GEMV_PLAN(n, k, group_size)
+    return (tx, ty, rounds, depth, min_blocks, width) if width == 4 else (4, 32, rounds, depth, min_blocks, 4)
+
+
+def gemv_plan_engines(copy_gbps: float, tokenizer: str | None, out_dir: str, result: dict, save) -> None:
+    """The GPU-only tests of the fused decode layers, then compiled batch-1 engines, int4 fused
+    (graphs re-captured with the previous and the current GEMV plan in alternating rounds) and
+    fp16 fused: ms per step and each one's kernels per step."""
+    result["plan_tests"] = gpu_tests(FUSED_TESTS, Path(out_dir, "plan_tests.log"))
+    save()
+    out = result.setdefault("plan_engines", {})
+    from labkit.engine import LLM
+    from labkit.engine.bench import decode_weight_bytes, random_model
+    from labkit.engine.fuse import set_fused_decode
+    from labkit.models import Tokenizer, resolve
+
+    tok = Tokenizer(tokenizer or resolve("embedded"))
+    rng, vocab = random.Random(0), 32000
+    llms = {}
+    for name, weights in (("fp16 fused", None), ("int4 fused", "int4")):
+        set_fused_decode(True)
+        torch.manual_seed(0)
+        llms[name] = LLM(random_model("llama-2-7b", "cuda", torch.float16), tokenizer=tok, backend="numba",
+                         weights=weights, compile=True, max_batch_size=1, max_model_len=1024,
+                         cache_max_entry_count=0.1)
+        set_fused_decode(False)
+        decode_ms(llms[name], 1, rng, vocab, steps=8)
+        out[f"{name}, roofline_ms"] = round(decode_weight_bytes(llms[name].model) / (copy_gbps * 1e9) * 1e3, 3)
+    current = GEMV_PLAN
+    runner = llms["int4 fused"].engine.runner
+    for round_ in range(3):
+        for tag, plan in (("previous plan", previous_gemv_plan), ("plan", current)):
+            w4a16_gemv.plan = plan
+            runner.graphs.clear()
+            runner.capture_graphs(1)
+            out.setdefault(f"int4 fused, {tag}", []).append(decode_ms(llms["int4 fused"], 1, rng, vocab))
+            if round_ == 0:
+                out[f"int4 fused, {tag}, timeline"] = step_timeline(llms["int4 fused"], vocab)
+        out.setdefault("fp16 fused", []).append(decode_ms(llms["fp16 fused"], 1, rng, vocab))
+        measure.log(f"plan engines {out}")
+        save()
+    w4a16_gemv.plan = current
+    out["fp16 fused, timeline"] = step_timeline(llms["fp16 fused"], vocab)
+    close_engines(llms)
+    save()
+
 OVERLAP_TESTS = [str(ROOT / t) for t in (
     "tests/kernels/test_overlap.py", "tests/kernels/test_attention.py", "tests/engine/test_cuda_graphs_gpu.py",
     "tests/engine/test_fused_decode_gpu.py")]
@@ -1003,7 +1138,11 @@ def main(argv: list[str] | None = None) -> int:
                      ("overlap_tests", lambda: gpu_tests(OVERLAP_TESTS, Path(args.out, "overlap_tests.log"))),
                      ("overlap", lambda: overlap_part(args.tokenizer, batches, result, save)),
                      ("prefill", lambda: prefill_engines(args.tokenizer)),
-                     ("f16_engine", lambda: f16_engines(result["copy_gbps"], args.tokenizer, args.out, result, save))):
+                     ("f16_engine", lambda: f16_engines(result["copy_gbps"], args.tokenizer, args.out, result, save)),
+                     ("int4_scaling", lambda: int4_scaling(result["copy_gbps"], result, save)),
+                     ("int4_sweep", lambda: int4_sweep(result, save)),
+                     ("gemv_plan", lambda: gemv_plan_engines(result["copy_gbps"], args.tokenizer, args.out, result,
+                                                             save))):
         if part in parts:
             start = time.time()
             value = fn()

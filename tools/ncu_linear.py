@@ -2,8 +2,9 @@
 
     python tools/ncu_linear.py --out DIR [--cases tc_async:gate_up:32,tc_async:qkv:2,tc:gate_up:16,...]
 
-Each case is KERNEL:LAYER:ROWS (KERNEL: tc_async, tc or gemv; LAYER: a Llama-2-7B layer shape,
-group 128; optional :TILE with the tile's numbers joined by '-', e.g.
+Each case is KERNEL:LAYER:ROWS (KERNEL: tc_async, tc, gemv, gemv_fused (w4a16_gemv with the
+fusion the batch-1 decode step gives that layer) or f16 (the fp16 GEMV on the same shape); LAYER:
+a Llama-2-7B layer shape, group 128; optional :TILE with the tile's numbers joined by '-', e.g.
 tc_async:gate_up:32:1-4-1-3-3-2). For each, `ncu --clock-control none` (the device's clocks
 left alone) profiles the fourth launch in a child process of this script (`--launch`), with
 the sections that say whether a kernel waits on bytes or issues instructions: speed of light,
@@ -20,6 +21,8 @@ import sys
 from pathlib import Path
 
 LAYER = {"qkv": (12288, 4096), "o": (4096, 4096), "gate_up": (22016, 4096), "down": (4096, 11008)}
+FUSED = {"qkv": ("rmsnorm", False), "o": ("none", True), "gate_up": ("rmsnorm", False), "down": ("silu_mul", True)}
+KERNEL_NAME = {"tc_async": "w4a16_tc_async", "tc": "w4a16_tc", "gemv": "gemv", "gemv_fused": "gemv", "f16": "gemv"}
 SECTIONS = ("SpeedOfLight", "WarpStateStats", "SchedulerStats", "InstructionStats", "Occupancy", "LaunchStats",
             "MemoryWorkloadAnalysis", "SourceCounters")
 METRICS = ("Duration", "DRAM Throughput", "L2 Cache Throughput", "Compute (SM) Throughput", "Issued Warp Per Scheduler",
@@ -33,16 +36,26 @@ def launch(kernel: str, layer: str, m: int, tile: tuple[int, ...] | None) -> Non
     ones compile and warm up)."""
     import torch
 
-    from labkit.kernels import w4a16_gemv, w4a16_tc, w4a16_tc_async
+    from labkit.kernels import f16_gemv, w4a16_gemv, w4a16_tc, w4a16_tc_async
     from labkit.kernels.packing import random_int4_layer
 
     n, k = LAYER[layer]
     x = torch.randn(m, k, device="cuda").half()
-    weights = random_int4_layer(n, k, 128, "cuda")
-    run = {"tc_async": w4a16_tc_async.w4a16_tc_async, "tc": w4a16_tc.w4a16_tc, "gemv": w4a16_gemv.w4a16_gemv}[kernel]
     options = {"tile": tile} if tile else {}
-    for _ in range(4):
-        run(x, *weights, 128, **options)
+    if kernel in ("gemv_fused", "f16"):
+        prologue, residual = FUSED[layer]
+        x = torch.randn(2 * k if prologue == "silu_mul" else k, device="cuda").half()
+        options.update(prologue=prologue, residual=torch.randn(n, device="cuda").half() if residual else None,
+                       norm=torch.rand(k, device="cuda").half() + 0.5 if prologue == "rmsnorm" else None)
+    if kernel == "f16":
+        weight = torch.randn(n, k, device="cuda").half()
+        for _ in range(4):
+            f16_gemv.f16_gemv(x, weight, **options)
+    else:
+        weights = random_int4_layer(n, k, 128, "cuda")
+        run = {"tc_async": w4a16_tc_async.w4a16_tc_async, "tc": w4a16_tc.w4a16_tc}.get(kernel, w4a16_gemv.w4a16_gemv)
+        for _ in range(4):
+            run(x, *weights, 128, **options)
     torch.cuda.synchronize()
 
 
@@ -63,7 +76,7 @@ def metrics(report: str) -> dict[str, float]:
 def profile(case: str, out_dir: Path) -> dict:
     kernel, layer, m, *tile = case.split(":")
     sections = [a for s in SECTIONS for a in ("--section", s)]
-    cmd = ["ncu", "--clock-control", "none", "--kernel-name", f"regex:w4a16_{kernel}", "--launch-skip", "3",
+    cmd = ["ncu", "--clock-control", "none", "--kernel-name", f"regex:{KERNEL_NAME[kernel]}", "--launch-skip", "3",
            "--launch-count", "1", *sections, sys.executable, __file__, "--launch", kernel, layer, m, *tile]
     done = subprocess.run(cmd, capture_output=True, text=True)
     report = done.stdout + done.stderr

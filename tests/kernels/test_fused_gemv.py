@@ -14,8 +14,9 @@ VARIANTS = [(p, r) for p in w4a16_gemv.PROLOGUES for r in (False, True) if (p, r
 
 @pytest.mark.parametrize("prologue, residual", VARIANTS)
 @pytest.mark.parametrize("n, k, g, tile", [
-    (96, 192, 64, (2, 2, 2, 2, 1)),   # N = 96: a partial tile of 64 columns; K over 3 blocks (split-K)
-    (64, 80, 16, (1, 2, 2, 3, 1)),    # K = 5 runs of 16 rows in blocks of 2: the last block half empty
+    (96, 192, 64, (2, 2, 2, 2, 1, 4)),   # N = 96: a partial tile of 64 columns; K over 3 blocks (split-K)
+    (64, 80, 16, (1, 2, 2, 3, 1, 4)),    # K = 5 runs of 16 rows in blocks of 2: the last block half empty
+    (40, 128, 32, (2, 2, 2, 2, 1, 1)),   # 4-byte loads: N = 5 words in tiles of 2, split-K
 ])
 def test_fused_variants(prologue, residual, n, k, g, tile, seed):
     assert w4a16_gemv.check(n, k, g, tile, seed=seed, prologue=prologue, residual=residual) <= FP16_LEVEL
@@ -24,7 +25,7 @@ def test_fused_variants(prologue, residual, n, k, g, tile, seed):
 @pytest.mark.parametrize("prologue", ["rmsnorm", "silu_mul"])
 def test_fused_whole_warps(prologue, seed):
     """32 threads per block: the row's sum of squares adds up by warp shuffles, as on a GPU."""
-    assert w4a16_gemv.check(64, 512, 64, (1, 32, 1, 2, 1), seed=seed, prologue=prologue, residual=True) <= FP16_LEVEL
+    assert w4a16_gemv.check(64, 512, 64, (1, 32, 1, 2, 1, 2), seed=seed, prologue=prologue, residual=True) <= FP16_LEVEL
 
 
 @pytest.mark.parametrize("prologue", w4a16_gemv.PROLOGUES)
@@ -33,7 +34,7 @@ def test_residual_is_added_once_as_torch_adds(prologue, seed):
     without it, plus the residual in fp16 torch: added once, after the reduction, rounded once."""
     gen = torch.Generator().manual_seed(seed)
     dev = launch.device()
-    n, k, g, tile = 96, 192, 64, (2, 2, 2, 2, 1)
+    n, k, g, tile = 96, 192, 64, (2, 2, 2, 2, 1, 4)
     layer = random_int4_layer(n, k, g, dev, gen)
     x = torch.randn(2 * k if prologue == "silu_mul" else k, generator=gen).half().to(dev)
     norm = (torch.rand(k, generator=gen) + 0.5).half().to(dev) if prologue == "rmsnorm" else None

@@ -53,3 +53,20 @@ def test_fast_launch_passes_the_same_arguments_as_numba():
         assert torch.equal(got, inp * 0.5 + 10)
     strided = torch.randn(40, 20, device="cuda").t()               # not contiguous: always through Numba
     assert torch.equal(run(strided), strided * 0.5 + 10)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_cpu_tensor_is_one_clear_error_after_fast_launches():
+    """Once a kernel launches fast with CUDA tensors, a CPU tensor of the same kind must not reach
+    it as a raw address (an illegal access that would end the process's CUDA context)."""
+    from labkit.kernels import w4a16_gemv
+    from labkit.kernels.packing import random_int4_layer
+
+    layer = random_int4_layer(64, 128, 32, "cuda")
+    x = torch.randn(128, device="cuda").half()
+    for _ in range(2):   # the second launch takes the fast path
+        w4a16_gemv.w4a16_gemv(x, *layer, 32)
+    with pytest.raises(ValueError, match="must be CUDA tensors"):
+        w4a16_gemv.w4a16_gemv(x.cpu(), *layer, 32)
+    assert torch.isfinite(w4a16_gemv.w4a16_gemv(x, *layer, 32)).all()   # the context is still usable

@@ -14,10 +14,12 @@ FP16_LEVEL = 8 * measure.U16
 
 
 @pytest.mark.parametrize("n, k, g, tile", [
-    (96, 192, 64, (2, 2, 2, 2, 1)),     # N not a multiple of the 64-column tile; K over 6 blocks
-    (64, 80, 16, (1, 2, 2, 3, 1)),      # K = 5 runs of 16 rows in blocks of 2: uneven; all rounds in flight
-    (160, 256, 128, (4, 3, 4, 3, 1)),   # group 128, 8 runs of 32 rows in blocks of 3; the ring turns
-    (64, 96, 32, (2, 4, 1, 2, 1)),      # one round per run: 12 runs, 3 groups
+    (96, 192, 64, (2, 2, 2, 2, 1, 4)),     # N not a multiple of the 64-column tile; K over 6 blocks
+    (64, 80, 16, (1, 2, 2, 3, 1, 4)),      # K = 5 runs of 16 rows in blocks of 2: uneven; all rounds in flight
+    (160, 256, 128, (4, 3, 4, 3, 1, 4)),   # group 128, 8 runs of 32 rows in blocks of 3; the ring turns
+    (64, 96, 32, (2, 4, 1, 2, 1, 4)),      # one round per run: 12 runs, 3 groups
+    (40, 192, 64, (2, 3, 2, 3, 1, 1)),     # 4-byte loads (8 columns a thread): N = 5 words, a partial tile
+    (80, 128, 32, (3, 2, 4, 3, 1, 2)),     # 8-byte loads: 5 chunks of 16 columns in tiles of 3
 ])
 def test_w4a16_gemv(n, k, g, tile, seed):
     assert w4a16_gemv.check(n, k, g, tile, seed=seed) <= FP16_LEVEL
@@ -177,7 +179,11 @@ def test_w8a16_linear_cpu_matches_reference(seed):
 def test_bad_shapes_are_one_clear_error():
     layer = random_int4_layer(40, 64, 32)
     with pytest.raises(ValueError, match="N % 32"):
-        w4a16_gemv.w4a16_gemv(torch.zeros(64, dtype=torch.float16), *layer, 32)
+        w4a16_gemv.w4a16_gemv(torch.zeros(64, dtype=torch.float16), *layer, 32, tile=(1, 1, 1, 2, 1, 4))
+    with pytest.raises(ValueError, match="N % 16"):
+        w4a16_gemv.w4a16_gemv(torch.zeros(64, dtype=torch.float16), *layer, 32, tile=(1, 1, 1, 2, 1, 2))
+    with pytest.raises(ValueError, match="words per row, got 3"):
+        w4a16_gemv.w4a16_gemv(torch.zeros(64, dtype=torch.float16), *layer, 32, tile=(1, 1, 1, 2, 1, 3))
     with pytest.raises(ValueError, match="rows"):
         w4a16_gemm.w4a16_gemm(torch.zeros(9, 64, dtype=torch.float16), *layer, 32)
 
