@@ -1,6 +1,6 @@
 """Decode near the memory roofline: one GPU run that checks, times and writes the tables.
 
-    python tools/gpu_decode_check.py --out DIR [--tokenizer DIR] [--parts checks,kernels,engine,rows,tc,bench,fused,rope,rope_engine,load,f16,f16_engine,prefill,overlap_tests,overlap,int4_scaling,int4_sweep,gemv_plan] [--batches 1,4,16]
+    python tools/gpu_decode_check.py --out DIR [--tokenizer DIR] [--parts checks,kernels,engine,rows,tc,bench,fused,rope,rope_engine,load,f16,f16_engine,prefill,overlap_tests,overlap,int4_scaling,int4_sweep,gemv_tail,gemv_plan] [--batches 1,4,16]
 
 - checks: the overlapped (programmatic dependent) launches give the bits of ordinary ones, on
   real layer shapes, and an engine's graph replays with overlap give the eager tokens without.
@@ -47,6 +47,9 @@
   fp16 GEMV alongside): a fixed cost per launch and the bandwidth beyond it.
 - int4_sweep: each fused int4 GEMV of the decode step over INT4_FUSED_TILES (threads of 4-, 8-
   and 16-byte loads).
+- gemv_tail: each fused int4 GEMV of the decode step as built and with one piece of its end left
+  out (the split-K tail, the RMSNorm's sum of squares): timing only; then checks of the kernels
+  as built on 25 fresh inputs a shape.
 - gemv_plan: the GPU-only tests of the fused decode layers, then compiled batch-1 engines: int4
   fused with its graphs captured under the previous and the current GEMV plan (alternating
   rounds), and fp16 fused.
@@ -897,6 +900,60 @@ def int4_sweep(result: dict, save) -> None:
 
 
 
+def gemv_tail(result: dict, save) -> None:
+    """What the end of each fused int4 GEMV of the decode step costs, at its plan: the kernels as
+    built, then with one piece left out (timing only: the outputs are wrong) - the split-K tail
+    (labkit.kernels.splitk: each block writes its partial sums and stops), the RMSNorm's sum of
+    squares over the row (q/k/v and gate/up).
+    The kernels are recompiled for each variant; "as built" comes first and last. Then the
+    kernels as built are checked on 25 fresh inputs a shape."""
+    from numba import cuda, float32
+
+    from labkit.kernels import splitk
+
+    @cuda.jit(device=True, inline="always")
+    def never(counters, tile, splits):
+        return False
+
+    @cuda.jit(device=True, inline="always")
+    def no_squares(x, k, tid, nthreads, after):
+        return float32(k)
+
+    built = {(splitk, "last_to_arrive"): splitk.last_to_arrive,
+             (w4a16_gemv, "sum_of_squares"): w4a16_gemv.sum_of_squares}
+    variants = {"as built": {}, "no split-K tail": {(splitk, "last_to_arrive"): never},
+                "no sum of squares": {(w4a16_gemv, "sum_of_squares"): no_squares}, "as built, again": {}}
+    layers = {name: ([random_int4_layer(n, k, 128, "cuda") for _ in range(SETS)], _fused_args(name, n, k, SETS))
+              for name, (n, k) in LAYER.items()}
+    rows = {}
+    for variant, patch in variants.items():
+        for (module, attr), fn in {**built, **patch}.items():
+            setattr(module, attr, fn)
+        w4a16_gemv.make_kernel.cache_clear()
+        for name, (weights, args) in layers.items():
+            n, k = LAYER[name]
+            tx, ty, rounds, *_ = w4a16_gemv.plan(n, k, 128)
+            row = rows.setdefault(name, {"plan": str(w4a16_gemv.plan(n, k, 128)),
+                                         "splits": -(-k // (8 * rounds * ty))})
+            prologue, residual = FUSED[name]
+            row[variant] = round(measure.time_us(lambda i: w4a16_gemv.w4a16_gemv(
+                args[i]["x"], *weights[i], 128, prologue=prologue, norm=args[i]["norm"],
+                residual=args[i]["residual"]), SETS), 2)
+        measure.log(f"gemv tail {variant}: {rows}")
+    for (module, attr), fn in built.items():
+        setattr(module, attr, fn)
+    w4a16_gemv.make_kernel.cache_clear()
+    result["gemv_tail"] = rows
+    checks = []   # the split-K tail as built, on fresh inputs many times (a missing fence shows as a rare wrong sum)
+    run = _checker(checks)
+    for name, (n, k) in LAYER.items():
+        prologue, residual = FUSED[name]
+        run(f"fused {name} x 25", lambda: max(w4a16_gemv.check(n, k, 128, tile=None, prologue=prologue,
+                                                               residual=residual, seed=s) for s in range(25)))
+    result["gemv_tail_checks"] = checks
+    save()
+
+
 GEMV_PLAN = w4a16_gemv.plan   # (gemv_plan swaps w4a16_gemv.plan for previous_gemv_plan and back)
 
 
@@ -1141,6 +1198,7 @@ def main(argv: list[str] | None = None) -> int:
                      ("f16_engine", lambda: f16_engines(result["copy_gbps"], args.tokenizer, args.out, result, save)),
                      ("int4_scaling", lambda: int4_scaling(result["copy_gbps"], result, save)),
                      ("int4_sweep", lambda: int4_sweep(result, save)),
+                     ("gemv_tail", lambda: gemv_tail(result, save)),
                      ("gemv_plan", lambda: gemv_plan_engines(result["copy_gbps"], args.tokenizer, args.out, result,
                                                              save))):
         if part in parts:
@@ -1152,7 +1210,8 @@ def main(argv: list[str] | None = None) -> int:
             save()
     print(table(result))
     ok = all(c["ok"] for c in result.get("checks", []) + result.get("tc", {}).get("checks", [])
-             + result.get("fused_checks", []) + result.get("rope_checks", []) + result.get("f16_checks", []))
+             + result.get("fused_checks", []) + result.get("rope_checks", []) + result.get("f16_checks", [])
+             + result.get("gemv_tail_checks", []))
     tests = [result.get(k, {}) for k in ("fused_tests", "rope_tests", "f16_tests", "f16_engine_tests",
                                          "overlap_tests")] + [result.get("tc", {}).get("tests", {})]
     return 0 if ok and all(t.get("ok", True) for t in tests) else 1
