@@ -12,10 +12,9 @@ limited the one before (each step's time at 4096 x 4096, group 128: docs/benchma
 3. `split_k`: the same, with K split over 8 threads per word and summed in shared memory:
    8x the threads and loads in flight.
 4. `w4a16_gemv.w4a16_gemv`: 16-byte loads (4 words per thread; one word on small layers, for
-   more threads), runs of 32 rows streamed
-   through a ring of register stages (two rounds of 8 rows loading while one is computed),
-   nibbles read as subnormal floats (one AND, one FMA per weight), K split across blocks
-   as well.
+   more threads), runs of 32 rows streamed through a ring of register stages (two rounds of
+   8 rows loading while one is computed), nibbles read as subnormal floats (one AND, one FMA
+   per weight), K split across blocks as well.
 """
 from __future__ import annotations
 

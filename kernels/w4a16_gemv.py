@@ -8,8 +8,8 @@ good when it streams them at close to the copy bandwidth. What that takes, in or
   4tx..4tx+3 of a row with one 16-byte load, so 8 threads read 128 contiguous bytes.
   (Small layers take 4-byte loads, one word per thread: `plan` says when.)
 - Bytes in flight, all the time. A thread owns 32 columns (8 with 4-byte loads) and a run
-  of `rounds` x 8 rows of K inside one quantization group, and streams it through a ring of `depth` register
-  stages: while it computes one round of 8 rows, the next depth - 1 rounds are loading
+  of `rounds` x 8 rows of K inside one quantization group, and streams it through a ring of
+  `depth` register stages: while it computes one round of 8 rows, the next depth - 1 rounds are loading
   (Little's law: ~3 TB/s x ~1 us = ~3 MB must be in flight across the GPU). A thread that
   loads everything first and then computes leaves the memory idle while it computes, and
   a kernel that does that in whole waves of blocks runs far below the bandwidth (the
@@ -414,7 +414,9 @@ def plan(n: int, k: int, group_size: int) -> tuple[int, int, int, int, int, int]
 
     From sweeps on an H200 (docs/benchmarks.md, GEMV sweep and "what bounds the int4 GEMV"):
     runs of 32 rows beat 16 (more loads in flight per thread) and 64 or 128 (too few threads
-    for a layer of 4096 columns); 4 chunks per block beat 8 except on the widest layers. With
+    for a layer of 4096 columns); 4 chunks per block beat 8 except on the widest layers. Two
+    blocks per SM for 8 chunks too caps registers at 128: left free, ptxas gave the overlapped
+    kernel 147 and one block of 256 threads per SM. With
     N = 4096, where 16-byte loads make 32, 64 and 128 blocks (K = 1024, 2048, 4096), 4-byte
     loads were 1.24-1.48x faster; at 256 blocks (K = 8192) 10% slower, and on the 7B layers
     with 344-384 blocks the best 4-byte tiles 14-28% slower (a thread's work on each
@@ -444,9 +446,9 @@ def w4a16_gemv(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, sca
     `eps`), the model's RMSNorm fused in; "silu_mul" SiLU(gate) * up for x = [gate, up].
     `residual` (fp16 [N]) is added to the result as torch adds two fp16 tensors. Needs N a
     multiple of a thread's columns (8 * width: the plan takes 4-byte loads where N % 32 != 0),
-    group_size % 8 == 0 and 16-byte aligned tensors; `dispatch.w4a16_linear` falls back otherwise. `tile` = (tx, ty,
-    rounds, depth, min_blocks, width) overrides `plan` (tests use tiny blocks in the
-    simulator); a run of rounds x 8 rows must divide the group.
+    group_size % 8 == 0 and 16-byte aligned tensors; `dispatch.w4a16_linear` falls back
+    otherwise. `tile` = (tx, ty, rounds, depth, min_blocks, width) overrides `plan` (tests use
+    tiny blocks in the simulator); a run of rounds x 8 rows must divide the group.
     """
     k, words = qweight.shape
     n = words * 8

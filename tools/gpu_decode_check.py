@@ -870,6 +870,14 @@ def int4_scaling(copy_gbps: float, result: dict, save) -> None:
     save()
 
 
+def _fused_int4_us(name: str, weights: list, args: list[dict], tile: tuple[int, ...] | None = None) -> float:
+    """us per call of `name`'s fused int4 GEMV, rotating the SETS weight and input sets."""
+    prologue, residual = FUSED[name]
+    return round(measure.time_us(lambda i: w4a16_gemv.w4a16_gemv(
+        args[i]["x"], *weights[i], 128, tile=tile, prologue=prologue, norm=args[i]["norm"],
+        residual=args[i]["residual"]), SETS), 2)
+
+
 def int4_sweep(result: dict, save) -> None:
     """Each fused int4 GEMV of the decode step over INT4_FUSED_TILES: its relative error against
     float64 (`check` raises past the tolerance), its time and the registers ptxas gave it."""
@@ -884,9 +892,7 @@ def int4_sweep(result: dict, save) -> None:
         for tile in dict.fromkeys([planned] + INT4_FUSED_TILES):
             row.setdefault("errors", {})[str(tile)] = w4a16_gemv.check(n, k, 128, tile=tile, prologue=prologue,
                                                                       residual=residual)
-            row["tiles"][str(tile)] = round(measure.time_us(lambda i: w4a16_gemv.w4a16_gemv(
-                args[i]["x"], *weights[i], 128, tile=tile, prologue=prologue, norm=args[i]["norm"],
-                residual=args[i]["residual"]), SETS), 2)
+            row["tiles"][str(tile)] = _fused_int4_us(name, weights, args, tile)
             kernel = w4a16_gemv.make_kernel(*tile, prologue, residual)
             row["regs"][str(tile)] = max(kernel.get_regs_per_thread().values())
         best = min(row["tiles"], key=row["tiles"].get)
@@ -897,7 +903,6 @@ def int4_sweep(result: dict, save) -> None:
         measure.free_memory()
         result["int4_sweep"] = sweep
         save()
-
 
 
 def gemv_tail(result: dict, save) -> None:
@@ -932,13 +937,10 @@ def gemv_tail(result: dict, save) -> None:
         w4a16_gemv.make_kernel.cache_clear()
         for name, (weights, args) in layers.items():
             n, k = LAYER[name]
-            tx, ty, rounds, *_ = w4a16_gemv.plan(n, k, 128)
-            row = rows.setdefault(name, {"plan": str(w4a16_gemv.plan(n, k, 128)),
-                                         "splits": -(-k // (8 * rounds * ty))})
-            prologue, residual = FUSED[name]
-            row[variant] = round(measure.time_us(lambda i: w4a16_gemv.w4a16_gemv(
-                args[i]["x"], *weights[i], 128, prologue=prologue, norm=args[i]["norm"],
-                residual=args[i]["residual"]), SETS), 2)
+            planned = w4a16_gemv.plan(n, k, 128)
+            _, ty, rounds, *_ = planned
+            row = rows.setdefault(name, {"plan": str(planned), "splits": -(-k // (8 * rounds * ty))})
+            row[variant] = _fused_int4_us(name, weights, args)
         measure.log(f"gemv tail {variant}: {rows}")
     for (module, attr), fn in built.items():
         setattr(module, attr, fn)

@@ -20,8 +20,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-LAYER = {"qkv": (12288, 4096), "o": (4096, 4096), "gate_up": (22016, 4096), "down": (4096, 11008)}
-FUSED = {"qkv": ("rmsnorm", False), "o": ("none", True), "gate_up": ("rmsnorm", False), "down": ("silu_mul", True)}
 KERNEL_NAME = {"tc_async": "w4a16_tc_async", "tc": "w4a16_tc", "gemv": "gemv", "gemv_fused": "gemv", "f16": "gemv"}
 SECTIONS = ("SpeedOfLight", "WarpStateStats", "SchedulerStats", "InstructionStats", "Occupancy", "LaunchStats",
             "MemoryWorkloadAnalysis", "SourceCounters")
@@ -36,6 +34,7 @@ def launch(kernel: str, layer: str, m: int, tile: tuple[int, ...] | None) -> Non
     ones compile and warm up)."""
     import torch
 
+    from gpu_decode_check import FUSED, LAYER   # (this folder: the decode check's layer shapes and fusions)
     from labkit.kernels import f16_gemv, w4a16_gemv, w4a16_tc, w4a16_tc_async
     from labkit.kernels.packing import random_int4_layer
 
