@@ -172,29 +172,18 @@ def stream() -> Any:
     return _streams[handle]
 
 
-def launch(kernel: Any, grid: tuple[int, ...], block: tuple[int, ...], *args: Any, overlap: bool = False,
-           cluster: tuple[int, int, int] | None = None) -> None:
+def launch(kernel: Any, grid: tuple[int, ...], block: tuple[int, ...], *args: Any, overlap: bool = False) -> None:
     """Launch `kernel[grid, block]` on torch's current stream; tensors become views.
 
     The first launch of a kernel with a given kind of arguments goes through Numba (which
     types the arguments and compiles); later ones take `_fast_launch`, which skips Numba's
     per-launch argument handling (a large share of an eager prefill step's host time).
     `overlap=True`: a programmatic dependent launch where `overlap_enabled()` (see above).
-    `cluster`: blocks per thread-block cluster along each grid dimension (sm_90, see
-    `clusters_enabled`), for a kernel compiled to read its cluster's shared memory. Numba's
-    launch cannot form clusters, so such a kernel is compiled here and always launched fast;
-    the simulator ignores `cluster` (its clusters are single blocks, see ptx.cluster_sync).
     """
     key = None if SIMULATOR else (kernel, torch.cuda.current_device(), tuple(_arg_kind(a) for a in args))
     fast = _fast.get(key)
-    if cluster is not None and not SIMULATOR and not fast:
-        require(None not in key[2], "a cluster launch takes contiguous CUDA tensors and plain numbers")
-        converted = [as_array(a) if isinstance(a, torch.Tensor) else a for a in args]
-        kernel.compile(tuple(typeof(v, Purpose.argument) for v in converted))
-        fast = _fast[key] = _fast_entry(kernel, converted)
-        require(bool(fast), "a cluster launch takes arrays, integers and floats")
     if fast:
-        _fast_launch(fast, grid, block, args, overlap and overlap_enabled(), None if SIMULATOR else cluster)
+        _fast_launch(fast, grid, block, args, overlap and overlap_enabled())
         return
     converted = [as_array(a) if isinstance(a, torch.Tensor) else a for a in args]
     kernel[grid, block, stream()](*converted)
@@ -239,8 +228,7 @@ def _fast_entry(kernel: Any, converted: list) -> Any:
     return compiled._codelibrary.get_cufunc().kernel, converters
 
 
-def _fast_launch(fast: Any, grid: Any, block: Any, args: tuple, overlap: bool = False,
-                 cluster: tuple[int, int, int] | None = None) -> None:
+def _fast_launch(fast: Any, grid: Any, block: Any, args: tuple, overlap: bool = False) -> None:
     """What Numba's launch passes for each argument, built from the tensors directly: an array
     is (meminfo, parent, size, itemsize, data pointer, *shape, *C strides in bytes)."""
     function, converters = fast
@@ -255,8 +243,8 @@ def _fast_launch(fast: Any, grid: Any, block: Any, args: tuple, overlap: bool = 
             params += [0, 0, a.numel(), itemsize, a.data_ptr(), *shape, *reversed(strides)]
         else:
             params.append(convert(a))
-    if overlap or cluster:
-        _launch_ex(function, _dims(grid), _dims(block), params, overlap, cluster)
+    if overlap:
+        _overlapped_launch(function, _dims(grid), _dims(block), params)
         return
     config = _numba_dispatcher.LaunchConfig(grid=_dims(grid), block=_dims(block), shmem_size=0)
     _numba_dispatcher.launch(stream(), config, function, *params)
@@ -264,21 +252,17 @@ def _fast_launch(fast: Any, grid: Any, block: Any, args: tuple, overlap: bool = 
 
 # ----------------------------------------------------------------- programmatic dependent launch
 
-_overlap = {"wanted": os.environ.get("LABKIT_OVERLAP", "0") == "1"}
-_hopper: list[bool] = []   # filled once: whether this process's GPU has compute capability 9.0 or later
-
-
-def _sm90() -> bool:
-    """A GPU of compute capability 9.0 or later (Hopper), and not the simulator."""
-    if not _hopper:
-        _hopper.append(not SIMULATOR and torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 9)
-    return _hopper[0]
+_overlap = {"wanted": os.environ.get("LABKIT_OVERLAP", "0") == "1", "supported": None}
 
 
 def overlap_enabled() -> bool:
     """Whether `launch(..., overlap=True)` overlaps: wanted (`set_overlap`, `LABKIT_OVERLAP`) and
     supported (a GPU of compute capability 9.0 or later, not the simulator)."""
-    return _overlap["wanted"] and _sm90()
+    if not _overlap["wanted"] or SIMULATOR:
+        return False
+    if _overlap["supported"] is None:
+        _overlap["supported"] = torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 9
+    return _overlap["supported"]
 
 
 def set_overlap(wanted: bool) -> bool:
@@ -288,57 +272,27 @@ def set_overlap(wanted: bool) -> bool:
     return previous
 
 
-def _launch_ex(function: Any, grid: tuple, block: tuple, params: list, overlap: bool,
-               cluster: tuple[int, int, int] | None) -> None:
-    """`cuLaunchKernelEx` on torch's stream with CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION
-    (`overlap`) and CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION (`cluster`). Every parameter is 8 bytes
-    (pointers, intp) except those `_fast_entry` converted."""
+def _overlapped_launch(function: Any, grid: tuple, block: tuple, params: list) -> None:
+    """`cuLaunchKernelEx` with CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION on torch's
+    stream. Every parameter is 8 bytes (pointers, intp) except those `_fast_entry` converted."""
     from cuda.bindings import driver
 
     values = [p if isinstance(p, ctypes._SimpleCData) else ctypes.c_int64(p) for p in params]
     pointers = (ctypes.c_void_p * len(values))(*[ctypes.addressof(v) for v in values])
-    attributes = []
-    if overlap:
-        attributes.append(driver.CUlaunchAttribute())
-        attributes[-1].id = driver.CUlaunchAttributeID.CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION
-        attributes[-1].value.programmaticStreamSerializationAllowed = 1
-    if cluster:
-        attributes.append(driver.CUlaunchAttribute())
-        attributes[-1].id = driver.CUlaunchAttributeID.CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION
-        dim = attributes[-1].value.clusterDim
-        dim.x, dim.y, dim.z = cluster
+    attribute = driver.CUlaunchAttribute()
+    attribute.id = driver.CUlaunchAttributeID.CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION
+    attribute.value.programmaticStreamSerializationAllowed = 1
     config = driver.CUlaunchConfig()
     config.gridDimX, config.gridDimY, config.gridDimZ = grid
     config.blockDimX, config.blockDimY, config.blockDimZ = block
     config.sharedMemBytes = 0
     config.hStream = driver.CUstream(torch.cuda.current_stream().cuda_stream)
-    config.attrs = attributes
-    config.numAttrs = len(attributes)
+    config.attrs = [attribute]
+    config.numAttrs = 1
     handle = getattr(function, "handle", None) or function._handle   # the CUkernel behind Numba's launch
     err, = driver.cuLaunchKernelEx(config, handle, ctypes.addressof(pointers), 0)
     if err != driver.CUresult.CUDA_SUCCESS:
         raise RuntimeError(f"cuLaunchKernelEx failed: {err}")
-
-
-# ----------------------------------------------------------------- thread-block clusters
-
-MAX_CLUSTER = 8   # blocks per cluster every sm_90 GPU takes (larger ones need an opt-in per kernel)
-_clusters = {"wanted": os.environ.get("LABKIT_CLUSTERS", "1") == "1"}
-
-
-def clusters_enabled() -> bool:
-    """Whether kernels that can add up their split-K partial sums inside a thread-block cluster
-    (through distributed shared memory, instead of a workspace in global memory) do so: wanted
-    (`set_clusters`, `LABKIT_CLUSTERS`, on unless set to 0) and supported (compute capability
-    9.0 or later, not the simulator)."""
-    return _clusters["wanted"] and _sm90()
-
-
-def set_clusters(wanted: bool) -> bool:
-    """Turn cluster reductions on or off (for A/B timing and tests); returns the previous wish.
-    Affects launches made from now on: a captured CUDA graph keeps the launches it recorded."""
-    previous, _clusters["wanted"] = _clusters["wanted"], wanted
-    return previous
 
 
 def _dims(d: Any) -> tuple[int, int, int]:

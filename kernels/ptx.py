@@ -48,15 +48,6 @@ address: Numba indexes arrays with 64-bit arithmetic and a check for negative in
 cost more instructions than the fragment reads themselves. `float_bits` is `as_float` the
 other way, for floats kept in a uint32 array.
 
-Blocks of one thread-block cluster (sm_90; `launch.launch(..., cluster=...)`) run at the same
-time on one GPC and may read each other's shared memory: `cluster_sync` is the cluster's
-barrier (`barrier.cluster.arrive` / `wait`, release and acquire: the shared-memory writes
-before it are visible to every block of the cluster after it) and returns 0, to be added to the indices
-of the reads that must come after it, as `wait_for_previous_grid` does; `ld_shared_cluster_f32`
-reads a float of another block's shared array (`mapa` maps this block's shared address to
-block `rank`'s, `ld.shared::cluster` reads it). The simulator runs blocks one after another,
-so its clusters are single blocks.
-
 Under the CUDA simulator (`NUMBA_ENABLE_CUDASIM=1`) kernels are ordinary Python, so each
 primitive also has a numpy twin with the same meaning; kernels call the names defined
 here and run unchanged on both.
@@ -262,18 +253,6 @@ if SIMULATOR:
     def allow_next_grid():
         """Let the next kernel in the stream start launching (nothing to do in the simulator)."""
 
-    def cluster_sync():
-        """Barrier of the block's cluster, whose shared-memory writes it makes visible to the
-        whole cluster; 0. The simulator's clusters are single blocks: a block barrier."""
-        threading.current_thread().syncthreads()
-        return np.int32(0)
-
-    def ld_shared_cluster_f32(a, i, rank):
-        """The float32 a.flat[i] of the shared array `a` of block `rank` of this cluster."""
-        if rank != 0:
-            raise IndexError(f"ld_shared_cluster_f32: block {rank}; the simulator's clusters are one block")
-        return np.float32(a.reshape(-1)[i])
-
 else:
     from llvmlite import ir
     from numba import cuda, types
@@ -419,7 +398,6 @@ else:
     wait_for_previous_grid = _statement("griddepcontrol.wait;", returns_zero=True)
     allow_next_grid = _statement("griddepcontrol.launch_dependents;")
     cp_async_commit = _statement("cp.async.commit_group;")
-    cluster_sync = _statement("barrier.cluster.arrive; barrier.cluster.wait;", returns_zero=True)
 
     def cp_async_wait(n: int):
         return _statement(f"cp.async.wait_group {int(n)};")
@@ -442,18 +420,6 @@ else:
             return builder.call(fn, [base, _word(builder, args[1])])
 
         return types.uint32(a, i), codegen
-
-    @intrinsic
-    def ld_shared_cluster_f32(typingctx, a, i, rank):
-        def codegen(context, builder, sig, args):
-            base = builder.ptrtoint(context.make_array(sig.args[0])(context, builder, args[0]).data, ir.IntType(64))
-            text = ("{ .reg .u64 a; .reg .u32 s, r; cvta.to.shared.u64 a, $1; cvt.u32.u64 s, a; mad.lo.u32 s, $2, 4, s; "
-                    "mapa.shared::cluster.u32 r, s, $3; ld.shared::cluster.f32 $0, [r]; }")
-            fn = ir.InlineAsm(ir.FunctionType(ir.FloatType(), [ir.IntType(64), ir.IntType(32), ir.IntType(32)]), text,
-                              "=f,l,r,r")   # not volatile: reads of several blocks may be in flight together
-            return builder.call(fn, [base, _word(builder, args[1]), _word(builder, args[2])])
-
-        return types.float32(a, i, rank), codegen
 
     @intrinsic
     def address(typingctx, a, i):

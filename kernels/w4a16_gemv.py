@@ -292,7 +292,7 @@ def sum_of_squares(x, k, tid, nthreads, after):
 
 @functools.lru_cache(maxsize=None)
 def make_kernel(tx: int, ty: int, rounds: int, depth: int, min_blocks: int = 1, width: int = 4,
-                prologue: str = "none", residual: bool = False, cluster: bool = False):
+                prologue: str = "none", residual: bool = False):
     """The GEMV for blocks of tx x ty threads (tx chunks of `width` words = 8 * width columns
     each, ty runs of `rounds` x 8 rows of K), streaming each run through `depth` register stages
     (depth - 1 rounds in flight).
@@ -307,10 +307,6 @@ def make_kernel(tx: int, ty: int, rounds: int, depth: int, min_blocks: int = 1, 
       before the rounds made every fused GEMV slower: docs/benchmarks.md.)
     - `residual`: the thread that writes an output adds residual[c] to it (after a split-K
       reduction, only the block that finishes a column tile writes it: the add happens once).
-
-    `cluster`: the blocks along K of a column tile are one thread-block cluster (launched with
-    `cluster=(1, splits, 1)`) and add up through each other's shared memory instead of the
-    split-K workspace (splitk.py); the same sums in the same order.
     """
     cols, scale_words = 8 * width, 4 * width  # columns per thread, and the words of their fp16 scales
     pitch = cols + 1  # one padded row of floats per thread in the reduction: conflict-free
@@ -323,7 +319,6 @@ def make_kernel(tx: int, ty: int, rounds: int, depth: int, min_blocks: int = 1, 
     run_rows, ring_words = ROUND * rounds, ROUND * width * depth
     ring_x = (4 if prologue == "none" else 8) * depth
     nthreads = tx * ty
-    sums_size = tx * cols if cluster else 1
 
     @L.kernel(threads=tx * ty, min_blocks=min_blocks)
     def gemv(x, aux, eps, res, qweight, qzeros, scales, group_size, partial, counters, out):
@@ -376,7 +371,6 @@ def make_kernel(tx: int, ty: int, rounds: int, depth: int, min_blocks: int = 1, 
         cuda.syncthreads()
         col0 = cuda.blockIdx.x * tx * cols
         splits = cuda.gridDim.y
-        sums = cuda.shared.array(sums_size, float32)  # this block's sums, for its cluster
         for p in range(tid, tx * cols, tx * ty):
             off = (p // cols) * pitch + p % cols
             total = float32(0)
@@ -384,24 +378,13 @@ def make_kernel(tx: int, ty: int, rounds: int, depth: int, min_blocks: int = 1, 
                 total += red[j * tx * pitch + off]
             if rmsnorm:
                 total *= rms
-            if cluster:
-                sums[p] = total
-            elif col0 + p < n:
+            if col0 + p < n:
                 if splits == 1:
                     out[col0 + p] = with_residual(total, res, col0 + p, residual)
                 else:
                     partial[cuda.blockIdx.y * n + col0 + p] = total
-        # ... and the blocks along K: block r of the cluster finishes its share of the columns,
-        if cluster:
-            ready = ptx.cluster_sync()
-            first, end = splitk.cluster_share(tx * cols, splits, cuda.blockIdx.y)
-            for p in range(first + tid, end, tx * ty):
-                if col0 + p < n:
-                    out[col0 + p] = with_residual(splitk.sum_cluster(sums, splits, 0, p + ready), res, col0 + p,
-                                                  residual)
-            ptx.cluster_sync()  # (no block leaves while another may still read its shared memory)
-        # ... or the last block of this column tile finishes it
-        elif splits > 1 and splitk.last_to_arrive(counters, cuda.blockIdx.x, splits):
+        # ... and the blocks along K: the last block of this column tile finishes it
+        if splits > 1 and splitk.last_to_arrive(counters, cuda.blockIdx.x, splits):
             for p in range(tid, tx * cols, tx * ty):
                 if col0 + p < n:
                     out[col0 + p] = with_residual(splitk.sum_partials(partial, splits, n, col0 + p), res, col0 + p,
@@ -455,7 +438,7 @@ def w4a16_gemv(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, sca
                group_size: int, out: torch.Tensor | None = None,
                tile: tuple[int, int, int, int, int, int] | None = None, *, prologue: str = "none",
                norm: torch.Tensor | None = None, eps: float = 1e-5,
-               residual: torch.Tensor | None = None, cluster: bool | None = None) -> torch.Tensor:
+               residual: torch.Tensor | None = None) -> torch.Tensor:
     """residual + activation(x) @ W.T for a single row x ([K] or [1, K], fp16; [2K] for
     prologue "silu_mul") and AWQ-packed int4 W: fp16 [..., N].
 
@@ -465,10 +448,7 @@ def w4a16_gemv(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, sca
     multiple of a thread's columns (8 * width: the plan takes 4-byte loads where N % 32 != 0),
     group_size % 8 == 0 and 16-byte aligned tensors; `dispatch.w4a16_linear` falls back
     otherwise. `tile` = (tx, ty, rounds, depth, min_blocks, width) overrides `plan` (tests use
-    tiny blocks in the simulator); a run of rounds x 8 rows must divide the group. `cluster`:
-    whether the blocks along K add up inside a thread-block cluster (`make_kernel`); by default
-    where `launch.clusters_enabled()` and there are 2 to `launch.MAX_CLUSTER` of them (1 in the
-    simulator, whose clusters are single blocks).
+    tiny blocks in the simulator); a run of rounds x 8 rows must divide the group.
     """
     k, words = qweight.shape
     n = words * 8
@@ -495,25 +475,19 @@ def w4a16_gemv(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, sca
     tiles, splits = -(-n // (8 * width * tx)), -(-k // (ROUND * rounds * ty))
     if out is None:
         out = torch.empty(*x.shape[:-1], n, dtype=torch.float16, device=x.device)
-    largest = 1 if L.SIMULATOR else L.MAX_CLUSTER
-    if cluster is None:
-        cluster = 1 < splits <= largest and L.clusters_enabled()
-    L.require(not cluster or splits <= largest,
-              f"w4a16_gemv: a cluster holds at most {largest} blocks along K here, got {splits}")
     partial = L.workspace("w4a16_gemv.partial", (max(splits, 2) * n,), torch.float32, x.device)
     counters = L.workspace("w4a16_gemv.counters", (tiles,), torch.int32, x.device)
-    kernel = make_kernel(tx, ty, rounds, depth, min_blocks, width, prologue, residual is not None, cluster)
+    kernel = make_kernel(tx, ty, rounds, depth, min_blocks, width, prologue, residual is not None)
     flat = lambda t, dtype: t.view(-1).view(dtype)  # noqa: E731
     L.launch(kernel, (tiles, splits), (tx, ty), flat(x, torch.int32), flat(x if norm is None else norm, torch.int32),
              np.float32(eps), flat(out if residual is None else residual, torch.int16), qweight, qzeros,
-             scales.view(torch.int32), group_size, partial, counters, out.view(-1), overlap=True,
-             cluster=(1, splits, 1) if cluster else None)
+             scales.view(torch.int32), group_size, partial, counters, out.view(-1), overlap=True)
     return out
 
 
 def check(n: int = 96, k: int = 192, group_size: int = 64,
           tile: tuple[int, int, int, int, int, int] | None = (2, 2, 2, 2, 1, 4), seed: int | None = None,
-          prologue: str = "none", residual: bool = False, cluster: bool | None = None) -> float:
+          prologue: str = "none", residual: bool = False) -> float:
     """Run the kernel on fresh random inputs; return the relative error (raises if too large).
 
     Fused variants: against `reference` over the same fp16 inputs. An activation may differ
@@ -522,7 +496,7 @@ def check(n: int = 96, k: int = 192, group_size: int = 64,
     row's rms at the end), silu_mul's fast exp may land one of them on the other side. The
     residual add rounds the GEMV's result to fp16 first (u16 of it)."""
     if prologue == "none" and not residual:
-        return measure.check_int4_linear(w4a16_gemv, 1, n, k, group_size, seed, tile=tile, cluster=cluster)
+        return measure.check_int4_linear(w4a16_gemv, 1, n, k, group_size, seed, tile=tile)
     from labkit.kernels.launch import device
 
     gen = torch.Generator().manual_seed(seed) if seed is not None else None
@@ -538,7 +512,7 @@ def check(n: int = 96, k: int = 192, group_size: int = 64,
     want = y if res is None else y + res.double()
     out = measure.poisoned((n,), torch.float16, dev)
     w4a16_gemv(x, qweight, qzeros, scales, group_size, out=out, tile=tile, prologue=prologue, norm=norm,
-               residual=res, cluster=cluster)
+               residual=res)
     norm2 = lambda t: torch.linalg.vector_norm(t.double().cpu()).item()  # noqa: E731
     flips = 4 * measure.U16 if prologue != "none" else 0.0
     tol = (measure.dot_tolerance(k, want, abs_y) + flips * norm2(abs_y) / norm2(want)

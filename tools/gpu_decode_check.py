@@ -1,8 +1,6 @@
 """Decode near the memory roofline: one GPU run that checks, times and writes the tables.
 
-    python tools/gpu_decode_check.py --out DIR [--tokenizer DIR] [--batches 1,4,16] [--parts checks,kernels,engine,rows,
-        tc,bench,fused,rope,rope_engine,load,f16,f16_engine,prefill,overlap_tests,overlap,int4_scaling,int4_sweep,
-        gemv_tail,gemv_plan,gemv_cluster,cluster_engines]   (parts: comma-separated, no spaces)
+    python tools/gpu_decode_check.py --out DIR [--tokenizer DIR] [--parts checks,kernels,engine,rows,tc,bench,fused,rope,rope_engine,load,f16,f16_engine,prefill,overlap_tests,overlap,int4_scaling,int4_sweep,gemv_tail,gemv_plan] [--batches 1,4,16]
 
 - checks: the overlapped (programmatic dependent) launches give the bits of ordinary ones, on
   real layer shapes, and an engine's graph replays with overlap give the eager tokens without.
@@ -55,12 +53,6 @@
 - gemv_plan: the GPU-only tests of the fused decode layers, then compiled batch-1 engines: int4
   fused with its graphs captured under the previous and the current GEMV plan (alternating
   rounds), and fp16 fused.
-- gemv_cluster: split-K inside thread-block clusters (kernels/splitk.py): the GPU-only tests of
-  clusters and the fused GEMV, each fused int4 GEMV with the workspace and with clusters (and on
-  tiles of more blocks along K), checks with clusters; the workspace kernel launched in clusters
-  of 2, 4 and 8 blocks (what forming clusters costs) and the clusters that fit at once.
-- cluster_engines: the GPU-only tests of every split-K kernel and the fused layers, then
-  compiled batch-1 int4 fused engines with their graphs captured with clusters off and on.
 
 Every figure comes with the copy bandwidth measured in the same run; the JSON goes to
 DIR/gpu_decode.json and the table to stdout.
@@ -973,10 +965,13 @@ def previous_gemv_plan(n: int, k: int, group_size: int) -> tuple[int, ...]:
     return (tx, ty, rounds, depth, min_blocks, width) if width == 4 else (4, 32, rounds, depth, min_blocks, 4)
 
 
-def int4_engines_ab(copy_gbps: float, tokenizer: str | None, out: dict, save, variants: dict) -> None:
-    """Compiled batch-1 engines, fp16 fused and int4 fused; the int4 one's graphs re-captured under
-    each of `variants` (tag: a function that sets it up) in alternating rounds, three rounds: ms per
-    step, and each variant's kernels per step (the profile, first round). The last variant stays set."""
+def gemv_plan_engines(copy_gbps: float, tokenizer: str | None, out_dir: str, result: dict, save) -> None:
+    """The GPU-only tests of the fused decode layers, then compiled batch-1 engines, int4 fused
+    (graphs re-captured with the previous and the current GEMV plan in alternating rounds) and
+    fp16 fused: ms per step and each one's kernels per step."""
+    result["plan_tests"] = gpu_tests(FUSED_TESTS, Path(out_dir, "plan_tests.log"))
+    save()
+    out = result.setdefault("plan_engines", {})
     from labkit.engine import LLM
     from labkit.engine.bench import decode_weight_bytes, random_model
     from labkit.engine.fuse import set_fused_decode
@@ -994,166 +989,23 @@ def int4_engines_ab(copy_gbps: float, tokenizer: str | None, out: dict, save, va
         set_fused_decode(False)
         decode_ms(llms[name], 1, rng, vocab, steps=8)
         out[f"{name}, roofline_ms"] = round(decode_weight_bytes(llms[name].model) / (copy_gbps * 1e9) * 1e3, 3)
+    current = GEMV_PLAN
     runner = llms["int4 fused"].engine.runner
     for round_ in range(3):
-        for tag, set_up in variants.items():
-            set_up()
+        for tag, plan in (("previous plan", previous_gemv_plan), ("plan", current)):
+            w4a16_gemv.plan = plan
             runner.graphs.clear()
             runner.capture_graphs(1)
             out.setdefault(f"int4 fused, {tag}", []).append(decode_ms(llms["int4 fused"], 1, rng, vocab))
             if round_ == 0:
                 out[f"int4 fused, {tag}, timeline"] = step_timeline(llms["int4 fused"], vocab)
         out.setdefault("fp16 fused", []).append(decode_ms(llms["fp16 fused"], 1, rng, vocab))
-        measure.log(f"int4 engines {out}")
+        measure.log(f"plan engines {out}")
         save()
+    w4a16_gemv.plan = current
     out["fp16 fused, timeline"] = step_timeline(llms["fp16 fused"], vocab)
     close_engines(llms)
     save()
-
-
-def gemv_plan_engines(copy_gbps: float, tokenizer: str | None, out_dir: str, result: dict, save) -> None:
-    """The GPU-only tests of the fused decode layers, then compiled batch-1 engines, int4 fused
-    (graphs re-captured with the previous and the current GEMV plan in alternating rounds) and
-    fp16 fused: ms per step and each one's kernels per step."""
-    result["plan_tests"] = gpu_tests(FUSED_TESTS, Path(out_dir, "plan_tests.log"))
-    save()
-    plans = {"previous plan": previous_gemv_plan, "plan": GEMV_PLAN}
-    int4_engines_ab(copy_gbps, tokenizer, result.setdefault("plan_engines", {}), save,
-                    {tag: lambda plan=plan: setattr(w4a16_gemv, "plan", plan) for tag, plan in plans.items()})
-
-
-CLUSTER_TESTS = [str(ROOT / t) for t in (
-    "tests/kernels/test_clusters.py", "tests/kernels/test_overlap.py", "tests/kernels/test_fused_gemv.py")]
-SPLITK_TESTS = [str(ROOT / t) for t in (   # every kernel that adds up blocks along K, and the fused layers
-    "tests/kernels/test_linear_kernels.py", "tests/kernels/test_attention.py", "tests/engine/test_fused_decode_gpu.py",
-    "tests/engine/test_cuda_graphs_gpu.py")]
-
-
-def _halved_ty(tile: tuple[int, ...], k: int) -> list[tuple[int, ...]]:
-    """`tile` with half the runs per block (twice the blocks along K), where that makes at most
-    launch.MAX_CLUSTER of them; and for K past 8 runs of 32 x 32 rows, the tiles of 48 runs and of
-    64-row runs (8 and 6 blocks along K at K = 11,008)."""
-    tx, ty, rounds, depth, min_blocks, width = tile
-    splits = -(-k // (8 * rounds * ty))
-    more = [(tx, ty // 2, rounds, depth, min_blocks, width)] if 2 * splits <= launch.MAX_CLUSTER else []
-    if splits > launch.MAX_CLUSTER:
-        more += [(tx, 48, rounds, depth, min_blocks, width), (tx, ty, 2 * rounds, depth, min_blocks, width)]
-    return more
-
-
-def _gemv_in_clusters(name: str, a: dict, layer: tuple, tile: tuple[int, ...], cluster_kernel: bool,
-                      dims: int | None) -> tuple:
-    """`name`'s fused int4 GEMV as `w4a16_gemv` launches it, but in clusters of `dims` blocks along K
-    (None: an ordinary launch) whichever kernel it is: the workspace kernel in clusters shows what
-    forming clusters costs apart from the reduction. Returns (kernel, grid, block)."""
-    import numpy as np
-
-    prologue, _ = FUSED[name]
-    qweight, qzeros, scales = layer
-    k, n = qweight.shape[0], qweight.shape[1] * 8
-    tx, ty, rounds, depth, min_blocks, width = tile
-    grid = (-(-n // (8 * width * tx)), -(-k // (8 * rounds * ty)))
-    out = torch.empty(n, dtype=torch.float16, device="cuda")
-    partial = launch.workspace("w4a16_gemv.partial", (max(grid[1], 2) * n,), torch.float32, out.device)
-    counters = launch.workspace("w4a16_gemv.counters", (grid[0],), torch.int32, out.device)
-    kernel = w4a16_gemv.make_kernel(*tile, prologue, a["residual"] is not None, cluster_kernel)
-    words = lambda t, dtype: t.view(-1).view(dtype)  # noqa: E731
-    launch.launch(kernel, grid, (tx, ty), words(a["x"], torch.int32),
-                  words(a["x"] if a["norm"] is None else a["norm"], torch.int32), np.float32(1e-5),
-                  words(out if a["residual"] is None else a["residual"], torch.int16), qweight, qzeros,
-                  scales.view(torch.int32), 128, partial, counters, out.view(-1), overlap=True,
-                  cluster=(1, dims, 1) if dims else None)
-    return kernel, grid, (tx, ty)
-
-
-def _max_active_clusters(kernel, grid: tuple, block: tuple, dims: int) -> int:
-    """cuOccupancyMaxActiveClusters: how many clusters of `dims` blocks of this launch fit on the GPU at once."""
-    from cuda.bindings import driver
-
-    function = next(iter(kernel.overloads.values()))._codelibrary.get_cufunc().kernel
-    attribute = driver.CUlaunchAttribute()
-    attribute.id = driver.CUlaunchAttributeID.CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION
-    attribute.value.clusterDim.x, attribute.value.clusterDim.y, attribute.value.clusterDim.z = 1, dims, 1
-    config = driver.CUlaunchConfig()
-    config.gridDimX, config.gridDimY, config.gridDimZ = grid[0], grid[1], 1
-    config.blockDimX, config.blockDimY, config.blockDimZ = block[0], block[1], 1
-    config.sharedMemBytes, config.attrs, config.numAttrs = 0, [attribute], 1
-    err, count = driver.cuOccupancyMaxActiveClusters(getattr(function, "handle", None) or function._handle, config)
-    return count if err == driver.CUresult.CUDA_SUCCESS else -1
-
-
-def cluster_launches(result: dict, save) -> None:
-    """What forming clusters costs apart from the reduction: each fused int4 GEMV (down on the tile
-    of 8 blocks along K) launched ordinarily, the workspace kernel in clusters of 2, 4 and 8
-    blocks along K, and the cluster kernel; twice each, with the clusters that fit at once."""
-    rows = {}
-    for name, (n, k) in LAYER.items():
-        weights, args = [random_int4_layer(n, k, 128, "cuda") for _ in range(SETS)], _fused_args(name, n, k, SETS)
-        tile = (4, 48, 4, 3, 2, 4) if name == "down" else w4a16_gemv.plan(n, k, 128)
-        splits = -(-k // (8 * tile[2] * tile[1]))
-        row = rows.setdefault(name, {"tile": str(tile), "splits": splits})
-        variants = [("workspace, plain", False, None)] + [
-            (f"workspace, clusters of {d}", False, d) for d in (2, 4, 8) if d <= splits and splits % d == 0]
-        for rep in range(2):
-            for tag, cluster_kernel, dims in variants + [("cluster kernel", True, splits)]:
-                call = lambda i: _gemv_in_clusters(name, args[i], weights[i], tile, cluster_kernel, dims)  # noqa: E731
-                row.setdefault(tag, []).append(round(measure.time_us(call, SETS), 2))
-                if rep == 0 and dims:
-                    row[f"{tag}, clusters at once"] = _max_active_clusters(*call(0), dims)
-        measure.log(f"cluster launches {name}: {row}")
-        del weights, args
-        measure.free_memory()
-        result["cluster_launches"] = rows
-        save()
-
-
-def gemv_cluster(out_dir: str, result: dict, save) -> None:
-    """Split-K inside thread-block clusters: the GPU-only tests of clusters, the fused GEMV and
-    overlapped launches; each fused int4 GEMV at its plan with the workspace and with clusters
-    (alternating, twice), and both ways on tiles of more blocks along K (`_halved_ty`); 25 fresh
-    checks a shape and tile with clusters; then `cluster_launches`."""
-    result["cluster_tests"] = gpu_tests(CLUSTER_TESTS, Path(out_dir, "cluster_tests.log"))
-    save()
-    rows = {}
-    for name, (n, k) in LAYER.items():
-        weights, args = [random_int4_layer(n, k, 128, "cuda") for _ in range(SETS)], _fused_args(name, n, k, SETS)
-        planned = w4a16_gemv.plan(n, k, 128)
-        row = rows.setdefault(name, {"plan": str(planned), "splits": -(-k // (8 * planned[2] * planned[1]))})
-        for rep in range(2):
-            for on in (False, True):
-                launch.set_clusters(on)
-                row.setdefault("clusters" if on else "workspace", []).append(_fused_int4_us(name, weights, args))
-        for tile in _halved_ty(planned, k):
-            for on in (False, True):
-                launch.set_clusters(on)
-                tag = f"{tile}, {'clusters' if on else 'workspace'}"
-                row[tag] = _fused_int4_us(name, weights, args, tile)
-        measure.log(f"gemv cluster {name}: {row}")
-        del weights, args
-        measure.free_memory()
-        result["gemv_cluster"] = rows
-        save()
-    checks = []
-    run = _checker(checks)
-    for name, (n, k) in LAYER.items():
-        prologue, residual = FUSED[name]
-        for tile in [None] + _halved_ty(w4a16_gemv.plan(n, k, 128), k):
-            run(f"fused {name} {tile} clusters x 25", lambda: max(w4a16_gemv.check(
-                n, k, 128, tile=tile, prologue=prologue, residual=residual, seed=s) for s in range(25)))
-    result["gemv_cluster_checks"] = checks
-    save()
-    cluster_launches(result, save)
-
-
-def cluster_engines(copy_gbps: float, tokenizer: str | None, out_dir: str, result: dict, save) -> None:
-    """The GPU-only tests of every kernel that adds up blocks along K (GEMV, GEMM, tensor-core,
-    attention) and of the fused decode layers, then compiled batch-1 engines: int4 fused with its
-    graphs captured with clusters off and on (alternating rounds), and fp16 fused."""
-    result["splitk_tests"] = gpu_tests(SPLITK_TESTS, Path(out_dir, "splitk_tests.log"))
-    save()
-    int4_engines_ab(copy_gbps, tokenizer, result.setdefault("cluster_engines", {}), save,
-                    {"workspace": lambda: launch.set_clusters(False), "clusters": lambda: launch.set_clusters(True)})
-
 
 OVERLAP_TESTS = [str(ROOT / t) for t in (
     "tests/kernels/test_overlap.py", "tests/kernels/test_attention.py", "tests/engine/test_cuda_graphs_gpu.py",
@@ -1311,18 +1163,6 @@ def table(result: dict) -> str:
             t = e[k]
             lines.append(f"  {k}: {t['kernels_per_step']} kernels/step, {t['total_us_per_step']} us of kernels, "
                          f"gap median {t['gap_us_median']} us mean {t['gap_us_mean']} us, wall {t['wall_ms_per_step']} ms")
-    for key in ("cluster_tests", "splitk_tests"):
-        if key in result:
-            lines.append(tests_line(key, result[key]))
-    for key in ("gemv_cluster", "cluster_launches"):
-        for name, row in result.get(key, {}).items():
-            lines.append(f"{key} {name:<8} {json.dumps(row)}")
-    lines += [check_line(c, 60) for c in result.get("gemv_cluster_checks", [])]
-    for key in ("plan_engines", "cluster_engines"):
-        for name, e in result.get(key, {}).items():
-            lines.append(f"{key} {name}: " + (f"{e['kernels_per_step']} kernels/step, {e['total_us_per_step']} us of "
-                                              f"kernels, gap median {e['gap_us_median']} us" if isinstance(e, dict)
-                                              else json.dumps(e)))
     return "\n".join(lines)
 
 
@@ -1362,10 +1202,7 @@ def main(argv: list[str] | None = None) -> int:
                      ("int4_sweep", lambda: int4_sweep(result, save)),
                      ("gemv_tail", lambda: gemv_tail(result, save)),
                      ("gemv_plan", lambda: gemv_plan_engines(result["copy_gbps"], args.tokenizer, args.out, result,
-                                                             save)),
-                     ("gemv_cluster", lambda: gemv_cluster(args.out, result, save)),
-                     ("cluster_engines", lambda: cluster_engines(result["copy_gbps"], args.tokenizer, args.out, result,
-                                                                 save))):
+                                                             save))):
         if part in parts:
             start = time.time()
             value = fn()
@@ -1376,9 +1213,9 @@ def main(argv: list[str] | None = None) -> int:
     print(table(result))
     ok = all(c["ok"] for c in result.get("checks", []) + result.get("tc", {}).get("checks", [])
              + result.get("fused_checks", []) + result.get("rope_checks", []) + result.get("f16_checks", [])
-             + result.get("gemv_tail_checks", []) + result.get("gemv_cluster_checks", []))
-    tests = [result.get(k, {}) for k in ("fused_tests", "rope_tests", "f16_tests", "f16_engine_tests", "overlap_tests",
-                                         "cluster_tests", "splitk_tests")] + [result.get("tc", {}).get("tests", {})]
+             + result.get("gemv_tail_checks", []))
+    tests = [result.get(k, {}) for k in ("fused_tests", "rope_tests", "f16_tests", "f16_engine_tests",
+                                         "overlap_tests")] + [result.get("tc", {}).get("tests", {})]
     return 0 if ok and all(t.get("ok", True) for t in tests) else 1
 
 
