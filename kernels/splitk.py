@@ -37,23 +37,43 @@ def last_to_arrive(counters, tile, splits):
     return flag[0] == 1
 
 
-@cuda.jit(device=True, inline="always")
-def sum_partials(partial, splits, stride, index):
-    """partial[0, index] + ... + partial[splits - 1, index] for a flat [splits, stride] buffer.
+def partial_adder(reads: int):
+    """sum_partials(partial, splits, stride, index): partial[0, index] + ... + partial[splits - 1,
+    index] for a flat [splits, stride] buffer, added in split order, `reads` (4 or 8) loads at a
+    time: one load per loop turn would wait for L2 once per split, and the whole launch waits
+    for this last block."""
+    wide = reads == 8
 
-    Four loads at a time: one load per loop turn would wait for L2 once per split, and the
-    whole launch waits for this last block.
-    """
-    total = float32(0.0)
-    last = (splits - 1) * stride + index
-    for s in range(0, splits, 4):
-        at = s * stride + index
-        v0 = ptx.load_cg(partial, at)
-        v1 = ptx.load_cg(partial, min(at + stride, last))
-        v2 = ptx.load_cg(partial, min(at + 2 * stride, last))
-        v3 = ptx.load_cg(partial, min(at + 3 * stride, last))
-        total += v0
-        total += v1 if s + 1 < splits else float32(0.0)
-        total += v2 if s + 2 < splits else float32(0.0)
-        total += v3 if s + 3 < splits else float32(0.0)
-    return total
+    @cuda.jit(device=True, inline="always")
+    def sum_partials(partial, splits, stride, index):
+        total = float32(0.0)
+        last = (splits - 1) * stride + index
+        for s in range(0, splits, reads):
+            at = s * stride + index
+            v0 = ptx.load_cg(partial, at)
+            v1 = ptx.load_cg(partial, min(at + stride, last))
+            v2 = ptx.load_cg(partial, min(at + 2 * stride, last))
+            v3 = ptx.load_cg(partial, min(at + 3 * stride, last))
+            v4 = v5 = v6 = v7 = float32(0.0)
+            if wide:  # a constant: decided when the kernel is compiled
+                v4 = ptx.load_cg(partial, min(at + 4 * stride, last))
+                v5 = ptx.load_cg(partial, min(at + 5 * stride, last))
+                v6 = ptx.load_cg(partial, min(at + 6 * stride, last))
+                v7 = ptx.load_cg(partial, min(at + 7 * stride, last))
+            total += v0
+            total += v1 if s + 1 < splits else float32(0.0)
+            total += v2 if s + 2 < splits else float32(0.0)
+            total += v3 if s + 3 < splits else float32(0.0)
+            if wide:
+                total += v4 if s + 4 < splits else float32(0.0)
+                total += v5 if s + 5 < splits else float32(0.0)
+                total += v6 if s + 6 < splits else float32(0.0)
+                total += v7 if s + 7 < splits else float32(0.0)
+        return total
+
+    return sum_partials
+
+
+#: Eight loads at a time: the batch-1 int4 GEMV's o and down tails add up 8 and 11 splits, and on an
+#: H200 took 0.3 and 0.6 us less than with four (docs/benchmarks.md, "the split-K tail reads eight").
+sum_partials = partial_adder(8)

@@ -1,6 +1,7 @@
 """Decode near the memory roofline: one GPU run that checks, times and writes the tables.
 
-    python tools/gpu_decode_check.py --out DIR [--tokenizer DIR] [--parts checks,kernels,engine,rows,tc,bench,fused,rope,rope_engine,load,f16,f16_engine,prefill,overlap_tests,overlap,int4_scaling,int4_sweep,gemv_tail,gemv_plan] [--batches 1,4,16]
+    python tools/gpu_decode_check.py --out DIR [--tokenizer DIR] [--parts checks,kernels,engine,rows,tc,bench,fused,rope,rope_engine,load,f16,f16_engine,prefill,overlap_tests,overlap,int4_scaling,int4_sweep,gemv_tail,gemv_plan,gemv_ends]
+    [--batches 1,4,16]
 
 - checks: the overlapped (programmatic dependent) launches give the bits of ordinary ones, on
   real layer shapes, and an engine's graph replays with overlap give the eager tokens without.
@@ -53,6 +54,9 @@
 - gemv_plan: the GPU-only tests of the fused decode layers, then compiled batch-1 engines: int4
   fused with its graphs captured under the previous and the current GEMV plan (alternating
   rounds), and fp16 fused.
+- gemv_ends: the end of the fused int4 GEMVs (the split-K tail reading 4 or 8 splits at a time;
+  4-byte-load tiles with 3 register stages or all rounds in flight): each GEMV under each, checks,
+  compiled batch-1 engines before / after, then the GPU-only tests of the split-K kernels.
 
 Every figure comes with the copy bandwidth measured in the same run; the JSON goes to
 DIR/gpu_decode.json and the table to stdout.
@@ -60,6 +64,7 @@ DIR/gpu_decode.json and the table to stdout.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import random
 import sys
@@ -946,32 +951,35 @@ def gemv_tail(result: dict, save) -> None:
         setattr(module, attr, fn)
     w4a16_gemv.make_kernel.cache_clear()
     result["gemv_tail"] = rows
-    checks = []   # the split-K tail as built, on fresh inputs many times (a missing fence shows as a rare wrong sum)
+    result["gemv_tail_checks"] = fused_checks_25()   # the kernels as built
+    save()
+
+
+def fused_checks_25() -> list[dict]:
+    """Each fused int4 GEMV of the decode step at its plan, checked on 25 fresh inputs: a missing
+    fence or a wrong read in a split-K tail shows as a rare wrong sum."""
+    checks = []
     run = _checker(checks)
     for name, (n, k) in LAYER.items():
         prologue, residual = FUSED[name]
         run(f"fused {name} x 25", lambda: max(w4a16_gemv.check(n, k, 128, tile=None, prologue=prologue,
                                                                residual=residual, seed=s) for s in range(25)))
-    result["gemv_tail_checks"] = checks
-    save()
+    return checks
 
 
 GEMV_PLAN = w4a16_gemv.plan   # (gemv_plan swaps w4a16_gemv.plan for previous_gemv_plan and back)
 
 
 def previous_gemv_plan(n: int, k: int, group_size: int) -> tuple[int, ...]:
-    """w4a16_gemv.plan before 4-byte loads: 16-byte loads on every layer."""
+    """w4a16_gemv.plan before 4-byte loads: 16-byte loads (and 3 register stages) on every layer."""
     tx, ty, rounds, depth, min_blocks, width = GEMV_PLAN(n, k, group_size)
-    return (tx, ty, rounds, depth, min_blocks, width) if width == 4 else (4, 32, rounds, depth, min_blocks, 4)
+    return (tx, ty, rounds, depth, min_blocks, width) if width == 4 else (4, 32, rounds, 3, min_blocks, 4)
 
 
-def gemv_plan_engines(copy_gbps: float, tokenizer: str | None, out_dir: str, result: dict, save) -> None:
-    """The GPU-only tests of the fused decode layers, then compiled batch-1 engines, int4 fused
-    (graphs re-captured with the previous and the current GEMV plan in alternating rounds) and
-    fp16 fused: ms per step and each one's kernels per step."""
-    result["plan_tests"] = gpu_tests(FUSED_TESTS, Path(out_dir, "plan_tests.log"))
-    save()
-    out = result.setdefault("plan_engines", {})
+def int4_engines_ab(copy_gbps: float, tokenizer: str | None, out: dict, save, variants: dict) -> None:
+    """Compiled batch-1 engines, fp16 fused and int4 fused; the int4 one's graphs re-captured under
+    each of `variants` (tag: a function that sets it up) in alternating rounds, three rounds: ms per
+    step, and each variant's kernels per step (the profile, first round). The last variant stays set."""
     from labkit.engine import LLM
     from labkit.engine.bench import decode_weight_bytes, random_model
     from labkit.engine.fuse import set_fused_decode
@@ -989,23 +997,87 @@ def gemv_plan_engines(copy_gbps: float, tokenizer: str | None, out_dir: str, res
         set_fused_decode(False)
         decode_ms(llms[name], 1, rng, vocab, steps=8)
         out[f"{name}, roofline_ms"] = round(decode_weight_bytes(llms[name].model) / (copy_gbps * 1e9) * 1e3, 3)
-    current = GEMV_PLAN
     runner = llms["int4 fused"].engine.runner
     for round_ in range(3):
-        for tag, plan in (("previous plan", previous_gemv_plan), ("plan", current)):
-            w4a16_gemv.plan = plan
+        for tag, set_up in variants.items():
+            set_up()
             runner.graphs.clear()
             runner.capture_graphs(1)
             out.setdefault(f"int4 fused, {tag}", []).append(decode_ms(llms["int4 fused"], 1, rng, vocab))
             if round_ == 0:
                 out[f"int4 fused, {tag}, timeline"] = step_timeline(llms["int4 fused"], vocab)
         out.setdefault("fp16 fused", []).append(decode_ms(llms["fp16 fused"], 1, rng, vocab))
-        measure.log(f"plan engines {out}")
+        measure.log(f"int4 engines {out}")
         save()
-    w4a16_gemv.plan = current
     out["fp16 fused, timeline"] = step_timeline(llms["fp16 fused"], vocab)
     close_engines(llms)
     save()
+
+
+def gemv_plan_engines(copy_gbps: float, tokenizer: str | None, out_dir: str, result: dict, save) -> None:
+    """The GPU-only tests of the fused decode layers, then compiled batch-1 engines, int4 fused
+    (graphs re-captured with the previous and the current GEMV plan in alternating rounds) and
+    fp16 fused: ms per step and each one's kernels per step."""
+    result["plan_tests"] = gpu_tests(FUSED_TESTS, Path(out_dir, "plan_tests.log"))
+    save()
+    plans = {"previous plan": previous_gemv_plan, "plan": GEMV_PLAN}
+    int4_engines_ab(copy_gbps, tokenizer, result.setdefault("plan_engines", {}), save,
+                    {tag: lambda plan=plan: setattr(w4a16_gemv, "plan", plan) for tag, plan in plans.items()})
+
+
+def three_stage_plan(n: int, k: int, group_size: int) -> tuple[int, ...]:
+    """w4a16_gemv.plan with 3 register stages for 4-byte loads too (before: all rounds in flight)."""
+    return GEMV_PLAN(n, k, group_size)[:3] + (3,) + GEMV_PLAN(n, k, group_size)[4:]
+
+
+#: gemv_ends variants: (splits the tail reads at a time, plan)
+GEMV_ENDS = {"before (4 reads, 3 stages)": (4, three_stage_plan), "8 reads": (8, three_stage_plan),
+             "8 reads, all rounds in flight": (8, GEMV_PLAN)}
+ENDS_TESTS = [str(ROOT / t) for t in (
+    "tests/kernels/test_fused_gemv.py", "tests/kernels/test_overlap.py", "tests/engine/test_fused_decode_gpu.py",
+    "tests/engine/test_cuda_graphs_gpu.py", "tests/kernels/test_linear_kernels.py", "tests/kernels/test_attention.py")]
+
+
+MAKE_GEMV = w4a16_gemv.make_kernel   # (gemv_ends gives each variant its own cache of kernels, then restores it)
+_end_kernels: dict = {}
+
+
+def _set_gemv_end(reads: int, plan) -> None:
+    """The GEMVs launched from now on: the split-K tail reading `reads` splits at a time, under
+    `plan`; each variant's kernels are compiled once, on first use (while it is set)."""
+    from labkit.kernels import splitk
+
+    splitk.sum_partials, w4a16_gemv.plan = splitk.partial_adder(reads), plan
+    w4a16_gemv.make_kernel = _end_kernels.setdefault((reads, plan), functools.lru_cache(None)(MAKE_GEMV.__wrapped__))
+
+
+def gemv_ends(copy_gbps: float, tokenizer: str | None, out_dir: str, result: dict, save) -> None:
+    """The end of the fused int4 GEMVs: the split-K tail's last block reading 4 or 8 splits at a
+    time, and 4-byte-load tiles (o) with 3 register stages or all rounds in flight. Each fused
+    GEMV under GEMV_ENDS (twice, alternating); 25 fresh checks a shape as committed; compiled
+    batch-1 engines before / after; then the GPU-only tests of every kernel with a split-K tail
+    and of the fused layers."""
+    layers = {name: ([random_int4_layer(n, k, 128, "cuda") for _ in range(SETS)], _fused_args(name, n, k, SETS))
+              for name, (n, k) in LAYER.items()}
+    rows = result.setdefault("gemv_ends", {})
+    for rep in range(2):
+        for tag, (reads, plan) in GEMV_ENDS.items():
+            _set_gemv_end(reads, plan)
+            for name, (weights, args) in layers.items():
+                row = rows.setdefault(name, {"plan": str(w4a16_gemv.plan(*LAYER[name], 128))})
+                row.setdefault(tag, []).append(_fused_int4_us(name, weights, args))
+            measure.log(f"gemv ends {tag}: {rows}")
+    del layers
+    measure.free_memory()
+    save()
+    result["gemv_ends_checks"] = fused_checks_25()   # (the last variant is the committed code)
+    save()
+    ends = {tag: lambda v=v: _set_gemv_end(*v) for tag, v in GEMV_ENDS.items() if tag != "8 reads"}
+    int4_engines_ab(copy_gbps, tokenizer, result.setdefault("ends_engines", {}), save, ends)
+    w4a16_gemv.make_kernel = MAKE_GEMV
+    result["ends_tests"] = gpu_tests(ENDS_TESTS, Path(out_dir, "ends_tests.log"))
+    save()
+
 
 OVERLAP_TESTS = [str(ROOT / t) for t in (
     "tests/kernels/test_overlap.py", "tests/kernels/test_attention.py", "tests/engine/test_cuda_graphs_gpu.py",
@@ -1163,6 +1235,16 @@ def table(result: dict) -> str:
             t = e[k]
             lines.append(f"  {k}: {t['kernels_per_step']} kernels/step, {t['total_us_per_step']} us of kernels, "
                          f"gap median {t['gap_us_median']} us mean {t['gap_us_mean']} us, wall {t['wall_ms_per_step']} ms")
+    for name, row in result.get("gemv_ends", {}).items():
+        lines.append(f"gemv ends {name:<8} {json.dumps(row)}")
+    lines += [check_line(c, 40) for c in result.get("gemv_ends_checks", [])]
+    for key in ("plan_engines", "ends_engines"):
+        for name, e in result.get(key, {}).items():
+            lines.append(f"{key} {name}: " + (f"{e['kernels_per_step']} kernels/step, {e['total_us_per_step']} us of "
+                                              f"kernels, gap median {e['gap_us_median']} us" if isinstance(e, dict)
+                                              else json.dumps(e)))
+    if "ends_tests" in result:
+        lines.append(tests_line("ends", result["ends_tests"]))
     return "\n".join(lines)
 
 
@@ -1202,7 +1284,8 @@ def main(argv: list[str] | None = None) -> int:
                      ("int4_sweep", lambda: int4_sweep(result, save)),
                      ("gemv_tail", lambda: gemv_tail(result, save)),
                      ("gemv_plan", lambda: gemv_plan_engines(result["copy_gbps"], args.tokenizer, args.out, result,
-                                                             save))):
+                                                             save)),
+                     ("gemv_ends", lambda: gemv_ends(result["copy_gbps"], args.tokenizer, args.out, result, save))):
         if part in parts:
             start = time.time()
             value = fn()
@@ -1213,9 +1296,9 @@ def main(argv: list[str] | None = None) -> int:
     print(table(result))
     ok = all(c["ok"] for c in result.get("checks", []) + result.get("tc", {}).get("checks", [])
              + result.get("fused_checks", []) + result.get("rope_checks", []) + result.get("f16_checks", [])
-             + result.get("gemv_tail_checks", []))
-    tests = [result.get(k, {}) for k in ("fused_tests", "rope_tests", "f16_tests", "f16_engine_tests",
-                                         "overlap_tests")] + [result.get("tc", {}).get("tests", {})]
+             + result.get("gemv_tail_checks", []) + result.get("gemv_ends_checks", []))
+    tests = [result.get(k, {}) for k in ("fused_tests", "rope_tests", "f16_tests", "f16_engine_tests", "overlap_tests",
+                                         "ends_tests")] + [result.get("tc", {}).get("tests", {})]
     return 0 if ok and all(t.get("ok", True) for t in tests) else 1
 
 

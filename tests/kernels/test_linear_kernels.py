@@ -20,6 +20,7 @@ FP16_LEVEL = 8 * measure.U16
     (64, 96, 32, (2, 4, 1, 2, 1, 4)),      # one round per run: 12 runs, 3 groups
     (40, 192, 64, (2, 3, 2, 3, 1, 1)),     # 4-byte loads (8 columns a thread): N = 5 words, a partial tile
     (80, 128, 32, (3, 2, 4, 3, 1, 2)),     # 8-byte loads: 5 chunks of 16 columns in tiles of 3
+    (32, 176, 16, (1, 1, 2, 3, 1, 4)),     # K over 11 blocks: the last block reads 8 partial sums, then 3
 ])
 def test_w4a16_gemv(n, k, g, tile, seed):
     assert w4a16_gemv.check(n, k, g, tile, seed=seed) <= FP16_LEVEL
