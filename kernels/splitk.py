@@ -42,6 +42,8 @@ def partial_adder(reads: int):
     index] for a flat [splits, stride] buffer, added in split order, `reads` (4 or 8) loads at a
     time: one load per loop turn would wait for L2 once per split, and the whole launch waits
     for this last block."""
+    if reads not in (4, 8):
+        raise ValueError(f"partial_adder reads 4 or 8 partial sums at a time, got {reads}")
     wide = reads == 8
 
     @cuda.jit(device=True, inline="always")

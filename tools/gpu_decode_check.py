@@ -1027,10 +1027,11 @@ def gemv_plan_engines(copy_gbps: float, tokenizer: str | None, out_dir: str, res
 
 def three_stage_plan(n: int, k: int, group_size: int) -> tuple[int, ...]:
     """w4a16_gemv.plan with 3 register stages for 4-byte loads too (before: all rounds in flight)."""
-    return GEMV_PLAN(n, k, group_size)[:3] + (3,) + GEMV_PLAN(n, k, group_size)[4:]
+    tile = GEMV_PLAN(n, k, group_size)
+    return tile[:3] + (3,) + tile[4:]
 
 
-#: gemv_ends variants: (splits the tail reads at a time, plan)
+#: gemv_ends variants: (splits the tail reads at a time, plan); the first is the code before, the last as committed
 GEMV_ENDS = {"before (4 reads, 3 stages)": (4, three_stage_plan), "8 reads": (8, three_stage_plan),
              "8 reads, all rounds in flight": (8, GEMV_PLAN)}
 ENDS_TESTS = [str(ROOT / t) for t in (
@@ -1072,7 +1073,8 @@ def gemv_ends(copy_gbps: float, tokenizer: str | None, out_dir: str, result: dic
     save()
     result["gemv_ends_checks"] = fused_checks_25()   # (the last variant is the committed code)
     save()
-    ends = {tag: lambda v=v: _set_gemv_end(*v) for tag, v in GEMV_ENDS.items() if tag != "8 reads"}
+    before, committed = list(GEMV_ENDS)[0], list(GEMV_ENDS)[-1]
+    ends = {tag: lambda v=GEMV_ENDS[tag]: _set_gemv_end(*v) for tag in (before, committed)}
     int4_engines_ab(copy_gbps, tokenizer, result.setdefault("ends_engines", {}), save, ends)
     w4a16_gemv.make_kernel = MAKE_GEMV
     result["ends_tests"] = gpu_tests(ENDS_TESTS, Path(out_dir, "ends_tests.log"))
