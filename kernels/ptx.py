@@ -37,16 +37,20 @@ while in flight (`cp.async.cg`, past L1; a false `valid` fills zeros and reads n
 Its source is a byte address from `address(a, i)`, to which a kernel adds byte counts as it
 walks along an array: computed from an index at every copy, as Numba does (64-bit multiply,
 sign extension, bounds of the index), the address took most of the instructions of the copy
-loop (docs/benchmarks.md). The shared side is a word index into a shared array, added to
-the array's 32-bit shared-window address.
+loop (docs/benchmarks.md). The shared side, and every read of shared memory below, takes a
+32-bit shared-window byte address: `shared_address(a)` gives a shared array's (once per
+thread), and a kernel adds byte counts to it. A constant count becomes the instruction's
+own offset (`LDS R, [R + 0x30]`); indexing the array instead, Numba's 64-bit arithmetic and its
+check for negative indices cost more instructions than the reads themselves.
 `cp_async_commit` closes the thread's copies issued so far into a group, and
 `cp_async_wait(n)` makes the instruction that waits until at most n of the thread's
 groups are still in flight (`cp.async.wait_group n`; a barrier then makes every thread's
 copies visible to the block). The simulator copies at once, so its commit and wait do
-nothing. `ld_shared_u32` reads a word of a shared array through a 32-bit shared-window
-address: Numba indexes arrays with 64-bit arithmetic and a check for negative indices, which
-cost more instructions than the fragment reads themselves. `float_bits` is `as_float` the
-other way, for floats kept in a uint32 array.
+nothing. `ld_shared_u32` reads a word; `ldmatrix(n)` makes the warp-wide read of n 8 x 8
+matrices of fp16 (`ldmatrix`: each lane gives a row's address, and each lane receives the
+words the mma's fragment layout puts there: 2 instructions for the B fragments of 4 tiles
+of X, where 32-bit reads took 8). `float_bits` is `as_float` the other way, for floats kept
+in a uint32 array.
 
 Under the CUDA simulator (`NUMBA_ENABLE_CUDASIM=1`) kernels are ordinary Python, so each
 primitive also has a numpy twin with the same meaning; kernels call the names defined
@@ -223,21 +227,67 @@ if SIMULATOR:
         _arrays[flat.ctypes.data] = max(flat.nbytes, _arrays.get(flat.ctypes.data, 0))
         return np.uint64(flat.ctypes.data + 4 * int(i))
 
-    def cp_async16(dst, i, src, valid):
-        """dst.flat[i : i + 4] = the 16 bytes at address `src` (from `address`, plus byte counts;
-        i a multiple of 4), or zeros where not `valid` (then src is not read)."""
-        out = dst.reshape(-1)
+    _shared_slots: dict[int, int] = {}  # data address of a shared array -> its slot in _shared_by_slot
+    _shared_by_slot: list[np.ndarray] = []  # the last SHARED_SLOTS shared arrays asked about, as words
+    SHARED_SLOTS = 1024
+    _shared_count = [0]  # arrays registered so far
+
+    def shared_address(a):
+        """The shared-window byte address of a shared array's first word. In the simulator: 1 +
+        the array's slot (in bits 20 and up) and a byte offset below, so that kernels add byte
+        counts to it as they would on the GPU (a GPU's shared window is well under 1 MB)."""
+        flat = a.reshape(-1).view(np.uint32)
+        with _warp_lock:
+            slot = _shared_slots.get(flat.ctypes.data)
+            if slot is None:
+                slot = _shared_count[0] % SHARED_SLOTS
+                _shared_count[0] += 1
+                if slot < len(_shared_by_slot):   # recycled: the oldest array's blocks are long done
+                    del _shared_slots[_shared_by_slot[slot].ctypes.data]
+                    _shared_by_slot[slot] = flat
+                else:
+                    _shared_by_slot.append(flat)
+                _shared_slots[flat.ctypes.data] = slot
+            return np.int32((slot + 1) << 20)
+
+    def _shared_words(address, count: int, align: int = 4) -> np.ndarray:
+        """`count` words of shared memory from byte address `address` (a view: writable)."""
+        address = int(address)
+        words = _shared_by_slot[(address >> 20) - 1]
+        offset = address & 0xFFFFF
+        if offset % align or offset + 4 * count > words.nbytes:
+            raise IndexError(f"shared address {offset:#x} (+{4 * count} bytes) is not {align}-byte aligned inside "
+                             f"its array of {words.nbytes} bytes")
+        return words[offset // 4:offset // 4 + count]
+
+    def cp_async16(dst, src, valid):
+        """The 16 bytes at shared byte address `dst` = the 16 bytes at address `src` (from
+        `address`, plus byte counts), or zeros where not `valid` (then src is not read)."""
+        out = _shared_words(dst, 4, 16)
         if valid:
             src = int(src)
             if src % 16 or not any(start <= src <= start + size - 16 for start, size in list(_arrays.items())):
                 raise IndexError(f"cp_async16: 16 bytes at {src:#x} are not 16-byte aligned inside an array")
-            out[i:i + 4] = np.frombuffer(ctypes.string_at(src, 16), np.uint32)
+            out[:] = np.frombuffer(ctypes.string_at(src, 16), np.uint32)
         else:
-            out[i:i + 4] = 0
+            out[:] = 0
 
-    def ld_shared_u32(a, i):
-        """The 32-bit word a.flat[i] of a shared array (i >= 0), as uint32."""
-        return _u32(a.reshape(-1)[i])
+    def ld_shared_u32(address):
+        """The 32-bit word at shared byte address `address`, as uint32."""
+        return _u32(_shared_words(address, 1)[0])
+
+    def ldmatrix(n: int):
+        """The function reading n (1, 2 or 4) 8 x 8 matrices of 16-bit values from shared memory,
+        one register each (`ldmatrix.sync.aligned.m8n8.xn.shared.b16`): lanes 8j .. 8j + 7 give the
+        16-byte aligned addresses of rows 0..7 of matrix j, and lane (g, t) = (lane // 4, lane % 4)
+        receives word t of row g of each matrix. Every lane of the warp must call it."""
+        def load(address):
+            rows = _warp_gather(int(address))
+            g, t = divmod(threading.current_thread().thread_id % 32, 4)
+            words = tuple(_u32(_shared_words(rows[8 * j + g], 4, 16)[t]) for j in range(n))
+            return words[0] if n == 1 else words
+
+        return load
 
     def cp_async_commit():
         """Close this thread's copies issued so far into a group (the simulator copied them already)."""
@@ -312,9 +362,10 @@ else:
             return v
         return builder.trunc(v, ir.IntType(32)) if v.type.width > 32 else builder.zext(v, ir.IntType(32))
 
-    def _asm(text: str, outs: str, ins: str):
+    def _asm(text: str, outs: str, ins: str, volatile: bool = False):
         """An intrinsic running one PTX snippet: `outs`/`ins` are constraint letters per operand
-        (r: 32-bit integer register, f: float32 register); integers come back as uint32."""
+        (r: 32-bit integer register, f: float32 register); integers come back as uint32.
+        `volatile`: kept in order with other volatile statements (barriers, waits)."""
         llvm = {"r": ir.IntType(32), "f": ir.FloatType()}
         nb = {"r": types.uint32, "f": types.float32}
         ret = nb[outs[0]] if len(outs) == 1 else types.Tuple([nb[c] for c in outs])
@@ -325,7 +376,7 @@ else:
                         if v.type != ir.FloatType() else v for v, c in zip(llargs, ins)]
                 out_type = llvm[outs[0]] if len(outs) == 1 else ir.LiteralStructType([llvm[c] for c in outs])
                 fn = ir.InlineAsm(ir.FunctionType(out_type, [llvm[c] for c in ins]), text,
-                                  ",".join(["=" + c for c in outs] + list(ins)))
+                                  ",".join(["=" + c for c in outs] + list(ins)), side_effect=volatile)
                 res = builder.call(fn, vals)
                 if len(outs) == 1:
                     return res
@@ -410,16 +461,22 @@ else:
         return types.uint32(types.float32), codegen
 
     @intrinsic
-    def ld_shared_u32(typingctx, a, i):
+    def shared_address(typingctx, a):
         def codegen(context, builder, sig, args):
             base = builder.ptrtoint(context.make_array(sig.args[0])(context, builder, args[0]).data, ir.IntType(64))
-            text = ("{ .reg .u64 a; .reg .u32 s; cvta.to.shared.u64 a, $1; cvt.u32.u64 s, a; mad.lo.u32 s, $2, 4, s; "
-                    "ld.shared.u32 $0, [s]; }")
-            fn = ir.InlineAsm(ir.FunctionType(ir.IntType(32), [ir.IntType(64), ir.IntType(32)]), text, "=r,l,r",
-                              side_effect=True)  # kept in order with the barriers and cp.async waits around it
-            return builder.call(fn, [base, _word(builder, args[1])])
+            fn = ir.InlineAsm(ir.FunctionType(ir.IntType(32), [ir.IntType(64)]),
+                              "{ .reg .u64 a; cvta.to.shared.u64 a, $1; cvt.u32.u64 $0, a; }", "=r,l")
+            return builder.call(fn, [base])
 
-        return types.uint32(a, i), codegen
+        return types.int32(a), codegen
+
+    # Reads of shared memory are volatile: kept in order with the barriers and cp.async waits around them.
+    ld_shared_u32 = _intrinsic(1, _asm("ld.shared.u32 $0, [$1];", "r", "r", volatile=True))
+
+    def ldmatrix(n: int):
+        regs = ", ".join(f"${k}" for k in range(n))
+        return _intrinsic(1, _asm(f"ldmatrix.sync.aligned.m8n8.x{n}.shared.b16 {{{regs}}}, [${n}];", "r" * n, "r",
+                                  volatile=True))
 
     @intrinsic
     def address(typingctx, a, i):
@@ -429,19 +486,15 @@ else:
         return types.uint64(a, i), codegen
 
     @intrinsic
-    def cp_async16(typingctx, dst, i, src, valid):
+    def cp_async16(typingctx, dst, src, valid):
         def codegen(context, builder, sig, args):
-            base = builder.ptrtoint(context.make_array(sig.args[0])(context, builder, args[0]).data, ir.IntType(64))
-            size = builder.shl(_word(builder, args[3]), ir.Constant(ir.IntType(32), 4))  # 16, or 0: zero-fill
-            text = ("{ .reg .u64 a; .reg .u32 s; cvta.to.shared.u64 a, $0; cvt.u32.u64 s, a; mad.lo.u32 s, $1, 4, s; "
-                    "cp.async.cg.shared.global [s], [$2], 16, $3; }")
-            fn = ir.InlineAsm(ir.FunctionType(ir.VoidType(), [ir.IntType(64), ir.IntType(32), ir.IntType(64),
-                                                               ir.IntType(32)]),
-                              text, "l,r,l,r,~{memory}", side_effect=True)
-            builder.call(fn, [base, _word(builder, args[1]), args[2], size])
+            size = builder.shl(_word(builder, args[2]), ir.Constant(ir.IntType(32), 4))  # 16, or 0: zero-fill
+            fn = ir.InlineAsm(ir.FunctionType(ir.VoidType(), [ir.IntType(32), ir.IntType(64), ir.IntType(32)]),
+                              "cp.async.cg.shared.global [$0], [$1], 16, $2;", "r,l,r,~{memory}", side_effect=True)
+            builder.call(fn, [_word(builder, args[0]), args[1], size])
             return context.get_dummy_value()
 
-        return types.void(dst, i, src, valid), codegen
+        return types.void(dst, src, valid), codegen
 
     @cuda.jit(device=True, inline="always")
     def rint(x):

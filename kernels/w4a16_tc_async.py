@@ -22,10 +22,13 @@ streamed the weights at a small fraction of the copy bandwidth (docs/benchmarks.
   dequantization and the mmas of a slab (the SASS and Nsight Compute's counts are in
   docs/benchmarks.md): this kernel issues instructions, it does not wait on bytes.
 - Fragments are read back from shared memory: lane (g, t) reads word g of rows 2t, 2t + 1,
-  2t + 8, 2t + 9 of its slab (what its A fragments need) and two words of X per B tile,
-  through 32-bit shared addresses (`ptx.ld_shared_u32`: Numba's 64-bit indexing, with its
-  check for negative indices, took more instructions than the reads). Each row is padded
-  by 16 bytes, so that the 32 lanes of a read hit 32 different banks.
+  2t + 8, 2t + 9 of its slab (what its A fragments need), and `ldmatrix` gives each lane
+  its words of X for two B tiles at once (lanes point at rows of X, 16 bytes of K each). All
+  through 32-bit byte addresses that a thread computes once from `ptx.shared_address` and
+  moves by constants, which ptxas folds into the instructions (Numba's 64-bit indexing, with
+  its check for negative indices, took more instructions than the reads). Each row is
+  padded by 16 bytes, so that the 32 lanes of a read, or the 8 rows of an `ldmatrix`, hit 32
+  different banks.
 - The K reduction inside the block: the warps_k warps of a column range take per_warp
   consecutive slabs of each stage (more work between two barriers), and add up through
   shared memory at the end (the ring's memory, one warp after the other: a fixed order,
@@ -37,10 +40,12 @@ streamed the weights at a small fraction of the copy bandwidth (docs/benchmarks.
 
 What it buys (docs/benchmarks.md): a layer's linears ran faster than with w4a16_tc.py at
 every row count from 2 to 32 on the Llama-2-7B shapes (1.16x at 2 rows, 1.75x at 32), so the
-dispatcher takes it for 2-32 rows. It is still slower than fp16 cuBLAS from 16 rows: the
-weights stream at a fraction of the copy bandwidth while the warps issue instructions
-back to back (Nsight Compute: ~260 per warp and 512-byte slab at 32 rows, 16% occupancy).
-What bounds it is the instructions per slab, not the bytes.
+dispatcher takes it for 2-32 rows. What bounds it is the instructions a warp issues per slab,
+not the bytes (Nsight Compute: ~260 per warp and 512-byte slab at 32 rows, 16% occupancy).
+Shared memory through byte addresses and `ldmatrix` (with loop counters kept in 32 bits) took
+22-30% of the main loop's instructions away (ptxas for sm_90, counted with tools/sass_loop.py:
+518 -> 363 per stage of two slabs at 32 rows) and 6-12% of the time:
+faster than fp16 cuBLAS up to 16 rows, still slower at 24-32 (1.16x, 1.29x on an H200).
 """
 from __future__ import annotations
 
@@ -104,42 +109,49 @@ def make_kernel(tiles: int, warps_n: int, warps_k: int, stages: int, min_blocks:
     group_turns = -(-groups_max * chunks_group // threads)
     wait_ring = ptx.cp_async_wait(stages - 2)  # stage s landed: the later ones may be in flight
     wait_all = ptx.cp_async_wait(0)
+    x_pair, x_last = ptx.ldmatrix(4), ptx.ldmatrix(2)  # B fragments of two tiles / of an odd last one
+    pairs, x_reads = tiles // 2, -(-tiles // 2)
     align = ptx.SHARED_ALIGN  # (Numba needs the alignment as a constant of the closure)
+    slot_bytes, slab_bytes = 4 * slot_words, 4 * SLAB * w_stride  # (in a slot: a warp's next slab)
+    slabs_per_stage = warps_k * per_warp
 
     @L.inlined
-    def issue(pool, at, k0, w_src, w_at, w_end, x_src, x_at_u, x_end):
-        """Start copying the stage whose first row of K is k0 into the slot at word `at`: the
-        thread's chunks of weights and of X from their addresses (`w_src`, `x_src`: this stage's),
-        each valid while k0 is below the chunk's `end` (a chunk past the layer's columns or the
-        rows of X has end 0: a chunk of X past the rows is not copied at all)."""
+    def issue(slot, k0, w_src, w_dst, w_end, x_src, x_dst, x_end):
+        """Start copying the stage whose first row of K is k0 into the slot at byte address `slot`:
+        the thread's chunks of weights and of X from their addresses (`w_src`, `x_src`: this
+        stage's) to theirs in a slot (`w_dst`, `x_dst`), each valid while k0 is below the chunk's
+        `end` (a chunk past the layer's columns or the rows of X has end 0: a chunk of X past the
+        rows is not copied at all)."""
         for u in range(w_turns):
-            ptx.cp_async16(pool, at + w_at[u], w_src[u], k0 < w_end[u])
+            ptx.cp_async16(slot + w_dst[u], w_src[u], k0 < w_end[u])
         for u in range(x_turns):
             if x_end[u] > 0:
-                ptx.cp_async16(pool, at + x_at_u[u], x_src[u], k0 < x_end[u])
+                ptx.cp_async16(slot + x_dst[u], x_src[u], k0 < x_end[u])
 
     @L.inlined
-    def issue_groups(k0, groups_k, group_log2, pool, at, g_src, g_step, g_at, g_gi):
+    def issue_groups(slot, k0, groups_k, group_log2, g_src, g_step, g_dst, g_gi):
         """Start copying the zero-point or scale chunks (g_src: of group 0; g_step bytes per
         group) of the groups the stage from row k0 spans (rare: computed here)."""
         for u in range(group_turns):
             if g_gi[u] < max(1, rows_k >> group_log2):
                 group = (k0 >> group_log2) + g_gi[u]
                 ok = group < groups_k
-                ptx.cp_async16(pool, at + g_at[u], g_src[u] + uint64(group * g_step[u] if ok else 0), ok)
+                ptx.cp_async16(slot + g_dst[u], g_src[u] + uint64(group * g_step[u] if ok else 0), ok)
 
     @L.inlined
-    def mma_slab(pool, w, xo, at, zc, sc, acc):
+    def mma_slab(w, xa, x_off, zc, sc, acc):
         """acc += the lane's part of W_slab @ X_slab.T: 4 mmas of 16 columns x 16 rows of K per
-        B tile. w: the lane's word in row 0 of its slab; xo: its words of X per tile, in the
-        slot at word `at`."""
+        B tile. w: the byte address of the lane's word in row 0 of its slab; xa: its row
+        addresses for the B fragments, to which x_off adds the slot's and the slab's bytes."""
         q = cuda.local.array(16, uint32)
         for h in range(2):  # rows (2t, 2t + 1), then (2t + 8, 2t + 9)
-            biased_pairs(ptx.ld_shared_u32(pool, w + 8 * h * w_stride),
-                         ptx.ld_shared_u32(pool, w + (8 * h + 1) * w_stride), q, 8 * h)
-        xb = cuda.local.array(b_words, uint32)
-        for b in range(tiles):
-            xb[2 * b], xb[2 * b + 1] = ptx.ld_shared_u32(pool, at + xo[b]), ptx.ld_shared_u32(pool, at + xo[b] + 4)
+            biased_pairs(ptx.ld_shared_u32(w + 32 * h * w_stride), ptx.ld_shared_u32(w + 4 * (8 * h + 1) * w_stride),
+                         q, 8 * h)
+        xb = cuda.local.array(b_words, uint32)  # b0, b1 of tile 0, then of tile 1, ...
+        for p in range(pairs):
+            xb[4 * p], xb[4 * p + 1], xb[4 * p + 2], xb[4 * p + 3] = x_pair(xa[p] + x_off)
+        if tiles % 2:
+            xb[b_words - 2], xb[b_words - 1] = x_last(xa[pairs] + x_off)
         for j in range(4):  # mma j: A rows g and g + 8 are the word's columns 2j and 2j + 1
             a = cuda.local.array(4, uint32)
             for h in range(2):
@@ -161,7 +173,7 @@ def make_kernel(tiles: int, warps_n: int, warps_k: int, stages: int, min_blocks:
         wn, wk = wi % warps_n, wi // warps_n
         g, t = lane // 4, lane % 4
         word0 = cuda.blockIdx.x * words
-        slabs = k_rows // SLAB
+        slabs = int32(k_rows // SLAB)
         splits = cuda.gridDim.y
         stages_k = -(-k_rows // rows_k)  # stages along all of K (the last one may be partial) ...
         span = -(-stages_k // splits)  # ... and the block's share of them
@@ -169,13 +181,18 @@ def make_kernel(tiles: int, warps_n: int, warps_k: int, stages: int, min_blocks:
         st1 = min(st0 + span, stages_k)
 
         pool = cuda.shared.array(pool_words, uint32, align)
+        base = ptx.shared_address(pool)
         acc = cuda.local.array(acc_words, float32)
         raw = cuda.local.array(5, uint32)  # a group's zero word and 4 scale words
         zc = cuda.local.array(8, uint32)
         sc = cuda.local.array(8, uint32)
-        xo = cuda.local.array(tiles, uint32)  # B column g of tile b is row 8b + g of X (rows past M repeat the last)
-        for b in range(tiles):
-            xo[b] = x_at + min(8 * b + g, rows - 1) * x_stride + 8 * wk * per_warp + t
+        # Lane 8j + r gives the address of row r of matrix j of an ldmatrix: matrices 2i and 2i + 1
+        # are rows 8b .. 8b + 7 of X (b = 2p + i) at K 0..7 and 8..15 of the slab: b0 and b1 of B
+        # tile b (rows past M repeat the last).
+        xa = cuda.local.array(x_reads, int32)
+        for p in range(x_reads):
+            m = min(8 * (2 * p + lane // 16) + lane % 8, rows - 1)
+            xa[p] = base + 4 * (x_at + m * x_stride + 8 * wk * per_warp + 4 * ((lane // 8) % 2))
         for i in range(acc_words):
             acc[i] = 0
         # everything below may read what the previous kernel writes: wait for it (and load after it)
@@ -183,84 +200,90 @@ def make_kernel(tiles: int, warps_n: int, warps_k: int, stages: int, min_blocks:
         ptx.allow_next_grid()
 
         # The thread's copies, as byte addresses at the block's first stage (advanced by a
-        # stage's bytes after each issue) and words in a slot: chunks of weights (row i //
-        # chunks_w of the stage), of X (row m, halves 8c...), of the groups' constants.
+        # stage's bytes after each issue) and in a slot: chunks of weights (row i // chunks_w
+        # of the stage), of X (row m, halves 8c...), of the groups' constants.
         w_src = cuda.local.array(w_turns, uint64)
-        w_at = cuda.local.array(w_turns, int32)
+        w_dst = cuda.local.array(w_turns, int32)
         w_end = cuda.local.array(w_turns, int32)
         for u in range(w_turns):
             row, col = (tid + u * threads) // chunks_w, word0 + 4 * ((tid + u * threads) % chunks_w)
             w_end[u] = k_rows - row if col < n_words else 0
             w_src[u] = ptx.address(qweight, (st0 * rows_k + row) * n_words + col if w_end[u] > 0 else 0)
-            w_at[u] = row * w_stride + col - word0
+            w_dst[u] = base + 4 * (row * w_stride + col - word0)
         x_src = cuda.local.array(x_turns, uint64)
-        x_at_u = cuda.local.array(x_turns, int32)
+        x_dst = cuda.local.array(x_turns, int32)
         x_end = cuda.local.array(x_turns, int32)
         for u in range(x_turns):
             m, c = (tid + u * threads) // chunks_x, (tid + u * threads) % chunks_x
             x_end[u] = k_rows - 8 * c if m < rows else 0
             x_src[u] = ptx.address(x, m * (k_rows >> 1) + (st0 * rows_k >> 1) + 4 * c if m < rows else 0)
-            x_at_u[u] = x_at + m * x_stride + 4 * c
+            x_dst[u] = base + 4 * (x_at + m * x_stride + 4 * c)
         g_src = cuda.local.array(group_turns, uint64)
         g_step = cuda.local.array(group_turns, int32)
-        g_at = cuda.local.array(group_turns, int32)
+        g_dst = cuda.local.array(group_turns, int32)
         g_gi = cuda.local.array(group_turns, int32)  # the group within the stage (groups_max: none)
         for u in range(group_turns):
             gi, c = (tid + u * threads) // chunks_group, (tid + u * threads) % chunks_group
             if c < chunks_w:  # zero points: 8 columns a word
                 ok = word0 + 4 * c < n_words
                 g_src[u] = ptx.address(qzeros, word0 + 4 * c if ok else 0)
-                g_step[u], g_at[u] = 4 * n_words, z_at + gi * words + 4 * c
+                g_step[u], g_dst[u] = 4 * n_words, base + 4 * (z_at + gi * words + 4 * c)
             else:  # scales: 2 columns a word, 4 words per weight word
                 c -= chunks_w
                 ok = word0 + c < n_words
                 g_src[u] = ptx.address(scales, 4 * (word0 + c) if ok else 0)
-                g_step[u], g_at[u] = 16 * n_words, s_at + gi * 4 * words + 4 * c
+                g_step[u], g_dst[u] = 16 * n_words, base + 4 * (s_at + gi * 4 * words + 4 * c)
             g_gi[u] = gi if ok and gi < groups_max else groups_max
         w_stage, x_stage = uint64(rows_k * n_words * 4), uint64(rows_k * 2)  # bytes per stage
         groups_k = k_rows >> group_log2
+        group_rows = int32((1 << group_log2) - 1)
 
         for s in range(stages - 1):
             if st0 + s < st1:
-                k0 = (st0 + s) * rows_k
-                issue(pool, s * slot_words, k0, w_src, w_at, w_end, x_src, x_at_u, x_end)
-                if s == 0 or k0 & ((1 << group_log2) - 1) == 0:  # the block's first stage, or a group starts
-                    issue_groups(k0, groups_k, group_log2, pool, s * slot_words, g_src, g_step, g_at, g_gi)
+                k0 = int32((st0 + s) * rows_k)
+                issue(int32(s * slot_bytes), k0, w_src, w_dst, w_end, x_src, x_dst, x_end)
+                if s == 0 or k0 & group_rows == 0:  # the block's first stage, or a group starts
+                    issue_groups(int32(s * slot_bytes), k0, groups_k, group_log2, g_src, g_step, g_dst, g_gi)
                 for u in range(w_turns):
                     w_src[u] += w_stage
                 for u in range(x_turns):
                     x_src[u] += x_stage
             ptx.cp_async_commit()  # (an empty group past the end: every thread counts the same groups)
-        at, ahead_at = 0, (stages - 1) * slot_words  # the slots of stage st and of stage st + stages - 1
-        w = (SLAB * per_warp * wk + 2 * t) * w_stride + wn * 8 + g  # the lane's word in row 0 of its first slab
-        group = -1
+        at, ahead_at = int32(0), int32((stages - 1) * slot_bytes)  # the slots of stage st and st + stages - 1
+        w = base + 4 * ((SLAB * per_warp * wk + 2 * t) * w_stride + wn * 8 + g)  # the lane's word, first slab
+        slab_log2 = int32(group_log2 - 4)  # slabs per group: 2 ** slab_log2 (a warp's slabs only go up)
+        next_group = int32(0)  # the first slab of the group after the warp's current one
+        k_ahead = int32((st0 + stages - 1) * rows_k)  # the first row of K of stage st + stages - 1
+        slab0 = int32((st0 * warps_k + wk) * per_warp)  # the warp's first slab of stage st
         for st in range(st0, st1):
             wait_ring()
             cuda.syncthreads()
-            if st + stages - 1 < st1:
-                k0 = (st + stages - 1) * rows_k
-                issue(pool, ahead_at, k0, w_src, w_at, w_end, x_src, x_at_u, x_end)
-                if k0 & ((1 << group_log2) - 1) == 0:
-                    issue_groups(k0, groups_k, group_log2, pool, ahead_at, g_src, g_step, g_at, g_gi)
+            if k_ahead < int32(st1 * rows_k):
+                issue(ahead_at, k_ahead, w_src, w_dst, w_end, x_src, x_dst, x_end)
+                if k_ahead & group_rows == 0:
+                    issue_groups(ahead_at, k_ahead, groups_k, group_log2, g_src, g_step, g_dst, g_gi)
                 for u in range(w_turns):
                     w_src[u] += w_stage
                 for u in range(x_turns):
                     x_src[u] += x_stage
             ptx.cp_async_commit()
             for j in range(per_warp):
-                slab = (st * warps_k + wk) * per_warp + j
+                slab = int32(slab0 + j)
                 if slab < slabs:
-                    if (slab * SLAB) >> group_log2 != group:  # the slab starts a group: its constants
-                        group = (slab * SLAB) >> group_log2
-                        gi = group - ((st * rows_k) >> group_log2)
-                        zw, sw = at + z_at + gi * words + wn * 8 + g, at + s_at + gi * 4 * words + (wn * 8 + g) * 4
-                        raw[0] = ptx.ld_shared_u32(pool, zw)
+                    if slab >= next_group:  # the slab starts a group (or is the warp's first): its constants
+                        group = int32((slab * SLAB) >> group_log2)
+                        next_group = int32((group + 1) << slab_log2)
+                        gi = group - int32((st * rows_k) >> group_log2)
+                        raw[0] = ptx.ld_shared_u32(at + base + 4 * (z_at + gi * words + wn * 8 + g))
+                        sw = at + base + 4 * (s_at + gi * 4 * words + (wn * 8 + g) * 4)
                         for e in range(4):
-                            raw[1 + e] = ptx.ld_shared_u32(pool, sw + e)
+                            raw[1 + e] = ptx.ld_shared_u32(sw + 4 * e)
                         group_constants(raw, 0, zc, sc)
-                    mma_slab(pool, at + w + j * SLAB * w_stride, xo, at + 8 * j, zc, sc, acc)
+                    mma_slab(at + w + j * slab_bytes, xa, at + 32 * j, zc, sc, acc)
             ahead_at = at
-            at = at + slot_words if at + slot_words < stages * slot_words else 0
+            at = int32(at + slot_bytes if at + slot_bytes < stages * slot_bytes else 0)
+            k_ahead = int32(k_ahead + rows_k)
+            slab0 = int32(slab0 + slabs_per_stage)
         wait_all()
         cuda.syncthreads()  # the ring is drained: its memory holds the K reduction now
 
@@ -303,7 +326,9 @@ def plan(m: int, n: int, k: int, group_size: int, layout: tuple[int, int] | None
     The warps of a block split K among themselves (X is re-read from L2 once per block of
     columns, so narrow blocks along N re-read it often: at 32 rows, 2 x 4 warps on layers
     no wider than deep, N <= K, and 1 x 4 on the wide ones measured fastest among five
-    layouts); as many blocks per SM as the registers allow (128 per thread up to 2 B tiles,
+    layouts; from 17 rows, 2 x 4 also where its blocks of 128 columns alone fit one wave:
+    q/k/v took 36.7 us at 32 rows against 42.4 with 1 x 4, while gate/up's 172 blocks at one
+    per SM took 71.8 against 52.8); as many blocks per SM as the registers allow (128 per thread up to 2 B tiles,
     168 from 3), as many ring slots as fit the block's shared memory; blocks along K fill a
     wave where the column ranges alone do not, each with at least 2 stages. Two slabs per
     warp and stage: one barrier, one wait and one round of copies for twice the work
@@ -312,7 +337,8 @@ def plan(m: int, n: int, k: int, group_size: int, layout: tuple[int, int] | None
     override the plan's.
     """
     tiles = -(-m // ROWS_PER_MMA)
-    warps_n, warps_k = layout or ((2, 4) if n <= k else (1, 4))
+    one_wave = tiles >= 3 and -(-n // (2 * TILE)) <= L.sm_count()  # 2 x 4's blocks at one per SM
+    warps_n, warps_k = layout or ((2, 4) if n <= k or one_wave else (1, 4))
     per_warp = per_warp or 2
     min_blocks = max(1, 65536 // (32 * warps_n * warps_k * (128 if tiles <= 2 else 168)))  # 64K registers per SM
     stages = min(8, SHARED_BYTES // 4 // ring(tiles, warps_n, warps_k, per_warp)["slot"])
