@@ -324,17 +324,17 @@ def plan(m: int, n: int, k: int, group_size: int, layout: tuple[int, int] | None
     """(warps_n, warps_k, splits, stages, min_blocks, per_warp) for M rows on an N x K layer.
 
     The warps of a block split K among themselves (X is re-read from L2 once per block of
-    columns, so narrow blocks along N re-read it often: at 32 rows, 2 x 4 warps on layers
-    no wider than deep, N <= K, and 1 x 4 on the wide ones measured fastest among five
-    layouts; from 17 rows, 2 x 4 also where its blocks of 128 columns alone fit one wave:
-    q/k/v took 36.7 us at 32 rows against 42.4 with 1 x 4, while gate/up's 172 blocks at one
-    per SM took 71.8 against 52.8); as many blocks per SM as the registers allow (128 per thread up to 2 B tiles,
-    168 from 3), as many ring slots as fit the block's shared memory; blocks along K fill a
-    wave where the column ranges alone do not, each with at least 2 stages. Two slabs per
-    warp and stage: one barrier, one wait and one round of copies for twice the work
-    (faster than one on every layer shape at 2-16 rows, even at 24-32; fewer slots fit, so
-    the bytes in flight stay the same). `layout` = (warps_n, warps_k) and `per_warp`
-    override the plan's.
+    columns, so narrow blocks along N re-read it often: at 32 rows, 2 x 4 warps on layers no
+    wider than deep, N <= K, and 1 x 4 on the wide ones measured fastest among five layouts;
+    from 17 rows, 2 x 4 also where its blocks of 128 columns alone fit one wave: q/k/v took 36.7
+    us at 32 rows against 42.4 with 1 x 4, while gate/up's 172 blocks at one per SM took 71.8
+    against 52.8); as many blocks per SM as the registers allow (128 per thread up to 2 B tiles,
+    168 from 3: bounded to 128, 3 tiles measured slower), as many ring slots as fit the block's
+    shared memory; blocks along K fill a wave where the column ranges alone do not, each with at
+    least 2 stages. Two slabs per warp and stage: one barrier, one wait and one round of copies
+    for twice the work (faster than one on every layer shape at 2-16 rows, even at 24-32; fewer
+    slots fit, so the bytes in flight stay the same). `layout` = (warps_n, warps_k) and
+    `per_warp` override the plan's.
     """
     tiles = -(-m // ROWS_PER_MMA)
     one_wave = tiles >= 3 and -(-n // (2 * TILE)) <= L.sm_count()  # 2 x 4's blocks at one per SM
