@@ -76,6 +76,24 @@ def partial_adder(reads: int):
     return sum_partials
 
 
+@cuda.jit(device=True, inline="always")
+def read_eight(partial, splits, stride, index, v, base):
+    """v[base + s] = partial[s, index] for s < 8 (past the last split: the last one again), eight
+    loads in flight: a kernel that adds up several outputs reads all of theirs before adding."""
+    last = (splits - 1) * stride + index
+    for s in range(8):
+        v[base + s] = ptx.load_cg(partial, min(s * stride + index, last))
+
+
+@cuda.jit(device=True, inline="always")
+def add_eight(v, base, splits):
+    """v[base] + ... + v[base + splits - 1] (splits <= 8) in split order: the same bits as sum_partials."""
+    total = float32(0.0)
+    for s in range(8):
+        total += v[base + s] if s < splits else float32(0.0)
+    return total
+
+
 #: Eight loads at a time: the batch-1 int4 GEMV's o and down tails add up 8 and 11 splits, and on an
 #: H200 took 0.3 and 0.6 us less than with four (docs/benchmarks.md, "the split-K tail reads eight").
 sum_partials = partial_adder(8)

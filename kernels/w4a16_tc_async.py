@@ -62,6 +62,7 @@ from labkit.kernels.w4a16_tc import reference  # noqa: F401  (the product is w4a
 
 PAD = 4  # words (16 bytes) after each row in shared memory: conflict-free fragment reads
 SHARED_BYTES = 47 * 1024  # a block's static shared memory: at most 48 KB, and split-K's flag needs a word
+TAIL = 4  # outputs a thread of the last block along K adds up at once
 
 
 @functools.lru_cache(maxsize=None)
@@ -114,6 +115,7 @@ def make_kernel(tiles: int, warps_n: int, warps_k: int, stages: int, min_blocks:
     align = ptx.SHARED_ALIGN  # (Numba needs the alignment as a constant of the closure)
     slot_bytes, slab_bytes = 4 * slot_words, 4 * SLAB * w_stride  # (in a slot: a warp's next slab)
     slabs_per_stage = warps_k * per_warp
+    tail_words = 8 * TAIL  # the partial sums of TAIL outputs, at most 8 splits each
 
     @L.inlined
     def issue(slot, k0, w_src, w_dst, w_end, x_src, x_dst, x_end):
@@ -267,19 +269,23 @@ def make_kernel(tiles: int, warps_n: int, warps_k: int, stages: int, min_blocks:
                 for u in range(x_turns):
                     x_src[u] += x_stage
             ptx.cp_async_commit()
-            for j in range(per_warp):
-                slab = int32(slab0 + j)
-                if slab < slabs:
-                    if slab >= next_group:  # the slab starts a group (or is the warp's first): its constants
-                        group = int32((slab * SLAB) >> group_log2)
-                        next_group = int32((group + 1) << slab_log2)
-                        gi = group - int32((st * rows_k) >> group_log2)
-                        raw[0] = ptx.ld_shared_u32(at + base + 4 * (z_at + gi * words + wn * 8 + g))
-                        sw = at + base + 4 * (s_at + gi * 4 * words + (wn * 8 + g) * 4)
-                        for e in range(4):
-                            raw[1 + e] = ptx.ld_shared_u32(sw + 4 * e)
-                        group_constants(raw, 0, zc, sc)
-                    mma_slab(at + w + j * slab_bytes, xa, at + 32 * j, zc, sc, acc)
+            if slab0 < slabs:  # the warp's per_warp slabs lie in one group: its constants once per stage
+                if slab0 >= next_group:  # the slabs start a group (or are the warp's first): its constants
+                    group = int32((slab0 * SLAB) >> group_log2)
+                    next_group = int32((group + 1) << slab_log2)
+                    gi = group - int32((st * rows_k) >> group_log2)
+                    raw[0] = ptx.ld_shared_u32(at + base + 4 * (z_at + gi * words + wn * 8 + g))
+                    sw = at + base + 4 * (s_at + gi * 4 * words + (wn * 8 + g) * 4)
+                    for e in range(4):
+                        raw[1 + e] = ptx.ld_shared_u32(sw + 4 * e)
+                    group_constants(raw, 0, zc, sc)
+                if slab0 + per_warp <= slabs:  # no branch between the slabs: ptxas may overlap them
+                    for j in range(per_warp):
+                        mma_slab(at + w + j * slab_bytes, xa, at + 32 * j, zc, sc, acc)
+                else:  # the last stage of a K that is not a multiple of the stage's rows
+                    for j in range(per_warp):
+                        if slab0 + j < slabs:
+                            mma_slab(at + w + j * slab_bytes, xa, at + 32 * j, zc, sc, acc)
             ahead_at = at
             at = int32(at + slot_bytes if at + slot_bytes < stages * slot_bytes else 0)
             k_ahead = int32(k_ahead + rows_k)
@@ -307,10 +313,21 @@ def make_kernel(tiles: int, warps_n: int, warps_k: int, stages: int, min_blocks:
                 else:
                     partial[(cuda.blockIdx.y * rows + m) * n + col0 + c] = ptx.as_float(pool[m * (width + 1) + c])
         if splits > 1 and splitk.last_to_arrive(counters, cuda.blockIdx.x, splits):
-            for i in range(tid, rows * width, threads):
-                m, c = i // width, i % width
-                if col0 + c < n:
-                    out[m * n + col0 + c] = splitk.sum_partials(partial, splits, rows * n, m * n + col0 + c)
+            v = cuda.local.array(tail_words, float32)
+            for i0 in range(tid, rows * width, TAIL * threads):
+                if splits <= 8:  # TAIL outputs a turn, all their partial sums read before any is added
+                    for u in range(TAIL):
+                        i = i0 + u * threads
+                        m, c = i // width, i % width
+                        at = m * n + col0 + c if i < rows * width and col0 + c < n else 0
+                        splitk.read_eight(partial, splits, rows * n, at, v, 8 * u)
+                for u in range(TAIL):
+                    i = i0 + u * threads
+                    m, c = i // width, i % width
+                    if i < rows * width and col0 + c < n:
+                        at = m * n + col0 + c
+                        out[at] = (splitk.add_eight(v, 8 * u, splits) if splits <= 8 else
+                                   splitk.sum_partials(partial, splits, rows * n, at))
 
     return w4a16_tc_async
 
@@ -368,6 +385,8 @@ def w4a16_tc_async(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor,
     L.require(warps_k in (1, 2, 4, 8) and warps_n * warps_k <= 8 and stages >= 2 and per_warp in (1, 2, 4),
               f"w4a16_tc_async: warps_k must be 1, 2, 4 or 8, at most 8 warps, at least 2 stages, per_warp "
               f"1, 2 or 4; got {tile}")
+    L.require(SLAB * per_warp <= group_size,
+              f"w4a16_tc_async: a warp's {per_warp} slabs of a stage must lie in one group of {group_size} rows")
     L.require(4 * shared_words(tiles, warps_n, warps_k, stages, per_warp) <= SHARED_BYTES,
               f"w4a16_tc_async: {stages} stages of {tile} need more than {SHARED_BYTES} bytes of shared memory")
     col_tiles = -(-n // (TILE * warps_n))

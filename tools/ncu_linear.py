@@ -10,6 +10,11 @@ left alone) profiles the fourth launch in a child process of this script (`--lau
 the sections that say whether a kernel waits on bytes or issues instructions: speed of light,
 scheduler and warp state statistics, instruction counts, occupancy, memory workload. The
 report goes to DIR/ncu_CASE.txt, the figures below to DIR/ncu_linear.json and stdout.
+
+With --stalls, where the warps wait: the average stall cycles per issued instruction by
+reason (`smsp__average_warps_issue_stalled_*`), and ncu's per-instruction sampling of the
+machine code (the source page as CSV, DIR/ncu_CASE_sass.csv), summed by opcode: which
+instructions the warps sit at, and why.
 """
 from __future__ import annotations
 
@@ -26,6 +31,7 @@ SECTIONS = ("SpeedOfLight", "WarpStateStats", "SchedulerStats", "InstructionStat
 METRICS = ("Duration", "DRAM Throughput", "L2 Cache Throughput", "Compute (SM) Throughput", "Issued Warp Per Scheduler",
            "Active Warps Per Scheduler", "Eligible Warps Per Scheduler", "Warp Cycles Per Issued Instruction",
            "Executed Instructions", "Registers Per Thread", "Achieved Occupancy", "Waves Per SM", "Grid Size")
+STALLS = r"regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio"
 DEFAULT_CASES = "tc_async:gate_up:32,tc_async:qkv:2,tc_async:o:32,tc:gate_up:16"
 
 
@@ -72,21 +78,61 @@ def metrics(report: str) -> dict[str, float]:
     return found
 
 
-def profile(case: str, out_dir: Path) -> dict:
+def stall_reasons(report: str) -> dict[str, float]:
+    """Stall cycles per issued instruction, by reason, from the report's command-line metrics."""
+    found = re.findall(r"^\s+smsp__average_warps_issue_stalled_(\w+?)_per_issue_active\.ratio\s+(?:\S+\s+)?([\d,.]+)\s*$",
+                       report, re.M)
+    values = {reason: float(v.replace(",", "")) for reason, v in found}
+    return {k: v for k, v in sorted(values.items(), key=lambda kv: -kv[1]) if v >= 0.01}
+
+
+def stalls_by_opcode(sass_csv: str) -> dict[str, int]:
+    """Stall samples per opcode from the source page's CSV (columns: Source, ..., Warp Stall Sampling)."""
+    import csv
+    import io
+
+    rows = list(csv.reader(io.StringIO(sass_csv[max(0, sass_csv.find('"Address"')):])))   # (after the kernel's name)
+    if not rows:
+        return {}
+    head = rows[0]
+    source = next((i for i, h in enumerate(head) if h.strip() == "Source"), None)
+    samples = next((i for i, h in enumerate(head) if h.startswith("Warp Stall Sampling (All")), None)
+    if source is None or samples is None:
+        return {}
+    total: dict[str, int] = {}
+    for row in rows[1:]:
+        if len(row) > max(source, samples) and row[samples].replace(",", "").isdigit():
+            op = re.sub(r"^@!?U?P\w+\s+", "", row[source].strip()).split(" ")[0].split(".")[0]
+            total[op] = total.get(op, 0) + int(row[samples].replace(",", ""))
+    return dict(sorted(total.items(), key=lambda kv: -kv[1]))
+
+
+def profile(case: str, out_dir: Path, stalls: bool = False) -> dict:
     kernel, layer, m, *tile = case.split(":")
+    name = case.replace(":", "_")
     sections = [a for s in SECTIONS for a in ("--section", s)]
+    extra = ["--metrics", STALLS, "--export", str(out_dir / f"ncu_{name}"), "--force-overwrite"] if stalls else []
     cmd = ["ncu", "--clock-control", "none", "--kernel-name", f"regex:{KERNEL_NAME[kernel]}", "--launch-skip", "3",
-           "--launch-count", "1", *sections, sys.executable, __file__, "--launch", kernel, layer, m, *tile]
+           "--launch-count", "1", *sections, *extra, sys.executable, __file__, "--launch", kernel, layer, m, *tile]
     done = subprocess.run(cmd, capture_output=True, text=True)
     report = done.stdout + done.stderr
-    (out_dir / f"ncu_{case.replace(':', '_')}.txt").write_text(report)
-    return {"case": case, "ok": done.returncode == 0 and "==PROF== Profiling" in report, **metrics(report)}
+    row = {"case": case, "ok": done.returncode == 0 and "==PROF== Profiling" in report}
+    if stalls and row["ok"]:   # (an exported profile prints nothing: read it back, then its machine code)
+        rep = str(out_dir / f"ncu_{name}.ncu-rep")
+        report += subprocess.run(["ncu", "--import", rep, "--page", "details"], capture_output=True, text=True).stdout
+        sass = subprocess.run(["ncu", "--import", rep, "--page", "source", "--csv", "--print-source", "sass"],
+                              capture_output=True, text=True)
+        (out_dir / f"ncu_{name}_sass.csv").write_text(sass.stdout + sass.stderr)
+        row.update(stalls=stall_reasons(report), stalls_by_opcode=stalls_by_opcode(sass.stdout))
+    (out_dir / f"ncu_{name}.txt").write_text(report)
+    return {**row, **metrics(report)}
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out")
     p.add_argument("--cases", default=DEFAULT_CASES)
+    p.add_argument("--stalls", action="store_true", help="also the stall reasons, and the stalls per instruction")
     p.add_argument("--launch", nargs="+", help=argparse.SUPPRESS)   # the child process ncu profiles
     args = p.parse_args(argv)
     if args.launch:
@@ -95,11 +141,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows = [profile(case, out_dir) for case in args.cases.split(",")]
+    rows = [profile(case, out_dir, args.stalls) for case in args.cases.split(",")]
     (out_dir / "ncu_linear.json").write_text(json.dumps(rows, indent=1))
     for row in rows:
-        print(f"{row['case']:<36} " + ("  ".join(f"{k} {v:g}" for k, v in row.items() if k not in ("case", "ok"))
+        print(f"{row['case']:<36} " + ("  ".join(f"{k} {v:g}" for k, v in row.items() if isinstance(v, float))
                                          if row["ok"] else "not profiled (see its report)"))
+        for key in ("stalls", "stalls_by_opcode"):
+            if row.get(key):
+                print(f"    {key}: " + ", ".join(f"{k} {v:g}" for k, v in list(row[key].items())[:12]))
     return 0 if all(row["ok"] for row in rows) else 1
 
 

@@ -106,6 +106,8 @@ def test_w4a16_tc_async_rejects_tiles_and_shapes_it_cannot_run():
         w4a16_tc_async.w4a16_tc_async(torch.zeros(2, 96).half(), qweight, qzeros, scales, 32, tile=(1, 3, 1, 2, 1, 1))
     with pytest.raises(ValueError, match="shared memory"):
         w4a16_tc_async.w4a16_tc_async(torch.zeros(2, 96).half(), qweight, qzeros, scales, 32, tile=(1, 4, 1, 32, 1, 1))
+    with pytest.raises(ValueError, match="lie in one group"):   # a warp's 4 slabs of 16 rows span 2 groups of 32
+        w4a16_tc_async.w4a16_tc_async(torch.zeros(2, 96).half(), qweight, qzeros, scales, 32, tile=(1, 1, 1, 2, 1, 4))
     qweight, qzeros, scales = random_int4_layer(40, 96, 32, launch.device())
     with pytest.raises(ValueError, match="N % 32"):
         w4a16_tc_async.w4a16_tc_async(torch.zeros(2, 96).half(), qweight, qzeros, scales, 32)
