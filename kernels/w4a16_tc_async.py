@@ -318,9 +318,10 @@ def make_kernel(tiles: int, warps_n: int, warps_k: int, stages: int, min_blocks:
                 if splits <= 8:  # TAIL outputs a turn, all their partial sums read before any is added
                     for u in range(TAIL):
                         i = i0 + u * threads
-                        m, c = i // width, i % width
-                        at = m * n + col0 + c if i < rows * width and col0 + c < n else 0
-                        splitk.read_eight(partial, splits, rows * n, at, v, 8 * u)
+                        if i < rows * width:  # (at 2 rows a thread has one output or none)
+                            m, c = i // width, i % width
+                            splitk.read_eight(partial, splits, rows * n, m * n + col0 + c if col0 + c < n else 0,
+                                              v, 8 * u)
                 for u in range(TAIL):
                     i = i0 + u * threads
                     m, c = i // width, i % width

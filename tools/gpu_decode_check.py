@@ -1265,6 +1265,7 @@ def main(argv: list[str] | None = None) -> int:
                     "copy_gbps": round(measure.copy_bandwidth(), 1)}
     result["overlap_enabled"] = launch.overlap_enabled()
     path = Path(args.out) / "gpu_decode.json"
+    path.parent.mkdir(parents=True, exist_ok=True)   # (every part writes under it)
 
     def save() -> None:
         path.write_text(json.dumps(result, indent=1))
