@@ -44,8 +44,12 @@ dispatcher takes it for 2-32 rows. What bounds it is the instructions a warp iss
 not the bytes (Nsight Compute: ~260 per warp and 512-byte slab at 32 rows, 16% occupancy).
 Shared memory through byte addresses and `ldmatrix` (with loop counters kept in 32 bits) took
 22-30% of the main loop's instructions away (ptxas for sm_90, counted with tools/sass_loop.py:
-518 -> 363 per stage of two slabs at 32 rows) and 6-12% of the time:
-faster than fp16 cuBLAS up to 16 rows, still slower at 24-32 (1.16x, 1.29x on an H200).
+518 -> 363 per stage of two slabs at 32 rows) and 6-12% of the time. Past that, Nsight
+Compute's stall sampling at 32 rows puts the warps at their own dependency chains (shared
+reads -> dequantization -> mma) and at the stage's barrier, with 2-2.6 warps per scheduler; a
+deeper ring (dynamic shared memory) bought at most 6-9%. One group check per stage and a
+split-K tail that reads 4 outputs' partial sums at once took another 2-4%: faster than fp16
+cuBLAS up to 16 rows (0.90x), still slower at 24-32 (1.15x, 1.26x on an H200).
 """
 from __future__ import annotations
 

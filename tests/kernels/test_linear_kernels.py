@@ -89,6 +89,9 @@ def test_w4a16_tc_plan():
     (3, 96, 352, 32, (1, 2, 2, 3, 1, 2)),     # 2 slabs per warp and stage: 22 slabs in stages of 4 (the last
     # one half empty) over 2 blocks along K (3 + 3 stages); a stage spans 2 groups, a warp's slabs 1
     (6, 64, 448, 64, (2, 1, 1, 2, 1, 4)),     # 4 slabs per warp: 28 slabs in stages of 4 through 2 slots
+    (5, 64, 320, 32, (1, 1, 9, 2, 1, 1)),     # 9 blocks along K (the tail adds them up 8 at a time, not 4
+    # outputs at once); 10 outputs per thread of the last block
+    (5, 64, 320, 32, (1, 1, 5, 2, 1, 1)),     # 5 blocks along K: 10 outputs per thread, 4 read at once
     pytest.param(13, 96, 224, 32, (1, 4, 2, 3, 1, 1), marks=pytest.mark.slow),  # 2 B tiles, the second partial
     pytest.param(17, 64, 128, 64, (1, 2, 1, 2, 1, 1), marks=pytest.mark.slow),  # 3 B tiles, 2 slots
     pytest.param(32, 96, 160, 32, (2, 2, 1, 4, 1, 1), marks=pytest.mark.slow),  # 4 B tiles
