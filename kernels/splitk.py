@@ -77,20 +77,20 @@ def partial_adder(reads: int):
 
 
 @cuda.jit(device=True, inline="always")
-def read_eight(partial, splits, stride, index, v, base):
-    """v[base + s] = partial[s, index] for s < 8 (past the last split: the last one again), eight
-    loads in flight: a kernel that adds up several outputs reads all of theirs before adding."""
+def read_eight(partial, splits, first, stride, index, v, base):
+    """v[base + j] = partial[first + j, index] for j < 8 (past the last split: the last one again):
+    eight loads in flight. A kernel that adds up several outputs reads all of theirs, then adds."""
     last = (splits - 1) * stride + index
-    for s in range(8):
-        v[base + s] = ptx.load_cg(partial, min(s * stride + index, last))
+    for j in range(8):
+        v[base + j] = ptx.load_cg(partial, min((first + j) * stride + index, last))
 
 
 @cuda.jit(device=True, inline="always")
-def add_eight(v, base, splits):
-    """v[base] + ... + v[base + splits - 1] (splits <= 8) in split order: the same bits as sum_partials."""
-    total = float32(0.0)
-    for s in range(8):
-        total += v[base + s] if s < splits else float32(0.0)
+def add_eight(v, base, count, total):
+    """total + v[base] + ... + v[base + count - 1] (the first 8 at most), in split order: read_eight
+    and add_eight over splits 0, 8, 16, ... give the same bits as sum_partials."""
+    for j in range(8):
+        total += v[base + j] if j < count else float32(0.0)
     return total
 
 

@@ -119,7 +119,7 @@ def make_kernel(tiles: int, warps_n: int, warps_k: int, stages: int, min_blocks:
     align = ptx.SHARED_ALIGN  # (Numba needs the alignment as a constant of the closure)
     slot_bytes, slab_bytes = 4 * slot_words, 4 * SLAB * w_stride  # (in a slot: a warp's next slab)
     slabs_per_stage = warps_k * per_warp
-    tail_words = 8 * TAIL  # the partial sums of TAIL outputs, at most 8 splits each
+    tail_words = 8 * TAIL  # the partial sums of TAIL outputs, 8 splits at a time
 
     @L.inlined
     def issue(slot, k0, w_src, w_dst, w_end, x_src, x_dst, x_end):
@@ -318,21 +318,24 @@ def make_kernel(tiles: int, warps_n: int, warps_k: int, stages: int, min_blocks:
                     partial[(cuda.blockIdx.y * rows + m) * n + col0 + c] = ptx.as_float(pool[m * (width + 1) + c])
         if splits > 1 and splitk.last_to_arrive(counters, cuda.blockIdx.x, splits):
             v = cuda.local.array(tail_words, float32)
-            for i0 in range(tid, rows * width, TAIL * threads):
-                if splits <= 8:  # TAIL outputs a turn, all their partial sums read before any is added
+            totals = cuda.local.array(TAIL, float32)
+            for i0 in range(tid, rows * width, TAIL * threads):  # TAIL outputs a turn: their sums read, then added
+                for u in range(TAIL):
+                    totals[u] = 0
+                for s0 in range(0, splits, 8):
                     for u in range(TAIL):
                         i = i0 + u * threads
                         if i < rows * width:  # (at 2 rows a thread has one output or none)
                             m, c = i // width, i % width
-                            splitk.read_eight(partial, splits, rows * n, m * n + col0 + c if col0 + c < n else 0,
+                            splitk.read_eight(partial, splits, s0, rows * n, m * n + col0 + c if col0 + c < n else 0,
                                               v, 8 * u)
+                    for u in range(TAIL):
+                        totals[u] = splitk.add_eight(v, 8 * u, splits - s0, totals[u])
                 for u in range(TAIL):
                     i = i0 + u * threads
                     m, c = i // width, i % width
                     if i < rows * width and col0 + c < n:
-                        at = m * n + col0 + c
-                        out[at] = (splitk.add_eight(v, 8 * u, splits) if splits <= 8 else
-                                   splitk.sum_partials(partial, splits, rows * n, at))
+                        out[m * n + col0 + c] = totals[u]
 
     return w4a16_tc_async
 
