@@ -319,23 +319,22 @@ def make_kernel(tiles: int, warps_n: int, warps_k: int, stages: int, min_blocks:
         if splits > 1 and splitk.last_to_arrive(counters, cuda.blockIdx.x, splits):
             v = cuda.local.array(tail_words, float32)
             totals = cuda.local.array(TAIL, float32)
+            outs = cuda.local.array(TAIL, int32)  # where each output goes (-1: the thread has none there)
             for i0 in range(tid, rows * width, TAIL * threads):  # TAIL outputs a turn: their sums read, then added
-                for u in range(TAIL):
-                    totals[u] = 0
-                for s0 in range(0, splits, 8):
-                    for u in range(TAIL):
-                        i = i0 + u * threads
-                        if i < rows * width:  # (at 2 rows a thread has one output or none)
-                            m, c = i // width, i % width
-                            splitk.read_eight(partial, splits, s0, rows * n, m * n + col0 + c if col0 + c < n else 0,
-                                              v, 8 * u)
-                    for u in range(TAIL):
-                        totals[u] = splitk.add_eight(v, 8 * u, splits - s0, totals[u])
                 for u in range(TAIL):
                     i = i0 + u * threads
                     m, c = i // width, i % width
-                    if i < rows * width and col0 + c < n:
-                        out[m * n + col0 + c] = totals[u]
+                    outs[u] = m * n + col0 + c if i < rows * width and col0 + c < n else -1
+                    totals[u] = 0
+                for s0 in range(0, splits, 8):
+                    for u in range(TAIL):
+                        if outs[u] >= 0:
+                            splitk.read_eight(partial, splits, s0, rows * n, outs[u], v, 8 * u)
+                    for u in range(TAIL):
+                        totals[u] = splitk.add_eight(v, 8 * u, splits - s0, totals[u])
+                for u in range(TAIL):
+                    if outs[u] >= 0:
+                        out[outs[u]] = totals[u]
 
     return w4a16_tc_async
 

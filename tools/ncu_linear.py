@@ -91,6 +91,8 @@ def stalls_by_opcode(sass_csv: str) -> dict[str, int]:
     import csv
     import io
 
+    from sass_loop import opcode   # (this folder: `@P0 LDS.U.32 ...` -> `LDS`)
+
     rows = list(csv.reader(io.StringIO(sass_csv[max(0, sass_csv.find('"Address"')):])))   # (after the kernel's name)
     if not rows:
         return {}
@@ -102,7 +104,7 @@ def stalls_by_opcode(sass_csv: str) -> dict[str, int]:
     total: dict[str, int] = {}
     for row in rows[1:]:
         if len(row) > max(source, samples) and row[samples].replace(",", "").isdigit():
-            op = re.sub(r"^@!?U?P\w+\s+", "", row[source].strip()).split(" ")[0].split(".")[0]
+            op = opcode(row[source].strip())
             total[op] = total.get(op, 0) + int(row[samples].replace(",", ""))
     return dict(sorted(total.items(), key=lambda kv: -kv[1]))
 
