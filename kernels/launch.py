@@ -172,23 +172,70 @@ def stream() -> Any:
     return _streams[handle]
 
 
-def launch(kernel: Any, grid: tuple[int, ...], block: tuple[int, ...], *args: Any, overlap: bool = False) -> None:
+def launch(kernel: Any, grid: tuple[int, ...], block: tuple[int, ...], *args: Any, overlap: bool = False,
+           shared_bytes: int = 0) -> None:
     """Launch `kernel[grid, block]` on torch's current stream; tensors become views.
 
     The first launch of a kernel with a given kind of arguments goes through Numba (which
     types the arguments and compiles); later ones take `_fast_launch`, which skips Numba's
     per-launch argument handling (a large share of an eager prefill step's host time).
     `overlap=True`: a programmatic dependent launch where `overlap_enabled()` (see above).
+    `shared_bytes`: the block's dynamic shared memory (`cuda.shared.array(0, ...)`); above the
+    48 KB any kernel may have, the compiled kernel is first allowed that much (`_allow_shared`).
     """
     key = None if SIMULATOR else (kernel, torch.cuda.current_device(), tuple(_arg_kind(a) for a in args))
     fast = _fast.get(key)
     if fast:
-        _fast_launch(fast, grid, block, args, overlap and overlap_enabled())
+        _fast_launch(fast, grid, block, args, overlap and overlap_enabled(), shared_bytes)
         return
     converted = [as_array(a) if isinstance(a, torch.Tensor) else a for a in args]
-    kernel[grid, block, stream()](*converted)
+    if shared_bytes > DEFAULT_SHARED and not SIMULATOR:
+        _allow_shared(_compiled(kernel, converted)._codelibrary.get_cufunc().kernel, shared_bytes)
+    kernel[grid, block, stream(), shared_bytes](*converted)
     if fast is None and key is not None:
         _fast[key] = None not in key[2] and _fast_entry(kernel, converted)   # False: always through Numba
+
+
+DEFAULT_SHARED = 48 * 1024  # the shared memory a block may have without asking (static and dynamic)
+_allowed: dict[Any, int] = {}  # CUDA function -> the dynamic shared memory it was allowed
+
+
+def _compiled(kernel: Any, converted: list) -> Any:
+    """The compiled overload of `kernel` for these (converted) arguments, compiling it if needed."""
+    argtypes = tuple(typeof(v, Purpose.argument) for v in converted)
+    return kernel.overloads.get(argtypes) or kernel.compile(argtypes)
+
+
+def _allow_shared(function: Any, nbytes: int) -> None:
+    """Let `function` launch with `nbytes` of dynamic shared memory (CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_
+    SHARED_SIZE_BYTES: without it a launch above 48 KB fails), once per function and size."""
+    if _allowed.get(function, 0) >= nbytes:
+        return
+    from cuda.bindings import driver
+
+    attribute = driver.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
+    handle = _handle(function)
+    if isinstance(handle, driver.CUkernel):   # (a context-independent kernel: set for the current device)
+        err, = driver.cuKernelSetAttribute(attribute, nbytes, handle, driver.CUdevice(torch.cuda.current_device()))
+    else:
+        err, = driver.cuFuncSetAttribute(handle, attribute, nbytes)
+    if err != driver.CUresult.CUDA_SUCCESS:
+        raise RuntimeError(f"a kernel could not be allowed {nbytes} bytes of shared memory: {err}")
+    _allowed[function] = nbytes
+
+
+def _handle(function: Any) -> Any:
+    """The driver's handle (CUkernel or CUfunction) behind Numba's compiled function."""
+    return getattr(function, "handle", None) or function._handle
+
+
+def shared_memory() -> tuple[int, int]:
+    """(bytes of shared memory per SM, the most one block may ask for) on the current GPU; an
+    H100's or H200's (228 KB, 227 KB) under the simulator."""
+    if SIMULATOR or not torch.cuda.is_available():
+        return 228 * 1024, 227 * 1024
+    dev = cuda.get_current_device()
+    return dev.MAX_SHARED_MEMORY_PER_MULTIPROCESSOR, dev.MAX_SHARED_MEMORY_PER_BLOCK_OPTIN
 
 
 _fast: dict[tuple, Any] = {}  # (kernel, device, argument kinds) -> _fast_entry, or False
@@ -228,7 +275,7 @@ def _fast_entry(kernel: Any, converted: list) -> Any:
     return compiled._codelibrary.get_cufunc().kernel, converters
 
 
-def _fast_launch(fast: Any, grid: Any, block: Any, args: tuple, overlap: bool = False) -> None:
+def _fast_launch(fast: Any, grid: Any, block: Any, args: tuple, overlap: bool = False, shared_bytes: int = 0) -> None:
     """What Numba's launch passes for each argument, built from the tensors directly: an array
     is (meminfo, parent, size, itemsize, data pointer, *shape, *C strides in bytes)."""
     function, converters = fast
@@ -243,10 +290,12 @@ def _fast_launch(fast: Any, grid: Any, block: Any, args: tuple, overlap: bool = 
             params += [0, 0, a.numel(), itemsize, a.data_ptr(), *shape, *reversed(strides)]
         else:
             params.append(convert(a))
+    if shared_bytes > DEFAULT_SHARED:
+        _allow_shared(function, shared_bytes)
     if overlap:
-        _overlapped_launch(function, _dims(grid), _dims(block), params)
+        _overlapped_launch(function, _dims(grid), _dims(block), params, shared_bytes)
         return
-    config = _numba_dispatcher.LaunchConfig(grid=_dims(grid), block=_dims(block), shmem_size=0)
+    config = _numba_dispatcher.LaunchConfig(grid=_dims(grid), block=_dims(block), shmem_size=shared_bytes)
     _numba_dispatcher.launch(stream(), config, function, *params)
 
 
@@ -272,7 +321,7 @@ def set_overlap(wanted: bool) -> bool:
     return previous
 
 
-def _overlapped_launch(function: Any, grid: tuple, block: tuple, params: list) -> None:
+def _overlapped_launch(function: Any, grid: tuple, block: tuple, params: list, shared_bytes: int = 0) -> None:
     """`cuLaunchKernelEx` with CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION on torch's
     stream. Every parameter is 8 bytes (pointers, intp) except those `_fast_entry` converted."""
     from cuda.bindings import driver
@@ -285,12 +334,11 @@ def _overlapped_launch(function: Any, grid: tuple, block: tuple, params: list) -
     config = driver.CUlaunchConfig()
     config.gridDimX, config.gridDimY, config.gridDimZ = grid
     config.blockDimX, config.blockDimY, config.blockDimZ = block
-    config.sharedMemBytes = 0
+    config.sharedMemBytes = shared_bytes
     config.hStream = driver.CUstream(torch.cuda.current_stream().cuda_stream)
     config.attrs = [attribute]
     config.numAttrs = 1
-    handle = getattr(function, "handle", None) or function._handle   # the CUkernel behind Numba's launch
-    err, = driver.cuLaunchKernelEx(config, handle, ctypes.addressof(pointers), 0)
+    err, = driver.cuLaunchKernelEx(config, _handle(function), ctypes.addressof(pointers), 0)
     if err != driver.CUresult.CUDA_SUCCESS:
         raise RuntimeError(f"cuLaunchKernelEx failed: {err}")
 

@@ -47,9 +47,14 @@ Shared memory through byte addresses and `ldmatrix` (with loop counters kept in 
 518 -> 363 per stage of two slabs at 32 rows) and 6-12% of the time. Past that, Nsight
 Compute's stall sampling at 32 rows puts the warps at their own dependency chains (shared
 reads -> dequantization -> mma) and at the stage's barrier, with 2-2.6 warps per scheduler; a
-deeper ring (dynamic shared memory) bought at most 6-9%. One group check per stage and a
-split-K tail that reads 4 outputs' partial sums at once took another 2-4%: faster than fp16
-cuBLAS up to 16 rows (0.90x), still slower at 24-32 (1.15x, 1.26x on an H200).
+deeper ring of the same stages bought at most 6-9%. One group check per stage and a
+split-K tail that reads 4 outputs' partial sums at once took another 2-4%. Where 2 x 4 warps
+take 17-32 rows, 4 slabs per warp and stage (half the barriers for the same work) in a ring
+of 39 KB slots took 8% off a layer's linears at 24 rows and 4% at 32; a ring that large lives
+in dynamic shared memory (`pool` is `cuda.shared.array(0, ...)`, and `launch.launch` allows
+a kernel more than 48 KB). Fewer instructions per stage no longer help: a copy loop 25
+instructions shorter (9% of a stage at 32 rows) moved nothing. Against fp16 cuBLAS on an
+H200: 0.68-0.74x at 2-8 rows, 0.91x at 16, 1.06x at 24, 1.21x at 32.
 """
 from __future__ import annotations
 
@@ -65,7 +70,8 @@ from labkit.kernels.w4a16_tc import (MAX_ROWS, ONE, ROWS_PER_MMA, SLAB, TILE, bi
 from labkit.kernels.w4a16_tc import reference  # noqa: F401  (the product is w4a16_tc's: the same reference)
 
 PAD = 4  # words (16 bytes) after each row in shared memory: conflict-free fragment reads
-SHARED_BYTES = 47 * 1024  # a block's static shared memory: at most 48 KB, and split-K's flag needs a word
+STAGES_UP_TO = 8  # ring slots a plan takes at most
+RING_BYTES = 47 * 1024  # the most a ring of 2-slab stages takes: deeper ones measured slower (see plan)
 TAIL = 4  # outputs a thread of the last block along K adds up at once
 
 
@@ -104,7 +110,6 @@ def make_kernel(tiles: int, warps_n: int, warps_k: int, stages: int, min_blocks:
     r = ring(tiles, warps_n, warps_k, per_warp)
     w_stride, x_stride, x_at, z_at, s_at, slot_words = (r[key] for key in ("w_stride", "x_stride", "x_at", "z_at",
                                                                             "s_at", "slot"))
-    pool_words = shared_words(tiles, warps_n, warps_k, stages, per_warp)
     acc_words, b_words = 16 * tiles, 2 * tiles  # (local array sizes must be constants)
     chunks_w, chunks_x = words // 4, rows_k // 8  # 16-byte chunks in a row of weights / of X per stage
     chunks_group = chunks_w + words  # a group's zero words, then its scale words (4 per weight word)
@@ -186,7 +191,7 @@ def make_kernel(tiles: int, warps_n: int, warps_k: int, stages: int, min_blocks:
         st0 = cuda.blockIdx.y * span
         st1 = min(st0 + span, stages_k)
 
-        pool = cuda.shared.array(pool_words, uint32, align)
+        pool = cuda.shared.array(0, uint32, align)  # dynamic: shared_words(...) words, more than 48 KB allows
         base = ptx.shared_address(pool)
         acc = cuda.local.array(acc_words, float32)
         raw = cuda.local.array(5, uint32)  # a group's zero word and 4 scale words
@@ -340,7 +345,7 @@ def make_kernel(tiles: int, warps_n: int, warps_k: int, stages: int, min_blocks:
 
 
 LAYOUTS = ((1, 4), (2, 4))  # (warps_n, warps_k): the layouts `plan` picks from (the bench times both)
-PER_WARP = (1, 2)  # slabs per warp and stage: the choices `plan` picks from (the bench times both)
+PER_WARP = (2, 4)  # slabs per warp and stage: the choices `plan` picks from (the bench times both)
 
 
 def plan(m: int, n: int, k: int, group_size: int, layout: tuple[int, int] | None = None,
@@ -353,23 +358,38 @@ def plan(m: int, n: int, k: int, group_size: int, layout: tuple[int, int] | None
     from 17 rows, 2 x 4 also where its blocks of 128 columns alone fit one wave: q/k/v took 36.7
     us at 32 rows against 42.4 with 1 x 4, while gate/up's 172 blocks at one per SM took 71.8
     against 52.8); as many blocks per SM as the registers allow (128 per thread up to 2 B tiles,
-    168 from 3: bounded to 128, 3 tiles measured slower), as many ring slots as fit the block's
-    shared memory; blocks along K fill a wave where the column ranges alone do not, each with at
-    least 2 stages. Two slabs per warp and stage: one barrier, one wait and one round of copies
-    for twice the work (faster than one on every layer shape at 2-16 rows, even at 24-32; fewer
-    slots fit, so the bytes in flight stay the same). `layout` = (warps_n, warps_k) and
-    `per_warp` override the plan's.
+    168 from 3: bounded to 128, 3 tiles measured slower); blocks along K fill a wave where the
+    column ranges alone do not, each with at least 2 stages.
+
+    Slabs per warp and stage: 2 (one barrier, one wait and one round of copies for twice the
+    work of one: faster on every layer shape), in a ring of at most RING_BYTES (deeper rings of
+    2-slab stages measured up to 9% slower). And 4 where 2 x 4 warps take 3-4 B tiles (17-32 rows,
+    groups of 64 rows or more): such a block runs alone on its SM (168 registers a thread), and 4
+    slabs between barriers, in as many 39 KB slots as a block may have (dynamic shared memory,
+    up to STAGES_UP_TO, no more than its stages + 1), took 12-18% off q/k/v and 7-13% off down
+    at 24-32 rows on an H200 (docs/benchmarks.md). `layout` = (warps_n, warps_k) and `per_warp` override the plan's.
     """
     tiles = -(-m // ROWS_PER_MMA)
     one_wave = tiles >= 3 and -(-n // (2 * TILE)) <= L.sm_count()  # 2 x 4's blocks at one per SM
     warps_n, warps_k = layout or ((2, 4) if n <= k or one_wave else (1, 4))
-    per_warp = per_warp or 2
+    four = (warps_n, warps_k) == (2, 4) and tiles >= 3 and 4 * SLAB <= group_size  # (a warp's slabs: one group)
+    per_warp = per_warp or (4 if four else 2)
     min_blocks = max(1, 65536 // (32 * warps_n * warps_k * (128 if tiles <= 2 else 168)))  # 64K registers per SM
-    stages = min(8, SHARED_BYTES // 4 // ring(tiles, warps_n, warps_k, per_warp)["slot"])
     col_tiles = -(-n // (TILE * warps_n))
     total = -(-k // (SLAB * warps_k * per_warp))
     splits = max(1, min(total // 2, min_blocks * L.sm_count() // col_tiles))
+    budget = shared_bytes_per_block(min_blocks) if per_warp == 4 else RING_BYTES
+    fit = budget // 4 // ring(tiles, warps_n, warps_k, per_warp)["slot"]
+    stages = min(STAGES_UP_TO, fit, -(-total // splits) + 1)  # (more slots than a block's stages + 1: idle)
     return warps_n, warps_k, splits, stages, min_blocks, per_warp
+
+
+def shared_bytes_per_block(blocks: int) -> int:
+    """The shared memory each of `blocks` blocks on one SM may take: its share of the SM, less
+    the 1 KB the GPU keeps per block and 1 KB for split-K's flag and alignment, at most what
+    one block may ask for."""
+    per_sm, per_block = L.shared_memory()
+    return min(per_block - 1024, per_sm // blocks - 2048)
 
 
 def w4a16_tc_async(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor,
@@ -394,8 +414,10 @@ def w4a16_tc_async(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor,
               f"1, 2 or 4; got {tile}")
     L.require(SLAB * per_warp <= group_size,
               f"w4a16_tc_async: a warp's {per_warp} slabs of a stage must lie in one group of {group_size} rows")
-    L.require(4 * shared_words(tiles, warps_n, warps_k, stages, per_warp) <= SHARED_BYTES,
-              f"w4a16_tc_async: {stages} stages of {tile} need more than {SHARED_BYTES} bytes of shared memory")
+    shared = 4 * shared_words(tiles, warps_n, warps_k, stages, per_warp)
+    L.require(shared <= shared_bytes_per_block(1),
+              f"w4a16_tc_async: {stages} stages of {tile} need {shared} bytes of shared memory, more than a block "
+              f"may have ({shared_bytes_per_block(1)})")
     col_tiles = -(-n // (TILE * warps_n))
     if out is None:
         out = torch.empty(m, n, dtype=torch.float16, device=x.device)
@@ -404,7 +426,7 @@ def w4a16_tc_async(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor,
     counters = L.workspace("w4a16_tc_async.counters", (col_tiles,), torch.int32, x.device)
     L.launch(make_kernel(tiles, warps_n, warps_k, stages, min_blocks, per_warp), (col_tiles, splits),
              (32, warps_n * warps_k), x.view(torch.int32), qweight, qzeros, scales.view(torch.int32), m,
-             group_size.bit_length() - 1, partial, counters, out.view(-1), overlap=True)
+             group_size.bit_length() - 1, partial, counters, out.view(-1), overlap=True, shared_bytes=shared)
     return out
 
 

@@ -96,6 +96,8 @@ def test_w4a16_tc_plan():
     pytest.param(17, 64, 128, 64, (1, 2, 1, 2, 1, 1), marks=pytest.mark.slow),  # 3 B tiles, 2 slots
     pytest.param(32, 96, 160, 32, (2, 2, 1, 4, 1, 1), marks=pytest.mark.slow),  # 4 B tiles
     pytest.param(27, 64, 320, 32, (1, 2, 2, 2, 1, 2), marks=pytest.mark.slow),  # 4 B tiles, 2 slabs per warp
+    pytest.param(19, 128, 768, 64, (2, 4, 1, 3, 1, 4), marks=pytest.mark.slow),  # the plan's layout at 17-32
+    # rows: 2 x 4 warps of 4 slabs, 3 stages of 256 rows through 3 slots; 3 B tiles
 ])
 def test_w4a16_tc_async(m, n, k, g, tile, seed):
     assert w4a16_tc_async.check(m, n, k, g, tile, seed=seed) <= FP16_LEVEL
@@ -108,7 +110,7 @@ def test_w4a16_tc_async_rejects_tiles_and_shapes_it_cannot_run():
     with pytest.raises(ValueError, match="warps_k must be"):
         w4a16_tc_async.w4a16_tc_async(torch.zeros(2, 96).half(), qweight, qzeros, scales, 32, tile=(1, 3, 1, 2, 1, 1))
     with pytest.raises(ValueError, match="shared memory"):
-        w4a16_tc_async.w4a16_tc_async(torch.zeros(2, 96).half(), qweight, qzeros, scales, 32, tile=(1, 4, 1, 32, 1, 1))
+        w4a16_tc_async.w4a16_tc_async(torch.zeros(2, 96).half(), qweight, qzeros, scales, 32, tile=(1, 4, 1, 64, 1, 1))
     with pytest.raises(ValueError, match="lie in one group"):   # a warp's 4 slabs of 16 rows span 2 groups of 32
         w4a16_tc_async.w4a16_tc_async(torch.zeros(2, 96).half(), qweight, qzeros, scales, 32, tile=(1, 1, 1, 2, 1, 4))
     qweight, qzeros, scales = random_int4_layer(40, 96, 32, launch.device())
@@ -116,15 +118,35 @@ def test_w4a16_tc_async_rejects_tiles_and_shapes_it_cannot_run():
         w4a16_tc_async.w4a16_tc_async(torch.zeros(2, 96).half(), qweight, qzeros, scales, 32)
 
 
-@pytest.mark.parametrize("m", [2, 8, 16, 32])
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_w4a16_tc_async_ring_beyond_48_kb(seed):
+    """A ring in more dynamic shared memory than a kernel may have unasked: the launch allows it
+    (through Numba the first time, then the fast launch, then overlapped), and the bits agree."""
+    tile = (2, 4, 1, 4, 1, 4)
+    assert 4 * w4a16_tc_async.shared_words(4, 2, 4, 4, 4) > launch.DEFAULT_SHARED
+    assert w4a16_tc_async.check(32, 256, 2048, 128, tile, seed=seed) <= FP16_LEVEL
+    x = torch.randn(32, 2048, device="cuda").half()
+    layer = random_int4_layer(256, 2048, 128, "cuda")
+    first = w4a16_tc_async.w4a16_tc_async(x, *layer, 128, tile=tile)
+    again = w4a16_tc_async.w4a16_tc_async(x, *layer, 128, tile=tile)
+    was = launch.set_overlap(True)
+    try:
+        overlapped = w4a16_tc_async.w4a16_tc_async(x, *layer, 128, tile=tile)
+    finally:
+        launch.set_overlap(was)
+    assert torch.equal(first, again) and torch.equal(first, overlapped)
+
+
+@pytest.mark.parametrize("m", [2, 8, 16, 24, 32])
 @pytest.mark.parametrize("n, k", [(12288, 4096), (4096, 4096), (22016, 4096), (4096, 11008)])
 def test_w4a16_tc_async_plan(m, n, k):
     """The ring fits a block's shared memory, the blocks one wave, and every block gets stages
     enough for the ring to turn."""
     warps_n, warps_k, splits, stages, min_blocks, per_warp = w4a16_tc_async.plan(m, n, k, 128)
     tiles = -(-m // 8)
-    assert stages >= 2
-    assert 4 * w4a16_tc_async.shared_words(tiles, warps_n, warps_k, stages, per_warp) <= w4a16_tc_async.SHARED_BYTES
+    assert stages >= 2 and (per_warp == 4) == ((warps_n, warps_k) == (2, 4) and tiles >= 3)
+    assert 4 * w4a16_tc_async.shared_words(tiles, warps_n, warps_k, stages, per_warp) <= \
+        w4a16_tc_async.shared_bytes_per_block(min_blocks)
     assert -(-n // (64 * warps_n)) * splits <= min_blocks * launch.sm_count()
     assert k // 16 // (warps_k * per_warp) // splits >= 2
 
