@@ -14,7 +14,7 @@ Which kernel wins depends on M, the rows of X (tokens in the step):
   GEMM (w4a16_gemm.py, one fp32 FMA per weight and row) the rest up to GEMM_UP_TO rows, with
   the group sizes the tensor-core kernels do not take (not a power of two). On an H200 a
   layer's int4 linears beat fp16 cuBLAS on the same layer up to 16 rows (0.91x its time) and
-  are slower at 24 and 32 (1.06x, 1.21x; docs/benchmarks.md).
+  are slower at 24 and 32 (1.06x, 1.20x; docs/benchmarks.md).
 - Larger M (prefill, big batches): compute-bound; dequantize to fp16 once and let cuBLAS
   run the matmul on tensor cores.
 

@@ -50,11 +50,11 @@ reads -> dequantization -> mma) and at the stage's barrier, with 2-2.6 warps per
 deeper ring of the same stages bought at most 6-9%. One group check per stage and a
 split-K tail that reads 4 outputs' partial sums at once took another 2-4%. Where 2 x 4 warps
 take 17-32 rows, 4 slabs per warp and stage (half the barriers for the same work) in a ring
-of 39 KB slots took 8% off a layer's linears at 24 rows and 4% at 32; a ring that large lives
+of 39 KB slots took 8% off a layer's linears at 24 rows and 5% at 32; a ring that large lives
 in dynamic shared memory (`pool` is `cuda.shared.array(0, ...)`, and `launch.launch` allows
 a kernel more than 48 KB). Fewer instructions per stage no longer help: a copy loop 25
 instructions shorter (9% of a stage at 32 rows) moved nothing. Against fp16 cuBLAS on an
-H200: 0.68-0.74x at 2-8 rows, 0.91x at 16, 1.06x at 24, 1.21x at 32.
+H200: 0.68-0.74x at 2-8 rows, 0.91x at 16, 1.06x at 24, 1.20x at 32.
 """
 from __future__ import annotations
 
