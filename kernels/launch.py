@@ -197,7 +197,7 @@ def launch(kernel: Any, grid: tuple[int, ...], block: tuple[int, ...], *args: An
 
 
 DEFAULT_SHARED = 48 * 1024  # the shared memory a block may have without asking (static and dynamic)
-_allowed: dict[Any, int] = {}  # CUDA function -> the dynamic shared memory it was allowed
+_allowed: dict[tuple, int] = {}  # (CUDA function, device) -> the dynamic shared memory it was allowed
 
 
 def _compiled(kernel: Any, converted: list) -> Any:
@@ -208,8 +208,9 @@ def _compiled(kernel: Any, converted: list) -> Any:
 
 def _allow_shared(function: Any, nbytes: int) -> None:
     """Let `function` launch with `nbytes` of dynamic shared memory (CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_
-    SHARED_SIZE_BYTES: without it a launch above 48 KB fails), once per function and size."""
-    if _allowed.get(function, 0) >= nbytes:
+    SHARED_SIZE_BYTES: without it a launch above 48 KB fails), once per function, device and size."""
+    key = (function, torch.cuda.current_device())
+    if _allowed.get(key, 0) >= nbytes:
         return
     from cuda.bindings import driver
 
@@ -221,7 +222,7 @@ def _allow_shared(function: Any, nbytes: int) -> None:
         err, = driver.cuFuncSetAttribute(handle, attribute, nbytes)
     if err != driver.CUresult.CUDA_SUCCESS:
         raise RuntimeError(f"a kernel could not be allowed {nbytes} bytes of shared memory: {err}")
-    _allowed[function] = nbytes
+    _allowed[key] = nbytes
 
 
 def _handle(function: Any) -> Any:
