@@ -34,6 +34,7 @@ there is no GPU and nobody chose, importing `labkit.kernels` selects the simulat
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 from typing import Any, Callable
 
@@ -189,8 +190,9 @@ def launch(kernel: Any, grid: tuple[int, ...], block: tuple[int, ...], *args: An
         _fast_launch(fast, grid, block, args, overlap and overlap_enabled(), shared_bytes)
         return
     converted = [as_array(a) if isinstance(a, torch.Tensor) else a for a in args]
-    if shared_bytes > DEFAULT_SHARED and not SIMULATOR:
-        _allow_shared(_compiled(kernel, converted)._codelibrary.get_cufunc().kernel, shared_bytes)
+    if shared_bytes > DEFAULT_SHARED and not SIMULATOR:   # (allowed before the first launch: compile it first)
+        argtypes = _argtypes(converted)
+        _allow_shared(_function(kernel.overloads.get(argtypes) or kernel.compile(argtypes)), shared_bytes)
     kernel[grid, block, stream(), shared_bytes](*converted)
     if fast is None and key is not None:
         _fast[key] = None not in key[2] and _fast_entry(kernel, converted)   # False: always through Numba
@@ -200,10 +202,14 @@ DEFAULT_SHARED = 48 * 1024  # the shared memory a block may have without asking 
 _allowed: dict[tuple, int] = {}  # (CUDA function, device) -> the dynamic shared memory it was allowed
 
 
-def _compiled(kernel: Any, converted: list) -> Any:
-    """The compiled overload of `kernel` for these (converted) arguments, compiling it if needed."""
-    argtypes = tuple(typeof(v, Purpose.argument) for v in converted)
-    return kernel.overloads.get(argtypes) or kernel.compile(argtypes)
+def _argtypes(converted: list) -> tuple:
+    """The Numba types of a launch's (converted) arguments: they select the compiled overload."""
+    return tuple(typeof(v, Purpose.argument) for v in converted)
+
+
+def _function(compiled: Any) -> Any:
+    """The CUDA function of a compiled overload."""
+    return compiled._codelibrary.get_cufunc().kernel
 
 
 def _allow_shared(function: Any, nbytes: int) -> None:
@@ -235,8 +241,14 @@ def shared_memory() -> tuple[int, int]:
     H100's or H200's (228 KB, 227 KB) under the simulator."""
     if SIMULATOR or not torch.cuda.is_available():
         return 228 * 1024, 227 * 1024
-    dev = cuda.get_current_device()
-    return dev.MAX_SHARED_MEMORY_PER_MULTIPROCESSOR, dev.MAX_SHARED_MEMORY_PER_BLOCK_OPTIN
+    return _device_shared_memory(torch.cuda.current_device())
+
+
+@functools.lru_cache(maxsize=None)
+def _device_shared_memory(index: int) -> tuple[int, int]:
+    """shared_memory() of GPU `index`, asked once (plans ask at every launch)."""
+    gpu = cuda.gpus[index]
+    return gpu.MAX_SHARED_MEMORY_PER_MULTIPROCESSOR, gpu.MAX_SHARED_MEMORY_PER_BLOCK_OPTIN
 
 
 _fast: dict[tuple, Any] = {}  # (kernel, device, argument kinds) -> _fast_entry, or False
@@ -257,7 +269,7 @@ def _arg_kind(a: Any) -> Any:
 
 def _fast_entry(kernel: Any, converted: list) -> Any:
     """(CUDA function, one converter per argument) for the overload `converted` selected, or False."""
-    argtypes = tuple(typeof(v, Purpose.argument) for v in converted)
+    argtypes = _argtypes(converted)
     compiled = kernel.overloads.get(argtypes)
     if compiled is None or kernel.extensions:
         return False
@@ -273,7 +285,7 @@ def _fast_entry(kernel: Any, converted: list) -> Any:
             converters.append(ctypes.c_double)
         else:
             return False
-    return compiled._codelibrary.get_cufunc().kernel, converters
+    return _function(compiled), converters
 
 
 def _fast_launch(fast: Any, grid: Any, block: Any, args: tuple, overlap: bool = False, shared_bytes: int = 0) -> None:

@@ -367,7 +367,8 @@ def plan(m: int, n: int, k: int, group_size: int, layout: tuple[int, int] | None
     groups of 64 rows or more): such a block runs alone on its SM (168 registers a thread), and 4
     slabs between barriers, in as many 39 KB slots as a block may have (dynamic shared memory,
     up to STAGES_UP_TO, no more than its stages + 1), took 12-18% off q/k/v and 7-13% off down
-    at 24-32 rows on an H200 (docs/benchmarks.md). `layout` = (warps_n, warps_k) and `per_warp` override the plan's.
+    at 24-32 rows on an H200 (docs/benchmarks.md). `layout` = (warps_n, warps_k) and `per_warp`
+    override the plan's.
     """
     tiles = -(-m // ROWS_PER_MMA)
     one_wave = tiles >= 3 and -(-n // (2 * TILE)) <= L.sm_count()  # 2 x 4's blocks at one per SM
@@ -414,10 +415,9 @@ def w4a16_tc_async(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor,
               f"1, 2 or 4; got {tile}")
     L.require(SLAB * per_warp <= group_size,
               f"w4a16_tc_async: a warp's {per_warp} slabs of a stage must lie in one group of {group_size} rows")
-    shared = 4 * shared_words(tiles, warps_n, warps_k, stages, per_warp)
-    L.require(shared <= shared_bytes_per_block(1),
-              f"w4a16_tc_async: {stages} stages of {tile} need {shared} bytes of shared memory, more than a block "
-              f"may have ({shared_bytes_per_block(1)})")
+    shared, most = 4 * shared_words(tiles, warps_n, warps_k, stages, per_warp), shared_bytes_per_block(1)
+    L.require(shared <= most, f"w4a16_tc_async: {stages} stages of {tile} need {shared} bytes of shared memory, "
+                              f"more than a block may have ({most})")
     col_tiles = -(-n // (TILE * warps_n))
     if out is None:
         out = torch.empty(m, n, dtype=torch.float16, device=x.device)
